@@ -1,0 +1,201 @@
+"""Client configuration: keyword arguments > environment variables > defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://api.agentops.ai"
+
+Backpressure = Literal["block", "drop"]
+
+# name -> (environment variable, parser)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _parse_tags(raw: str) -> list[str]:
+    return [tag.strip() for tag in raw.split(",") if tag.strip()]
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "api_key": ("AGENTOPS_API_KEY", str),
+    "parent_key": ("AGENTOPS_PARENT_KEY", str),
+    "endpoint": ("AGENTOPS_API_ENDPOINT", str),
+    "enabled": ("AGENTOPS_ENABLED", _parse_bool),
+    "default_tags": ("AGENTOPS_DEFAULT_TAGS", _parse_tags),
+    "max_queue_size": ("AGENTOPS_MAX_QUEUE_SIZE", int),
+    "max_batch_size": ("AGENTOPS_MAX_BATCH_SIZE", int),
+    "max_batch_bytes": ("AGENTOPS_MAX_BATCH_BYTES", int),
+    "flush_interval": ("AGENTOPS_FLUSH_INTERVAL", float),
+    "backpressure": ("AGENTOPS_BACKPRESSURE", str),
+    "backpressure_timeout": ("AGENTOPS_BACKPRESSURE_TIMEOUT", float),
+    "request_timeout": ("AGENTOPS_REQUEST_TIMEOUT", float),
+    "max_retry_time": ("AGENTOPS_MAX_RETRY_TIME", float),
+    "shutdown_timeout": ("AGENTOPS_SHUTDOWN_TIMEOUT", float),
+    "instrument_otel": ("AGENTOPS_INSTRUMENT_OTEL", _parse_bool),
+    "log_session_stats": ("AGENTOPS_LOG_SESSION_STATS", _parse_bool),
+}
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything an :class:`~agentops_async.AsyncClient` needs; immutable once built.
+
+    Attributes:
+        api_key: Project API key (a UUID). Without one the client is disabled: every call is a
+            cheap no-op and a warning is logged once.
+        parent_key: Optional parent project key, sent as ``X-Agentops-Parent-Key``.
+        endpoint: Base URL of the AgentOps-compatible API (the collector: ``http://127.0.0.1:8000``).
+        enabled: ``False`` turns the client into a no-op even with a key (tests, CI).
+        default_tags: Tags added to every session.
+        max_queue_size: Bound of the export queue, in items. Memory stays bounded by it.
+        max_batch_size: Most events in one ``create_events`` request.
+        max_batch_bytes: Most encoded bytes in one ``create_events`` request; larger batches split.
+        flush_interval: Longest time (s) an event waits in the queue before it is sent.
+        backpressure: ``"block"``: a full queue makes ``await record()`` wait for room up to
+            ``backpressure_timeout`` and then drop; ``"drop"``: drop at once. Drops are counted.
+        backpressure_timeout: See ``backpressure``.
+        request_timeout: Timeout (s) of one HTTP request.
+        max_retry_time: How long (s) one request is retried before its items are dropped (counted).
+        shutdown_timeout: Bound (s) of ``close()`` and of ``end()``'s wait for acknowledgement.
+        instrument_otel: Capture OpenTelemetry spans started inside a session (adds a span processor
+            to the global SDK tracer provider, installing one if none is set).
+        log_session_stats: Log the stats line when a session ends.
+    """
+
+    api_key: str | None = None
+    parent_key: str | None = None
+    endpoint: str = DEFAULT_ENDPOINT
+    enabled: bool = True
+    default_tags: tuple[str, ...] = ()
+    max_queue_size: int = 100_000
+    max_batch_size: int = 1_000
+    max_batch_bytes: int = 4 * 1024 * 1024
+    flush_interval: float = 1.0
+    backpressure: Backpressure = "block"
+    backpressure_timeout: float = 1.0
+    request_timeout: float = 10.0
+    max_retry_time: float = 300.0
+    shutdown_timeout: float = 10.0
+    instrument_otel: bool = True
+    log_session_stats: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
+        _check_positive(self, "flush_interval", "request_timeout", "shutdown_timeout")
+        _check_non_negative(self, "backpressure_timeout", "max_retry_time")
+        if self.backpressure not in ("block", "drop"):
+            raise ConfigError(
+                f"backpressure={self.backpressure!r} is not valid: use 'block' or 'drop' "
+                "(keyword backpressure= or AGENTOPS_BACKPRESSURE)"
+            )
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"endpoint={self.endpoint!r} is not an http(s) URL: pass e.g. "
+                "endpoint='http://127.0.0.1:8000' or set AGENTOPS_API_ENDPOINT"
+            )
+
+    @property
+    def active(self) -> bool:
+        """True when events are really sent (enabled and an API key is set)."""
+        return self.enabled and bool(self.api_key)
+
+    def __repr__(self) -> str:
+        # The API keys never appear in a repr; show only whether they are set.
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in ("api_key", "parent_key"):
+                value = "<set>" if value else None
+            shown.append(f"{name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def _check_positive(config: Config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"{name}={value!r} must be a number > 0 ({_where(name)})")
+
+
+def _check_non_negative(config: Config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{name}={value!r} must be a number >= 0 ({_where(name)})")
+
+
+def _where(name: str) -> str:
+    env = _ENV.get(name)
+    return f"keyword {name}= or {env[0]}" if env else f"keyword {name}="
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Build a :class:`Config` from keyword overrides, then the environment, then defaults.
+
+    ``None`` in ``overrides`` means "not given" so that ``AsyncClient(api_key=None)`` still reads
+    ``AGENTOPS_API_KEY``.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, (var, parse) in _ENV.items():
+        raw = env.get(var)
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {var}={raw!r} is not valid: {exc}") from None
+    for name, value in (overrides or {}).items():
+        if name not in Config.__struct_fields__:
+            known = ", ".join(sorted(Config.__struct_fields__))
+            raise ConfigError(f"unknown setting {name!r}; known settings: {known}")
+        if value is not None:
+            values[name] = value
+    if "default_tags" in values:
+        values["default_tags"] = tuple(_check_tags(values["default_tags"], "default_tags"))
+    if "endpoint" in values:
+        values["endpoint"] = str(values["endpoint"]).rstrip("/")
+    try:
+        return Config(**values)
+    except (TypeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def _check_tags(tags: Any, field: str) -> list[str]:
+    """Normalise tags: a string or an iterable of strings. Names the field on error."""
+    if isinstance(tags, str):
+        return [tags]
+    if isinstance(tags, (list, tuple, set, frozenset)):
+        bad = [t for t in tags if not isinstance(t, str)]
+        if not bad:
+            return list(dict.fromkeys(tags))
+        raise ConfigError(
+            f"{field} must be a list of strings; got non-string item(s) {bad[:3]!r}: "
+            "convert them with str() first"
+        )
+    raise ConfigError(
+        f"{field} must be a list of strings, got {type(tags).__name__}: "
+        f"pass e.g. {field}=['a', 'b']"
+    )
+
+
+check_tags = _check_tags

@@ -1,0 +1,209 @@
+"""The AgentOps v2 API client: one aiohttp session, retries, re-authorisation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+
+from .._config import Config
+from ..errors import ApiError
+from . import _wire as wire
+
+log = logging.getLogger("agentops_async")
+
+T = TypeVar("T")
+
+_JSON = {"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"}
+_MAX_RETRY_AFTER = 120.0
+
+
+class SessionAuth:
+    """The JWT of one session; refreshed in place by re-authorisation."""
+
+    __slots__ = ("jwt", "session_id")
+
+    def __init__(self, session_id: str, jwt: str | None = None) -> None:
+        self.session_id = session_id
+        self.jwt = jwt
+
+    def __repr__(self) -> str:
+        return f"SessionAuth(session_id={self.session_id!r}, jwt={'<set>' if self.jwt else None})"
+
+
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded by total time, honouring Retry-After."""
+
+    def __init__(
+        self, *, initial: float = 0.1, maximum: float = 10.0, max_elapsed: float = 300.0
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.max_elapsed = max_elapsed
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), _MAX_RETRY_AFTER)
+        ceiling = min(self.maximum, self.initial * (2 ** (attempt - 1)))
+        return random.uniform(0.0, ceiling)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ApiClient:
+    """Talks to an AgentOps v2 API. One instance per client, one aiohttp session, keep-alive.
+
+    Every call retries connection errors, timeouts, 5xx and 429 (honouring Retry-After) with
+    exponential backoff and full jitter until ``max_retry_time`` has passed; a 401 on a JWT call
+    re-authorises once and retries; other 4xx raise :class:`ApiError` at once.
+    """
+
+    def __init__(self, config: Config, retry: RetryPolicy | None = None) -> None:
+        self._base = config.endpoint
+        self._api_key = config.api_key or ""
+        self._parent_key = config.parent_key
+        self._timeout = aiohttp.ClientTimeout(total=config.request_timeout)
+        self.retry = retry or RetryPolicy(max_elapsed=config.max_retry_time)
+        self._http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"ApiClient(endpoint={self._base!r})"
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            connector = aiohttp.TCPConnector(limit=32, keepalive_timeout=30)
+            self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._http
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+
+    # -- the five calls -----------------------------------------------------------------------
+    async def create_session(self, body: bytes) -> wire.CreateSessionAnswer:
+        """POST /v2/create_session with the API key; returns the session's JWT."""
+        answer: wire.CreateSessionAnswer = await self._call(
+            "/v2/create_session", body, None, wire.create_session_decoder.decode
+        )
+        return answer
+
+    async def update_session(self, auth: SessionAuth, body: bytes) -> wire.UpdateSessionAnswer:
+        """POST /v2/update_session; the answer carries the session's token cost."""
+        answer: wire.UpdateSessionAnswer = await self._call(
+            "/v2/update_session", body, auth, wire.update_session_decoder.decode
+        )
+        return answer
+
+    async def create_events(self, auth: SessionAuth, body: bytes) -> None:
+        """POST /v2/create_events with an already-encoded ``{"events": [...]}`` body."""
+        await self._call("/v2/create_events", body, auth, None)
+
+    async def create_agent(self, auth: SessionAuth, body: bytes) -> None:
+        """POST /v2/create_agent."""
+        await self._call("/v2/create_agent", body, auth, None)
+
+    async def reauthorize(self, auth: SessionAuth) -> None:
+        """POST /v2/reauthorize_jwt with the API key; stores the new JWT in ``auth``."""
+        body = wire.encoder.encode(wire.ReauthBody(session_id=auth.session_id))
+        answer = await self._call("/v2/reauthorize_jwt", body, None, wire.reauth_decoder.decode)
+        auth.jwt = answer.jwt
+
+    # -- machinery ------------------------------------------------------------------------------
+    def _headers(self, auth: SessionAuth | None) -> dict[str, str]:
+        headers = dict(_JSON)
+        if auth is None:
+            headers["X-Agentops-Api-Key"] = self._api_key
+            if self._parent_key:
+                headers["X-Agentops-Parent-Key"] = self._parent_key
+        else:
+            headers["Authorization"] = f"Bearer {auth.jwt or ''}"
+        return headers
+
+    def _redact(self, text: str, auth: SessionAuth | None) -> str:
+        for secret in (self._api_key, self._parent_key, auth.jwt if auth else None):
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+    async def _call(
+        self,
+        path: str,
+        body: bytes,
+        auth: SessionAuth | None,
+        decode: Callable[[bytes], T] | None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.retry.max_elapsed
+        attempt = 0
+        reauthorised = False
+        while True:
+            attempt += 1
+            status: int | None = None
+            retry_after: float | None = None
+            try:
+                async with self._session().post(
+                    self._base + path, data=body, headers=self._headers(auth)
+                ) as resp:
+                    status = resp.status
+                    payload = await resp.read()
+                    if 200 <= status < 300:
+                        return self._decode(path, payload, decode)
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    reason = f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            reason = self._redact(reason, auth)
+
+            if status == 401 and auth is not None and not reauthorised:
+                reauthorised = True
+                log.debug(
+                    "%s got 401 (%s); re-authorising session %s", path, reason, auth.session_id
+                )
+                await self.reauthorize(auth)
+                continue
+            retryable = status is None or status == 429 or status >= 500
+            if not retryable:
+                raise ApiError(f"{path} refused: {reason}", status=status)
+            delay = self.retry.delay(attempt, retry_after)
+            if loop.time() + delay > give_up_at:
+                raise ApiError(
+                    f"{path} failed after {attempt} attempts over "
+                    f"{self.retry.max_elapsed:g}s: {reason}",
+                    status=status,
+                    retryable=True,
+                )
+            log.debug("%s attempt %d failed (%s); retrying in %.2fs", path, attempt, reason, delay)
+            await asyncio.sleep(delay)
+
+    @staticmethod
+    def _decode(path: str, payload: bytes, decode: Callable[[bytes], T] | None) -> T | None:
+        if decode is None:
+            return None
+        try:
+            return decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            snippet = payload[:120].decode("utf-8", "replace")
+            raise ApiError(f"{path} answered malformed JSON ({exc}): {snippet!r}") from None

@@ -1,0 +1,106 @@
+"""Wire objects of the AgentOps v2 API and their one encoder/decoders."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from ..events import to_json_safe
+
+
+class SessionBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The ``session`` object of create_session / update_session."""
+
+    session_id: str
+    init_timestamp: datetime
+    end_state: str  # always sent: "Indeterminate" until the session ends
+    tags: list[str]  # always sent, so that set_tags([]) clears them
+    end_timestamp: datetime | None = None
+    end_state_reason: str | None = None
+    video: str | None = None
+    host_env: dict[str, Any] | None = None
+    trace_id: str | None = None
+    event_counts: dict[str, int] | None = None
+
+
+class SessionEnvelope(msgspec.Struct):
+    session: SessionBody
+
+
+class AgentBody(msgspec.Struct):
+    id: str
+    name: str
+
+
+class ReauthBody(msgspec.Struct):
+    session_id: str
+
+
+class CreateSessionAnswer(msgspec.Struct):
+    jwt: str
+    session_url: str | None = None
+
+
+class UpdateSessionAnswer(msgspec.Struct):
+    token_cost: str | float | int | None = None
+
+
+class ReauthAnswer(msgspec.Struct):
+    jwt: str
+
+
+def _enc_hook(value: Any) -> Any:
+    # Events are normalised at record time; this is a last line of defence (never raise).
+    return to_json_safe(value) if not isinstance(value, type) else repr(value)
+
+
+encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+create_session_decoder = msgspec.json.Decoder(CreateSessionAnswer)
+update_session_decoder = msgspec.json.Decoder(UpdateSessionAnswer)
+reauth_decoder = msgspec.json.Decoder(ReauthAnswer)
+
+
+def parse_token_cost(raw: str | float | int | None) -> Decimal | None:
+    """The server's token_cost as a Decimal (it may send a string, a number or nothing)."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        return Decimal(str(raw))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def events_body(encoded_events: list[bytes]) -> bytes:
+    """``{"events": [...]}`` from events encoded one by one (so a batch can be split by size)."""
+    return b'{"events":[' + b",".join(encoded_events) + b"]}"
+
+
+_host_env: dict[str, Any] | None = None
+
+
+def host_env() -> dict[str, Any]:
+    """What the AgentOps dashboard shows about the host (computed once per process)."""
+    global _host_env
+    if _host_env is None:
+        from .. import __version__
+
+        _host_env = {
+            "SDK": {
+                "AgentOps SDK Version": f"agentops_async {__version__}",
+                "Python Version": platform.python_version(),
+                "System Packages": {},
+            },
+            "OS": {
+                "Hostname": platform.node(),
+                "OS": platform.system(),
+                "OS Version": platform.version(),
+                "OS Release": platform.release(),
+            },
+            "Project Working Directory": {"Project Working Directory": sys.path[0] or "."},
+        }
+    return _host_env

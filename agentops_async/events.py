@@ -1,0 +1,391 @@
+"""Events: what an agent records into a session.
+
+Every event is a :class:`msgspec.Struct` whose field names follow the AgentOps v2 wire format, so
+the exporter encodes it in one msgspec call. Free-form fields (``params``, ``returns``, prompts,
+logs...) accept any value: at record time they are snapshotted into JSON-safe builtins, and anything
+that JSON cannot hold (a socket, a custom object, a cycle) becomes its ``repr``, so the exporter can
+never fail on a user value later.
+
+Example:
+    >>> from agentops_async import ActionEvent
+    >>> event = ActionEvent(action_type="search", params={"q": "weather"})
+    >>> event.event_type
+    'actions'
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import random
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import msgspec
+
+from .errors import InvalidEvent
+
+__all__ = [
+    "ActionEvent",
+    "ApiEvent",
+    "ErrorEvent",
+    "Event",
+    "EventType",
+    "LLMEvent",
+    "ToolEvent",
+]
+
+
+class EventType:
+    """The ``event_type`` strings of the AgentOps v2 API."""
+
+    LLM = "llms"
+    ACTION = "actions"
+    API = "apis"
+    TOOL = "tools"
+    ERROR = "errors"
+
+
+utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
+
+# ---------------------------------------------------------------------------------------------
+# Ids. uuid.uuid4() costs ~1.7 us (a getrandom syscall and the UUID object); the hot path budget is
+# 2 us for everything. An event id here is a UUIDv4-shaped string: 74 random bits drawn once per
+# process (and again in a forked child) followed by a 48-bit counter. Ids are unique, not secret.
+# ---------------------------------------------------------------------------------------------
+_id_prefix = ""
+_span_prefix = ""
+_id_counter: itertools.count[int] = itertools.count()
+
+
+def _reseed_ids() -> None:
+    global _id_prefix, _span_prefix, _id_counter
+    rng = random.SystemRandom()
+    h = f"{rng.getrandbits(80):020x}"
+    variant = "89ab"[rng.getrandbits(2)]
+    _id_prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{variant}{h[15:18]}-"
+    _span_prefix = h[16:20]
+    _id_counter = itertools.count(rng.getrandbits(40))
+
+
+_reseed_ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_event_id() -> str:
+    """A new unique event id in UUID text form (cheap: no syscall)."""
+    # The counter starts below 2**40, so 12 hex digits hold it for 2**47 ids per process.
+    return _id_prefix + "%012x" % next(_id_counter)  # noqa: UP031 - fastest form here
+
+
+def span_id_for(event_id: str) -> str:
+    """The 16-hex-digit span id that an event with this id carries."""
+    return _span_prefix + event_id[-12:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Making user values JSON-safe.
+# ---------------------------------------------------------------------------------------------
+_MAX_REPR = 2_000
+_PLAIN = (str, int, float, bool)
+
+
+def safe_repr(value: Any) -> str:
+    """A bounded ``repr`` that never raises (used for values JSON cannot hold)."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    if len(text) > _MAX_REPR:
+        text = text[:_MAX_REPR] + "...<truncated>"
+    return text
+
+
+def _fallback(value: Any) -> Any:
+    # msgspec calls this for types it cannot convert itself.
+    for attr in ("model_dump", "dict", "to_dict"):  # pydantic v2/v1, many SDK response objects
+        method = getattr(value, attr, None)
+        if callable(method):
+            try:
+                result = method()
+            except Exception:
+                break
+            if isinstance(result, dict):
+                return result
+    return safe_repr(value)
+
+
+_to_builtins = msgspec.to_builtins
+
+
+def to_json_safe(value: Any) -> Any:
+    """Snapshot ``value`` into JSON-safe builtins; never raises.
+
+    Dataclasses, enums, datetimes, UUIDs, sets, msgspec/pydantic models convert structurally;
+    anything else (and cycles, or dicts with non-string keys) becomes a bounded ``repr``.
+    """
+    if value is None or type(value) in _PLAIN:
+        return value
+    try:
+        # Fast path: builtins, dataclasses, datetimes, UUIDs, enums (no enc_hook: each keyword
+        # argument costs ~90 ns here).
+        return _to_builtins(value, str_keys=True)
+    except (RecursionError, TypeError, ValueError, msgspec.EncodeError, OverflowError):
+        pass
+    try:
+        return _to_builtins(value, enc_hook=_fallback, str_keys=True)
+    except (RecursionError, TypeError, ValueError, msgspec.EncodeError, OverflowError):
+        return safe_repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The events.
+# ---------------------------------------------------------------------------------------------
+class Event(msgspec.Struct, kw_only=True, gc=False):
+    """Base of every event: the fields every AgentOps event type shares.
+
+    Events are not tracked by the cyclic garbage collector (``gc=False``): an export buffer of
+    100k events would otherwise make every full collection walk them all. Field values are
+    snapshotted into plain JSON data at record time, so an event cannot be part of a cycle.
+
+    Attributes:
+        event_type: One of :class:`EventType` (set by each subclass).
+        params: What the step was called with (any JSON-able mapping; others are converted).
+        returns: What it returned.
+        init_timestamp: When it started (defaults to construction time, UTC).
+        end_timestamp: When it ended (defaults to record time).
+        agent_id: The agent that did it, from ``session.create_agent()``.
+        id: Unique event id (made for you).
+        session_id, trace_id, span_id: Set by the session at record time.
+    """
+
+    event_type: str
+    params: Any = None
+    returns: Any = None
+    init_timestamp: datetime | str = msgspec.field(default_factory=utcnow)
+    end_timestamp: datetime | str | None = None
+    agent_id: str | None = None
+    id: str = msgspec.field(default_factory=new_event_id)
+    session_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+    # Fields that take arbitrary user values and are made JSON-safe at record time.
+    _free_fields: ClassVar[tuple[str, ...]] = ("params", "returns")
+    # Typed fields checked at record time: name -> (allowed types, how to fix).
+    _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
+
+    def prepare(self, session_id: str, trace_id: str) -> None:
+        """Validate, snapshot free-form values and stamp the session; called by ``record()``.
+
+        Raises:
+            InvalidEvent: a typed field holds a value of the wrong type (names the field).
+        """
+        (preparers.get(type(self)) or preparer_for(type(self)))(self, session_id, trace_id)
+
+
+def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
+    raise InvalidEvent(
+        f"{type(event).__name__}.{name} must be {fix}, got {type(value).__name__} "
+        f"{safe_repr(value)[:80]}"
+    )
+
+
+# Event class -> its compiled record-time preparation (see _compile_preparer).
+preparers: dict[type[Event], Callable[[Event, str, str], None]] = {}
+
+
+def preparer_for(cls: type[Event]) -> Callable[[Event, str, str], None]:
+    """The compiled record-time preparation of ``cls`` (built on first use, then cached)."""
+    preparer = preparers.get(cls)
+    if preparer is None:
+        preparer = preparers[cls] = _compile_preparer(cls)
+    return preparer
+
+
+def _compile_preparer(cls: type[Event]) -> Callable[[Event, str, str], None]:
+    """Build ``cls``'s record-time preparation as straight-line code (no loops over field specs).
+
+    This is the hot path: a generic loop with getattr/setattr costs ~3x more than the generated
+    function, which checks each typed field, snapshots each free-form field and stamps the ids.
+    """
+    lines = ["def prepare(self, session_id, trace_id):"]
+    namespace: dict[str, Any] = {
+        "_bad_field": _bad_field,
+        "_to_json_safe": to_json_safe,
+        "_PLAIN": _PLAIN,
+        "_utcnow": utcnow,
+    }
+    for index, (name, types, fix) in enumerate(cls._typed_fields):
+        namespace[f"_types{index}"] = types
+        exact = " and ".join(f"t is not {t.__name__}" for t in types)
+        lines += [
+            f"    v = self.{name}",
+            "    if v is not None:",
+            "        t = type(v)",
+            f"        if {exact} and (not isinstance(v, _types{index}) or t is bool):",
+            f"            _bad_field(self, {name!r}, v, {fix!r})",
+        ]
+    for name in cls._free_fields:
+        lines += [
+            f"    v = self.{name}",
+            "    if v is not None and type(v) not in _PLAIN:",
+            f"        self.{name} = _to_json_safe(v)",
+        ]
+    # trace_id and span_id are stamped by the exporter when it encodes the event (off the hot
+    # path), unless the event already carries them (captured OTel spans).
+    lines += [
+        "    if self.end_timestamp is None:",
+        "        self.end_timestamp = _utcnow()",
+        "    self.session_id = session_id",
+    ]
+    exec("\n".join(lines), namespace)
+    function: Callable[[Event, str, str], None] = namespace["prepare"]
+    return function
+
+
+_INT = ((int,), "an int (a token count)")
+_NUM = ((int, float), "a number")
+_STR = ((str,), "a str")
+
+
+class LLMEvent(Event, kw_only=True):
+    """One call to a language model.
+
+    Attributes:
+        prompt: The prompt (a string or a list of chat messages).
+        completion: The answer (a string or a message).
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens in the completion.
+        model: Model name, e.g. ``"gpt-4o-mini"`` (used by the collector's price table).
+        cost: Cost in USD when the caller knows it.
+        thread_id: Conversation id, when there is one.
+    """
+
+    event_type: str = EventType.LLM
+    thread_id: str | None = None
+    prompt: Any = None
+    prompt_tokens: int | None = None
+    completion: Any = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    model: str | None = None
+
+    _free_fields = ("params", "returns", "prompt", "completion")
+    _typed_fields = (
+        ("prompt_tokens", *_INT),
+        ("completion_tokens", *_INT),
+        ("cost", *_NUM),
+        ("model", *_STR),
+        ("thread_id", *_STR),
+    )
+
+
+class ActionEvent(Event, kw_only=True):
+    """Something the agent did (a step, a decision, a click).
+
+    Attributes:
+        action_type: What kind of action, e.g. ``"search"``.
+        logs: Free-form logs of the action.
+        screenshot: A URL or data URI of a screenshot.
+    """
+
+    event_type: str = EventType.ACTION
+    action_type: str | None = None
+    logs: Any = None
+    screenshot: str | None = None
+
+    _free_fields = ("params", "returns", "logs")
+    _typed_fields = (("action_type", *_STR), ("screenshot", *_STR))
+
+
+class ToolEvent(Event, kw_only=True):
+    """A tool call made by the agent.
+
+    Attributes:
+        name: The tool's name.
+        logs: Free-form logs of the call.
+    """
+
+    event_type: str = EventType.TOOL
+    name: str | None = None
+    logs: Any = None
+
+    _free_fields = ("params", "returns", "logs")
+    _typed_fields = (("name", *_STR),)
+
+
+class ApiEvent(Event, kw_only=True):
+    """An outgoing API call (HTTP or other) made by the agent.
+
+    Attributes:
+        method: e.g. ``"GET"``.
+        url: The URL called.
+        status_code: The answer's status.
+        logs: Free-form logs of the call.
+    """
+
+    event_type: str = EventType.API
+    method: str | None = None
+    url: str | None = None
+    status_code: int | None = None
+    logs: Any = None
+
+    _free_fields = ("params", "returns", "logs")
+    _typed_fields = (("method", *_STR), ("url", *_STR), ("status_code", *_INT))
+
+
+class ErrorEvent(Event, kw_only=True):
+    """An error the agent met. Build it from an exception with :meth:`from_exception`.
+
+    Attributes:
+        error_type: The exception's class name, or your own category.
+        code: An error code, when there is one.
+        details: A human-readable description.
+        logs: The formatted traceback.
+        trigger_event_id: The id of the event that failed, if any.
+        trigger_event_type: Its type.
+    """
+
+    event_type: str = EventType.ERROR
+    error_type: str | None = None
+    code: str | None = None
+    details: Any = None
+    logs: str | None = None
+    trigger_event_id: str | None = None
+    trigger_event_type: str | None = None
+
+    _free_fields = ("params", "returns", "details")
+    _typed_fields = (("error_type", *_STR), ("code", *_STR), ("logs", *_STR))
+
+    @classmethod
+    def from_exception(
+        cls,
+        exc: BaseException,
+        *,
+        trigger_event: Event | None = None,
+        code: str | None = None,
+        details: Any = None,
+    ) -> ErrorEvent:
+        """An ErrorEvent describing ``exc``: its type, message and formatted traceback.
+
+        Example:
+            >>> try:
+            ...     1 / 0
+            ... except ZeroDivisionError as exc:
+            ...     event = ErrorEvent.from_exception(exc)
+            >>> event.error_type
+            'ZeroDivisionError'
+        """
+        return cls(
+            error_type=type(exc).__name__,
+            code=code,
+            details=details if details is not None else str(exc),
+            logs="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            trigger_event_id=trigger_event.id if trigger_event is not None else None,
+            trigger_event_type=trigger_event.event_type if trigger_event is not None else None,
+        )

@@ -1,0 +1,14 @@
+"""Sessions: the state machine, the registry of current/active sessions, and AsyncSession."""
+
+from ._registry import get_active_sessions, get_current_session
+from ._session import AsyncSession, SessionStats
+from ._state import SessionState, SessionStateProperty
+
+__all__ = [
+    "AsyncSession",
+    "SessionState",
+    "SessionStateProperty",
+    "SessionStats",
+    "get_active_sessions",
+    "get_current_session",
+]

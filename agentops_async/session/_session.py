@@ -1,0 +1,474 @@
+"""AsyncSession: one trace of an agent's work, and the events recorded into it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from contextvars import Token
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from .._config import check_tags
+from ..api import _wire as wire
+from ..errors import ConfigError, InvalidEvent, SessionNotRunning
+from ..events import ErrorEvent, Event, preparer_for, preparers, safe_repr, utcnow
+from ..telemetry._exporter import AGENT, CREATE, UPDATE, Exporter, NullExporter, Op, SessionChannel
+from ..telemetry._otel import router, session_tracer
+from . import _registry as registry
+from ._state import SessionState, SessionStateProperty
+
+if TYPE_CHECKING:
+    from .._client import AsyncClient
+
+log = logging.getLogger("agentops_async")
+
+_RUNNING = SessionState.RUNNING
+
+
+class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
+    """What a session did, as known to the client.
+
+    Attributes:
+        session_id: The session's id.
+        state: Its state when the stats were taken.
+        end_state_reason: Why it ended, when it did.
+        duration: Seconds from start to end (or to now while running).
+        event_counts: Recorded events by event type (``llms``, ``tools``, ...).
+        recorded: Events accepted by ``record()``.
+        delivered: Events acknowledged by the API.
+        dropped: Events that will not be delivered (queue full, refused, shutdown timeout).
+        token_cost: Cost in USD computed by the server, when it answered one.
+        session_url: Where to look at the session, when the server gave a URL.
+    """
+
+    session_id: str
+    state: SessionState
+    end_state_reason: str | None
+    duration: float
+    event_counts: dict[str, int]
+    recorded: int
+    delivered: int
+    dropped: int
+    token_cost: Decimal | None
+    session_url: str | None
+
+    def summary(self) -> str:
+        """The one-line stats summary logged when a session ends."""
+        counts = self.event_counts
+        cost = f"${self.token_cost:.6f}" if self.token_cost is not None else "n/a"
+        return (
+            f"Session {self.session_id} {self.state.value}"
+            f" | Duration: {_fmt_duration(self.duration)}"
+            f" | Cost: {cost} | LLMs: {counts.get('llms', 0)} | Tools: {counts.get('tools', 0)}"
+            f" | Actions: {counts.get('actions', 0)} | Errors: {counts.get('errors', 0)}"
+            f" | Delivered: {self.delivered} | Dropped: {self.dropped}"
+        )
+
+
+def _fmt_duration(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs:.1f}s"
+    if minutes:
+        return f"{minutes}m {secs:.1f}s"
+    return f"{secs:.2f}s"
+
+
+class AsyncSession:
+    """A session: one trace (a root span) of an agent's work, and the events recorded into it.
+
+    Use it as an async context manager; a normal exit ends it SUCCEEDED, an exception FAILED (and
+    records an ErrorEvent), a cancellation INDETERMINATE. Or call ``await start()`` and
+    ``await end(...)`` yourself.
+
+    Example:
+        >>> async def main() -> None:
+        ...     async with AsyncSession(tags=["planner"]) as session:
+        ...         await session.record(ActionEvent(action_type="plan"))
+        ...         await record(ToolEvent(name="search"))  # the current session, via contextvars
+
+    Args:
+        tags: Tags of the session (a list of strings); the client's default tags are added.
+        client: The :class:`~agentops_async.AsyncClient` to send through; by default the process's
+            default client, configured from the environment (``AGENTOPS_API_KEY``...).
+        session_id: Use this id instead of a new UUID (e.g. to continue a session id you own).
+        video: URL of a recording of the session.
+    """
+
+    state = SessionStateProperty()
+
+    def __init__(
+        self,
+        *,
+        tags: Iterable[str] | str | None = None,
+        client: AsyncClient | None = None,
+        session_id: str | uuid.UUID | None = None,
+        video: str | None = None,
+    ) -> None:
+        self._client = client
+        self.session_id = str(session_id) if session_id is not None else str(uuid.uuid4())
+        self.tags: list[str] = _session_tags(tags, "tags")
+        self.video = video
+        self.end_state_reason: str | None = None
+        self.init_timestamp: datetime | None = None
+        self.end_timestamp: datetime | None = None
+        self.trace_id: str = ""
+        self.event_counts: dict[str, int] = {}
+        self._state_value = SessionState.INITIALIZING  # storage of the `state` descriptor
+        self._disabled = False
+        self._exporter: Exporter | NullExporter = NullExporter()
+        self._offer: Callable[[Event], bool] = self._exporter.offer
+        self._channel: SessionChannel | None = None
+        self._span: trace.Span | None = None
+        self._span_trace_id = 0
+        self._otel_token: object | None = None
+        self._ctx_token: Token[AsyncSession | None] | None = None
+        self._t0 = 0.0
+        self._t1: float | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncSession(session_id={self.session_id!r}, state={self.state.value}, "
+            f"tags={self.tags!r})"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def client(self) -> AsyncClient:
+        """The client this session sends through."""
+        if self._client is None:
+            from .._client import default_client
+
+            self._client = default_client()
+        return self._client
+
+    @property
+    def is_running(self) -> bool:
+        """True between start and end."""
+        return self.state is _RUNNING
+
+    async def start(self) -> AsyncSession:
+        """Start the session: make it current in this task, open its root span, queue its creation.
+
+        Does not wait for the network. Returns the session itself.
+
+        Raises:
+            InvalidStateTransition: the session was started before.
+        """
+        client = self.client
+        exporter = client._exporter_for_running_loop()
+        self.state = SessionState.RUNNING
+        config = client.config
+        self.tags = list(dict.fromkeys([*config.default_tags, *self.tags]))
+        self._exporter = exporter
+        self._offer = exporter.offer
+        self._disabled = isinstance(exporter, NullExporter)
+        self.init_timestamp = utcnow()
+        self._t0 = asyncio.get_running_loop().time()
+        self._open_span(config.instrument_otel and not self._disabled)
+        self._ctx_token = registry.set_current(self)
+        registry.register(self)
+        if not self._disabled:
+            self._channel = exporter.open_channel(self.session_id, self.trace_id)
+            exporter.enqueue_op(Op(CREATE, self._channel, self._session_body()))
+        return self
+
+    def _open_span(self, capture: bool) -> None:
+        tracer = session_tracer(capture)
+        span = tracer.start_span(
+            "agentops.session",
+            attributes={"agentops.session.id": self.session_id, "agentops.session.tags": self.tags},
+        )
+        ctx = span.get_span_context()
+        self._span = span
+        self._span_trace_id = ctx.trace_id
+        self.trace_id = trace.format_trace_id(ctx.trace_id)
+        self._otel_token = otel_context.attach(trace.set_span_in_context(span))
+        if capture:
+            exporter = self._exporter
+            router().register(
+                ctx.trace_id, ctx.span_id, self.session_id, exporter.submit_threadsafe
+            )
+
+    def _close_span(self, state: SessionState) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        router().unregister(self._span_trace_id)
+        span.set_attribute("agentops.session.end_state", state.value)
+        if state is SessionState.FAILED:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, self.end_state_reason))
+        span.end()
+        token, self._otel_token = self._otel_token, None
+        # Detach only in the context that attached (explicit end() may run in another task, where
+        # OTel would log a "Failed to detach context" error).
+        if token is not None and trace.get_current_span() is span:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+    async def end(
+        self,
+        end_state: SessionState | str = SessionState.SUCCEEDED,
+        end_state_reason: str | None = None,
+        video: str | None = None,
+        *,
+        timeout: float | None = None,
+        wait: bool = True,
+    ) -> SessionStats:
+        """End the session and (by default) wait until its events are acknowledged.
+
+        Args:
+            end_state: ``SessionState`` or ``"Success"`` / ``"Fail"`` / ``"Indeterminate"``.
+            end_state_reason: Why it ended (shown on the dashboard).
+            video: URL of a recording of the session.
+            timeout: Longest wait for acknowledgement (default: the client's shutdown_timeout).
+                A timeout is not an error: what is still pending keeps being sent.
+            wait: False returns at once (events are still delivered in the background).
+
+        Returns:
+            The session's stats, also logged as one line when ``log_session_stats`` is on.
+
+        Raises:
+            InvalidStateTransition: the session is not running (never started, or ended).
+        """
+        state = SessionState.parse(end_state)
+        if self.state is SessionState.INITIALIZING:
+            raise self._not_running("end the session")
+        self.state = state  # validates the transition (ending twice raises)
+        if end_state_reason is not None:
+            self.end_state_reason = str(end_state_reason)
+        if video is not None:
+            self.video = video
+        self.end_timestamp = utcnow()
+        self._t1 = asyncio.get_running_loop().time()
+        self._close_span(state)
+        registry.unregister(self)
+        if self._ctx_token is not None:
+            registry.reset_current(self._ctx_token)
+            self._ctx_token = None
+        if self._channel is not None:
+            self._exporter.enqueue_op(Op(UPDATE, self._channel, self._session_body(), final=True))
+            if wait:
+                limit = self.client.config.shutdown_timeout if timeout is None else timeout
+                await self._exporter.flush(limit)
+        stats = self.stats
+        if self.client.config.log_session_stats:
+            log.info("%s", stats.summary())
+            if stats.session_url:
+                log.info("Session replay: %s", stats.session_url)
+        return stats
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.state.is_terminal:  # ended inside the block
+            return
+        if exc is None:
+            await self.end(SessionState.SUCCEEDED)
+        elif isinstance(exc, asyncio.CancelledError):
+            # A cancelled task should finish promptly: queue the end, do not wait for the network.
+            await self.end(SessionState.INDETERMINATE, "cancelled", wait=False)
+        elif isinstance(exc, Exception):
+            if not self._disabled:
+                self.record_nowait(ErrorEvent.from_exception(exc))
+            await self.end(SessionState.FAILED, _describe(exc))
+        else:  # KeyboardInterrupt, SystemExit, GeneratorExit
+            await self.end(
+                SessionState.INDETERMINATE, f"interrupted by {type(exc).__name__}", wait=False
+            )
+
+    # -- recording ------------------------------------------------------------------------------
+    async def record(self, event: Event) -> None:
+        """Record ``event`` into this session. Never waits for the network.
+
+        With ``backpressure="block"`` and a full queue it waits for room (bounded by
+        ``backpressure_timeout``), then drops the event; drops are counted in :attr:`stats`.
+
+        Raises:
+            SessionNotRunning: the session has not started or has ended.
+            InvalidEvent: ``event`` is not an Event or a field has the wrong type.
+        """
+        # The hot path: every line here costs on each event (see benchmarks/bench_record.py).
+        if self._state_value is not _RUNNING:
+            raise self._not_running("record an event")
+        if self._disabled:
+            return
+        prepare = preparers.get(type(event)) or _preparer_for(event)
+        prepare(event, self.session_id, self.trace_id)
+        counts = self.event_counts
+        event_type = event.event_type
+        counts[event_type] = counts.get(event_type, 0) + 1
+        if not self._offer(event):
+            await self._exporter.put(event)
+
+    def record_nowait(self, event: Event) -> bool:
+        """Record ``event`` from synchronous code running on the event loop (a callback).
+
+        Never waits: with a full queue the event is dropped and counted. Returns False then.
+        """
+        if not self._accept(event):
+            return True
+        if self._offer(event):
+            return True
+        self._exporter.drop_event(event, "queue full (max_queue_size reached)")
+        return False
+
+    def record_threadsafe(self, event: Event) -> bool:
+        """Record ``event`` from any thread; never waits. False when it was dropped (counted)."""
+        if not self._accept(event):
+            return True
+        return self._exporter.submit_threadsafe(event)
+
+    def _accept(self, event: Event) -> bool:
+        """Check, prepare and count ``event``; False when the client is disabled."""
+        if self._state_value is not _RUNNING:
+            raise self._not_running("record an event")
+        if self._disabled:
+            return False
+        prepare = preparers.get(type(event)) or _preparer_for(event)
+        prepare(event, self.session_id, self.trace_id)
+        counts = self.event_counts
+        counts[event.event_type] = counts.get(event.event_type, 0) + 1
+        return True
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything recorded so far is acknowledged by the API.
+
+        Returns False if ``timeout`` (default: the client's shutdown_timeout) passed first.
+        """
+        limit = self.client.config.shutdown_timeout if timeout is None else timeout
+        return await self._exporter.flush(limit)
+
+    # -- metadata ---------------------------------------------------------------------------------
+    def add_tags(self, tags: Iterable[str] | str) -> None:
+        """Add tags (kept unique, in order); sent with the next session update."""
+        new = _session_tags(tags, "tags")
+        self._require_running("add tags")
+        self.tags = list(dict.fromkeys([*self.tags, *new]))
+        self._send_update()
+
+    def set_tags(self, tags: Iterable[str] | str) -> None:
+        """Replace the session's tags."""
+        new = _session_tags(tags, "tags")
+        self._require_running("set tags")
+        self.tags = new
+        self._send_update()
+
+    def create_agent(self, name: str, agent_id: str | None = None) -> str:
+        """Register an agent in this session; returns its id (pass it as events' ``agent_id``)."""
+        if not isinstance(name, str) or not name:
+            raise InvalidEvent(f"create_agent(name=...) must be a non-empty str, got {name!r}")
+        self._require_running("create an agent")
+        agent_id = str(agent_id) if agent_id is not None else str(uuid.uuid4())
+        if self._channel is not None:
+            body = wire.encoder.encode(wire.AgentBody(id=agent_id, name=name))
+            self._exporter.enqueue_op(Op(AGENT, self._channel, body))
+        return agent_id
+
+    def _send_update(self) -> None:
+        if self._channel is not None:
+            self._exporter.enqueue_op(Op(UPDATE, self._channel, self._session_body()))
+
+    def _session_body(self) -> bytes:
+        assert self.init_timestamp is not None
+        body = wire.SessionBody(
+            session_id=self.session_id,
+            init_timestamp=self.init_timestamp,
+            end_timestamp=self.end_timestamp,
+            tags=list(self.tags),
+            end_state=self.state.wire_name,
+            end_state_reason=self.end_state_reason,
+            video=self.video,
+            host_env=wire.host_env(),
+            trace_id=self.trace_id,
+            event_counts=dict(self.event_counts),
+        )
+        return wire.encoder.encode(wire.SessionEnvelope(session=body))
+
+    def _require_running(self, what: str) -> None:
+        if self.state is not _RUNNING:
+            raise self._not_running(what)
+
+    def _not_running(self, what: str) -> SessionNotRunning:
+        state = self.state
+        if state is SessionState.INITIALIZING:
+            hint = "start it first (`async with session:` or `await session.start()`)"
+        else:
+            hint = "it has ended; start a new session"
+        return SessionNotRunning(
+            f"cannot {what}: session {self.session_id} is {state.value}; {hint}"
+        )
+
+    # -- reporting ------------------------------------------------------------------------------
+    @property
+    def session_url(self) -> str | None:
+        """The dashboard URL the server gave for this session, once it answered."""
+        return self._channel.session_url if self._channel is not None else None
+
+    @property
+    def token_cost(self) -> Decimal | None:
+        """The cost the server computed at the last session update, if any."""
+        return self._channel.token_cost if self._channel is not None else None
+
+    @property
+    def stats(self) -> SessionStats:
+        """A snapshot of what this session recorded, delivered and dropped."""
+        channel = self._channel
+        if self._t1 is not None:
+            duration = self._t1 - self._t0
+        elif self.state is _RUNNING:
+            duration = asyncio.get_running_loop().time() - self._t0 if self._t0 else 0.0
+        else:
+            duration = 0.0
+        return SessionStats(
+            session_id=self.session_id,
+            state=self.state,
+            end_state_reason=self.end_state_reason,
+            duration=max(0.0, duration),
+            event_counts=dict(self.event_counts),
+            recorded=sum(self.event_counts.values()),
+            delivered=channel.delivered if channel else 0,
+            dropped=channel.dropped if channel else 0,
+            token_cost=channel.token_cost if channel else None,
+            session_url=channel.session_url if channel else None,
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = safe_repr(exc)
+    return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
+
+
+def _session_tags(tags: Any, field: str) -> list[str]:
+    if tags is None:
+        return []
+    try:
+        return check_tags(tags, field)
+    except ConfigError as exc:
+        raise InvalidEvent(str(exc)) from None
+
+
+def _preparer_for(event: object) -> Callable[[Event, str, str], None]:
+    if not isinstance(event, Event):
+        raise InvalidEvent(
+            "record() takes an Event (LLMEvent, ActionEvent, ToolEvent, ErrorEvent, ApiEvent), "
+            f"got {type(event).__name__}: wrap the data in an event, e.g. ActionEvent(params=...)"
+        )
+    return preparer_for(type(event))

@@ -1,0 +1,1 @@
+"""From record() to the wire: export queue, batching, OpenTelemetry span capture (private)."""

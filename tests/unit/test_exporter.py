@@ -1,0 +1,240 @@
+"""Batching, backpressure, drops, flush and close of the exporter, against the fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+import agentops_async as ao
+
+from .fake_api import FakeApi
+
+pytestmark = pytest.mark.asyncio
+
+
+def event_batches(api: FakeApi) -> list[int]:
+    return [len(body["events"]) for path, _, body in api.requests if path == "/v2/create_events"]
+
+
+async def test_batches_are_cut_by_count(api: FakeApi, make_client: Any) -> None:
+    client = make_client(max_batch_size=10)
+    async with client.session() as session:
+        for i in range(25):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert event_batches(api) == [10, 10, 5]
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(25))
+
+
+async def test_batches_are_cut_by_encoded_size(api: FakeApi, make_client: Any) -> None:
+    client = make_client(max_batch_bytes=4_000)
+    async with client.session() as session:
+        for i in range(20):
+            await session.record(ao.ActionEvent(params={"i": i, "blob": "x" * 500}))
+    await client.close()
+    bodies = [body for path, _, body in api.requests if path == "/v2/create_events"]
+    assert len(bodies) > 1
+    assert sum(len(b["events"]) for b in bodies) == 20
+    import msgspec
+
+    assert all(len(msgspec.json.encode(b)) <= 4_000 for b in bodies)
+    assert session.stats.delivered == 20
+
+
+async def test_an_event_larger_than_a_batch_is_dropped_and_counted(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_batch_bytes=2_000)
+    async with client.session() as session:
+        await session.record(ao.ActionEvent(params={"blob": "x" * 5_000}))
+        await session.record(ao.ActionEvent(params={"small": 1}))
+    await client.close()
+    assert session.stats.delivered == 1
+    assert session.stats.dropped == 1
+    assert client.stats.dropped_by_reason == {"event larger than max_batch_bytes (2000 bytes)": 1}
+
+
+async def test_413_splits_the_batch_until_it_fits(api: FakeApi, client: ao.AsyncClient) -> None:
+    api.script("/v2/create_events", 413, 413)
+    async with client.session() as session:
+        for i in range(8):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    assert event_batches(api) == [8, 4, 2, 2, 4]
+    assert sorted(e["params"]["i"] for e in api.events[session.session_id]) == list(range(8))
+    assert session.stats.dropped == 0
+
+
+async def test_400_drops_the_batch_counts_it_and_logs_the_reason_once(
+    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_async")
+    client = make_client(max_batch_size=5)
+    api.script(
+        "/v2/create_events",
+        (400, '{"message": "bad"}', {}),
+        (400, '{"message": "bad"}', {}),
+    )
+    async with client.session() as session:
+        for i in range(15):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert session.stats.delivered == 5
+    assert session.stats.dropped == 10
+    assert client.stats.dropped_by_reason == {"create_events refused (HTTP 400)": 10}
+    logged = [r for r in caplog.records if "create_events refused" in r.getMessage()]
+    assert len(logged) == 1
+
+
+async def test_full_queue_in_drop_mode_drops_and_counts_exactly(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_queue_size=5, backpressure="drop")
+    async with client.session() as session:
+        for i in range(8):  # no await yields to the exporter in between: the buffer fills
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert session.stats.recorded == 8
+    assert session.stats.delivered == 5
+    assert session.stats.dropped == 3
+    assert client.stats.dropped_by_reason == {"queue full (max_queue_size reached)": 3}
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2, 3, 4]
+
+
+async def test_full_queue_in_block_mode_waits_for_room_and_loses_nothing(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_queue_size=5, max_batch_size=5, backpressure_timeout=10)
+    async with client.session() as session:
+        for i in range(40):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert session.stats.dropped == 0
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(40))
+    assert max(event_batches(api)) <= 5
+
+
+async def test_flush_returns_after_the_api_acknowledged_everything(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(flush_interval=60)  # only an explicit flush sends before 60 s
+    async with client.session() as session:
+        for i in range(7):
+            await session.record(ao.ActionEvent(params={"i": i}))
+        assert api.events[session.session_id] == []
+        assert await session.flush(5)
+        assert len(api.events[session.session_id]) == 7
+        assert session.stats.delivered == 7
+    await client.close()
+
+
+async def test_close_with_the_api_down_reports_every_unsent_event_as_dropped(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(shutdown_timeout=0.3)
+    api.script("/v2/create_events", *([503] * 1000))
+    session = await client.start_session()
+    for i in range(12):
+        await session.record(ao.ActionEvent(params={"i": i}))
+    stats = await session.end(wait=False)
+    assert stats.state is ao.SessionState.SUCCEEDED
+    assert await client.close() is False
+    assert client.stats.delivered == 0
+    assert session.stats.dropped == 12
+    dropped = client.stats.dropped_by_reason
+    assert dropped == {"not acknowledged before the shutdown timeout": 12}
+
+
+async def test_create_session_refused_drops_its_events_with_the_reason(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    api.script("/v2/create_session", (401, '{"message": "invalid api key"}', {}))
+    async with client.session() as session:
+        for _ in range(4):
+            await session.record(ao.ActionEvent())
+    assert session.stats.dropped == 4
+    assert client.stats.dropped_by_reason == {"session could not be created": 4}
+    assert api.calls("/v2/create_events") == []
+    assert api.calls("/v2/update_session") == []
+
+
+async def test_expired_jwt_midway_is_reauthorised_and_nothing_is_lost(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_batch_size=3)
+    api.script("/v2/create_events", None)  # placeholder replaced below
+    api.scripted["/v2/create_events"].clear()
+    async with client.session() as session:
+        for i in range(3):
+            await session.record(ao.ActionEvent(params={"i": i}))
+        assert await session.flush(5)
+        api.script("/v2/create_events", (401, '{"message": "Expired Token"}', {}))
+        for i in range(3, 6):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(6))
+    assert len(api.calls("/v2/reauthorize_jwt")) == 1
+    assert api.calls("/v2/update_session")[-1][1]["Authorization"].endswith("-1")
+
+
+async def test_record_threadsafe_from_many_threads_delivers_everything_once(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_batch_size=200)
+    async with client.session() as session:
+
+        def produce(worker: int) -> None:
+            for i in range(500):
+                assert session.record_threadsafe(ao.ToolEvent(name=f"w{worker}", params={"i": i}))
+
+        threads = [threading.Thread(target=produce, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+    await client.close()
+    events = api.events[session.session_id]
+    assert len(events) == 2_000
+    assert len({e["id"] for e in events}) == 2_000
+    for worker in range(4):  # each thread's events arrive in the order it recorded them
+        mine = [e["params"]["i"] for e in events if e["name"] == f"w{worker}"]
+        assert mine == list(range(500))
+
+
+async def test_events_carry_the_session_trace_id_and_their_own_span_ids(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        await session.record(ao.ActionEvent())
+        await session.record(ao.ActionEvent())
+    events = api.events[session.session_id]
+    assert {e["trace_id"] for e in events} == {session.trace_id}
+    assert len(session.trace_id) == 32
+    assert all(len(e["span_id"]) == 16 for e in events)
+    assert len({e["span_id"] for e in events}) == 2
+
+
+async def test_an_exporter_bug_does_not_stop_delivery(
+    api: FakeApi, client: ao.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with client.session() as session:
+        exporter = session._exporter
+        real = exporter._ship_session  # type: ignore[union-attr]
+        calls = {"n": 0}
+
+        async def flaky(*args: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("bug")
+            await real(*args)
+
+        monkeypatch.setattr(exporter, "_ship_session", flaky)
+        await session.record(ao.ActionEvent())
+        assert await session.flush(5)
+        await session.record(ao.ActionEvent())
+        await session.flush(5)
+        await session.record(ao.ActionEvent())
+    assert session.stats.delivered == 2
+    assert client.stats.dropped_by_reason == {"internal exporter error": 1}

@@ -1,0 +1,239 @@
+"""AsyncSession behaviour against the scripted fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+import agentops_async as ao
+
+from .fake_api import FakeApi
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_normal_exit_succeeds_and_sends_create_events_update_in_order(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session(tags=["planner"]) as session:
+        for i in range(3):
+            await session.record(ao.ActionEvent(action_type="step", params={"i": i}))
+    assert session.state is ao.SessionState.SUCCEEDED
+    paths = [p for p, _, body in api.requests]
+    assert paths == ["/v2/create_session", "/v2/create_events", "/v2/update_session"]
+    stored = api.sessions[session.session_id]
+    assert stored["end_state"] == "Success"
+    assert stored["tags"] == ["planner"]
+    assert stored["trace_id"] == session.trace_id
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2]
+    stats = session.stats
+    assert (stats.recorded, stats.delivered, stats.dropped) == (3, 3, 0)
+    assert str(stats.token_cost) == "0.25"
+    assert stats.event_counts == {"actions": 3}
+
+
+async def test_exception_fails_the_session_and_records_an_error_event(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    with pytest.raises(ValueError, match="boom"):
+        async with client.session() as session:
+            raise ValueError("boom")
+    assert session.state is ao.SessionState.FAILED
+    assert session.end_state_reason == "ValueError: boom"
+    stored = api.sessions[session.session_id]
+    assert stored["end_state"] == "Fail"
+    assert stored["end_state_reason"] == "ValueError: boom"
+    (error,) = api.events[session.session_id]
+    assert error["event_type"] == "errors"
+    assert error["error_type"] == "ValueError"
+    assert "Traceback" in error["logs"]
+
+
+async def test_cancelled_session_ends_indeterminate(api: FakeApi, client: ao.AsyncClient) -> None:
+    started = asyncio.Event()
+    holder: list[ao.AsyncSession] = []
+
+    async def agent() -> None:
+        async with client.session() as session:
+            holder.append(session)
+            await session.record(ao.ToolEvent(name="search"))
+            started.set()
+            await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(agent())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    session = holder[0]
+    assert session.state is ao.SessionState.INDETERMINATE
+    assert await client.flush(5)
+    stored = api.sessions[session.session_id]
+    assert stored["end_state"] == "Indeterminate"
+    assert stored["end_state_reason"] == "cancelled"
+    assert len(api.events[session.session_id]) == 1
+
+
+async def test_record_before_start_after_end_and_end_twice_are_clear_errors(
+    client: ao.AsyncClient,
+) -> None:
+    session = client.session()
+    with pytest.raises(ao.SessionNotRunning, match="start it first"):
+        await session.record(ao.ActionEvent())
+    await session.start()
+    await session.end("Success")
+    with pytest.raises(ao.SessionNotRunning, match="has ended"):
+        await session.record(ao.ActionEvent())
+    with pytest.raises(ao.InvalidStateTransition, match="ends once"):
+        await session.end("Fail")
+    with pytest.raises(ao.SessionNotRunning):
+        session.add_tags(["late"])
+
+
+async def test_explicit_start_and_end_with_agentops_strings(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    session = await client.start_session(tags="one")
+    await session.record(ao.LLMEvent(model="gpt-4o-mini", prompt_tokens=10, completion_tokens=2))
+    stats = await session.end("Fail", end_state_reason="judge said no", video="http://v/1")
+    assert stats.state is ao.SessionState.FAILED
+    stored = api.sessions[session.session_id]
+    assert (stored["end_state"], stored["end_state_reason"], stored["video"]) == (
+        "Fail",
+        "judge said no",
+        "http://v/1",
+    )
+    assert stored["tags"] == ["one"]
+
+
+async def test_record_rejects_non_events_naming_the_fix(client: ao.AsyncClient) -> None:
+    async with client.session() as session:
+        with pytest.raises(ao.InvalidEvent, match="wrap the data in an event"):
+            await session.record({"event_type": "actions"})  # type: ignore[arg-type]
+
+
+async def test_tags_add_and_set_are_sent_and_validated(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session(tags=["a"]) as session:
+        session.add_tags(["b", "a"])
+        session.set_tags(["x", "y"])
+        with pytest.raises(ao.InvalidEvent, match="tags must be a list of strings"):
+            session.add_tags([1, 2])  # type: ignore[list-item]
+        with pytest.raises(ao.InvalidEvent, match="tags must be a list of strings"):
+            session.set_tags(42)  # type: ignore[arg-type]
+    updates = [b["session"]["tags"] for p, _, b in api.requests if p == "/v2/update_session"]
+    assert updates == [["a", "b"], ["x", "y"], ["x", "y"]]
+
+
+async def test_create_agent_registers_the_agent(api: FakeApi, client: ao.AsyncClient) -> None:
+    async with client.session() as session:
+        agent_id = session.create_agent("planner")
+        await session.record(ao.ActionEvent(agent_id=agent_id))
+    (agent_call,) = api.calls("/v2/create_agent")
+    assert agent_call[2] == {"id": agent_id, "name": "planner"}
+    assert api.events[session.session_id][0]["agent_id"] == agent_id
+
+
+async def test_module_record_uses_the_current_session_of_each_task(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async def agent(name: str) -> ao.AsyncSession:
+        async with client.session(tags=[name]) as session:
+            for i in range(50):
+                await ao.record(ao.ActionEvent(action_type=name, params={"i": i}))
+                await asyncio.sleep(0)  # interleave the two tasks
+        return session
+
+    first, second = await asyncio.gather(agent("first"), agent("second"))
+    assert {e["action_type"] for e in api.events[first.session_id]} == {"first"}
+    assert {e["action_type"] for e in api.events[second.session_id]} == {"second"}
+    assert len(api.events[first.session_id]) == len(api.events[second.session_id]) == 50
+
+
+async def test_module_record_without_a_session_is_a_clear_error(client: ao.AsyncClient) -> None:
+    with pytest.raises(ao.NoActiveSession, match="no session is active"):
+        await ao.record(ao.ActionEvent())
+
+
+async def test_module_record_with_several_active_and_none_current_is_ambiguous(
+    client: ao.AsyncClient,
+) -> None:
+    sessions: list[ao.AsyncSession] = []
+
+    async def open_one() -> None:  # started in another task: not current here
+        sessions.append(await client.start_session())
+
+    await asyncio.gather(open_one(), open_one())
+    with pytest.raises(ao.AmbiguousSession, match="2 sessions are active"):
+        await ao.record(ao.ActionEvent())
+    await sessions[0].end()
+    # With exactly one active session left, the legacy helper resolves to it.
+    await ao.record(ao.ActionEvent(action_type="only"))
+    await sessions[1].end()
+    assert sessions[1].event_counts == {"actions": 1}
+    assert ao.get_active_sessions() == []
+
+
+async def test_current_session_is_visible_inside_and_gone_after(client: ao.AsyncClient) -> None:
+    assert ao.get_current_session() is None
+    async with client.session() as session:
+        assert ao.get_current_session() is session
+        assert session in ao.get_active_sessions()
+    assert ao.get_current_session() is None
+    assert session not in ao.get_active_sessions()
+
+
+async def test_stats_line_is_logged_at_end(
+    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client(log_session_stats=True)
+    caplog.set_level(logging.INFO, logger="agentops_async")
+    async with client.session() as session:
+        await session.record(ao.LLMEvent())
+        await session.record(ao.ToolEvent())
+    await client.close()
+    line = next(r.getMessage() for r in caplog.records if "Duration" in r.getMessage())
+    assert session.session_id in line
+    assert "SUCCEEDED" in line and "LLMs: 1" in line and "Tools: 1" in line
+    assert "Cost: $0.250000" in line
+
+
+async def test_disabled_client_is_a_cheap_no_op(api: FakeApi) -> None:
+    client = ao.AsyncClient(api_key=None, enabled=False)
+    async with client.session() as session:
+        await session.record(ao.ActionEvent())
+        assert session.is_running
+    assert session.state is ao.SessionState.SUCCEEDED
+    assert api.requests == []
+    await client.close()
+
+
+async def test_no_api_key_disables_and_warns_once(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("AGENTOPS_API_KEY", raising=False)
+    monkeypatch.setattr("agentops_async._client._disabled_warned", False)
+    caplog.set_level(logging.WARNING, logger="agentops_async")
+    ao.AsyncClient()
+    ao.AsyncClient()
+    warnings = [r for r in caplog.records if "no API key" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "AGENTOPS_API_KEY" in warnings[0].getMessage()
+
+
+async def test_client_is_bound_to_one_running_loop(client: ao.AsyncClient) -> None:
+    async with client.session():
+        pass
+
+    def other_loop() -> None:
+        async def use() -> None:
+            await client.start_session()
+
+        asyncio.run(use())
+
+    with pytest.raises(ao.ConfigError, match="another event loop"):
+        await asyncio.to_thread(other_loop)
