@@ -145,12 +145,11 @@ def to_json_safe(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # The events.
 # ---------------------------------------------------------------------------------------------
-class Event(msgspec.Struct, kw_only=True, gc=False):
+class Event(msgspec.Struct, kw_only=True):
     """Base of every event: the fields every AgentOps event type shares.
 
-    Events are not tracked by the cyclic garbage collector (``gc=False``): an export buffer of
-    100k events would otherwise make every full collection walk them all. Field values are
-    snapshotted into plain JSON data at record time, so an event cannot be part of a cycle.
+    ``record()`` encodes the event to JSON at once (one msgspec call): what is sent is the event
+    as it was when recorded, later changes to the object or to the values it holds are not.
 
     Attributes:
         event_type: One of :class:`EventType` (set by each subclass).
@@ -179,13 +178,16 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     # Typed fields checked at record time: name -> (allowed types, how to fix).
     _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
 
-    def prepare(self, session_id: str, trace_id: str) -> None:
-        """Validate, snapshot free-form values and stamp the session; called by ``record()``.
+    def prepare(self, session_id: str, trace_id: str) -> bytes:
+        """Validate, stamp the session and its ids, and encode; called once by ``record()``.
+
+        Returns:
+            The event's JSON, as sent. Values JSON cannot hold are sent as their ``repr``.
 
         Raises:
             InvalidEvent: a typed field holds a value of the wrong type (names the field).
         """
-        (preparers.get(type(self)) or preparer_for(type(self)))(self, session_id, trace_id)
+        return (preparers.get(type(self)) or preparer_for(type(self)))(self, session_id, trace_id)
 
 
 def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
@@ -195,11 +197,29 @@ def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
     )
 
 
+_encode = msgspec.json.Encoder().encode
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+
+
+def _encode_safely(event: Event) -> bytes:
+    """Slow path: make every free-form field JSON-safe, then encode (never raises)."""
+    for name in event._free_fields:
+        value = getattr(event, name)
+        if value is not None and type(value) not in _PLAIN:
+            setattr(event, name, to_json_safe(value))
+    try:
+        return _encode(event)
+    except _ENCODE_ERRORS:  # a non-JSON value in a typed field that passed isinstance (a subclass)
+        return _encode(msgspec.to_builtins(event, enc_hook=safe_repr, str_keys=True))
+
+
+Preparer = Callable[["Event", str, str], bytes]
+
 # Event class -> its compiled record-time preparation (see _compile_preparer).
-preparers: dict[type[Event], Callable[[Event, str, str], None]] = {}
+preparers: dict[type[Event], Preparer] = {}
 
 
-def preparer_for(cls: type[Event]) -> Callable[[Event, str, str], None]:
+def preparer_for(cls: type[Event]) -> Preparer:
     """The compiled record-time preparation of ``cls`` (built on first use, then cached)."""
     preparer = preparers.get(cls)
     if preparer is None:
@@ -207,18 +227,22 @@ def preparer_for(cls: type[Event]) -> Callable[[Event, str, str], None]:
     return preparer
 
 
-def _compile_preparer(cls: type[Event]) -> Callable[[Event, str, str], None]:
+def _compile_preparer(cls: type[Event]) -> Preparer:
     """Build ``cls``'s record-time preparation as straight-line code (no loops over field specs).
 
     This is the hot path: a generic loop with getattr/setattr costs ~3x more than the generated
-    function, which checks each typed field, snapshots each free-form field and stamps the ids.
+    function, which checks each typed field, stamps the session, trace and span ids and encodes
+    the event in one msgspec call (falling back to :func:`_encode_safely` for values JSON cannot
+    hold).
     """
     lines = ["def prepare(self, session_id, trace_id):"]
     namespace: dict[str, Any] = {
         "_bad_field": _bad_field,
-        "_to_json_safe": to_json_safe,
-        "_PLAIN": _PLAIN,
         "_utcnow": utcnow,
+        "_encode": _encode,
+        "_encode_safely": _encode_safely,
+        "_ENCODE_ERRORS": _ENCODE_ERRORS,
+        "_span_id_for": span_id_for,
     }
     for index, (name, types, fix) in enumerate(cls._typed_fields):
         namespace[f"_types{index}"] = types
@@ -230,21 +254,20 @@ def _compile_preparer(cls: type[Event]) -> Callable[[Event, str, str], None]:
             f"        if {exact} and (not isinstance(v, _types{index}) or t is bool):",
             f"            _bad_field(self, {name!r}, v, {fix!r})",
         ]
-    for name in cls._free_fields:
-        lines += [
-            f"    v = self.{name}",
-            "    if v is not None and type(v) not in _PLAIN:",
-            f"        self.{name} = _to_json_safe(v)",
-        ]
-    # trace_id and span_id are stamped by the exporter when it encodes the event (off the hot
-    # path), unless the event already carries them (captured OTel spans).
     lines += [
         "    if self.end_timestamp is None:",
         "        self.end_timestamp = _utcnow()",
         "    self.session_id = session_id",
+        "    if self.span_id is None:",  # captured OTel spans bring their own ids
+        "        self.trace_id = trace_id",
+        "        self.span_id = _span_id_for(self.id)",
+        "    try:",
+        "        return _encode(self)",
+        "    except _ENCODE_ERRORS:",
+        "        return _encode_safely(self)",
     ]
-    exec("\n".join(lines), namespace)
-    function: Callable[[Event, str, str], None] = namespace["prepare"]
+    exec("\n".join(lines), namespace)  # code built above from field names only
+    function: Preparer = namespace["prepare"]
     return function
 
 

@@ -2,8 +2,9 @@
 
 Rows (same process, same run, interleaved repetitions; median, min and max of the repetitions):
 - ``await session.record(ActionEvent(...))`` on an active session whose exporter posts to a stub
-  AgentOps v2 server on 127.0.0.1 (construction of the event included);
+  AgentOps v2 server on 127.0.0.1 (construction of the event included, like the span's);
 - the same with ``await agentops_async.record(...)`` (current session looked up via contextvars);
+- ``await session.record(event)`` alone, the events built before the timed loop;
 - ``session.record_threadsafe(...)`` from a plain thread (the sync facade's path);
 - OpenTelemetry SDK: ``tracer.start_span(...)``/``span.end()`` with the same attributes, on a
   TracerProvider with a BatchSpanProcessor and a no-op exporter.
@@ -80,6 +81,19 @@ async def _time_async_record(session: ao.AsyncSession, n: int, module_level: boo
     return elapsed / n * 1e6
 
 
+async def _time_prebuilt_record(session: ao.AsyncSession, n: int) -> float:
+    events = [
+        ao.ActionEvent(action_type="search", params={"q": "weather", "i": i}) for i in range(n)
+    ]
+    record = session.record
+    t0 = time.perf_counter()
+    for event in events:
+        await record(event)
+    elapsed = time.perf_counter() - t0
+    await session.flush(60)
+    return elapsed / n * 1e6
+
+
 async def _time_thread_record(session: ao.AsyncSession, n: int) -> float:
     Event = ao.ActionEvent
     result: list[float] = []
@@ -126,6 +140,9 @@ async def run(events: int, repeats: int) -> dict[str, list[float]]:
                 "agentops_async await record() (contextvar)": lambda: _time_async_record(
                     session, events, True
                 ),
+                "agentops_async await session.record(), event built beforehand": lambda: (
+                    _time_prebuilt_record(session, events)
+                ),
                 "agentops_async record_threadsafe() from a thread": lambda: _time_thread_record(
                     session, events
                 ),
@@ -137,7 +154,7 @@ async def run(events: int, repeats: int) -> dict[str, list[float]]:
                 for name, fn in rows.items():
                     samples.setdefault(name, []).append(await fn())
         stats = client.stats
-        expected = events * repeats * 3
+        expected = events * repeats * 4
         if stats.delivered != expected or stats.dropped:
             raise SystemExit(f"delivery check failed: {stats} (expected {expected} delivered)")
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from contextvars import Token
@@ -19,8 +21,17 @@ from opentelemetry import trace
 from .._config import check_tags
 from ..api import _wire as wire
 from ..errors import ConfigError, InvalidEvent, SessionNotRunning
-from ..events import ErrorEvent, Event, preparer_for, preparers, safe_repr, utcnow
-from ..telemetry._exporter import AGENT, CREATE, UPDATE, Exporter, NullExporter, Op, SessionChannel
+from ..events import ErrorEvent, Event, Preparer, preparer_for, preparers, safe_repr, utcnow
+from ..telemetry._exporter import (
+    AGENT,
+    CREATE,
+    QUEUE_FULL,
+    UPDATE,
+    Exporter,
+    NullExporter,
+    Op,
+    SessionChannel,
+)
 from ..telemetry._otel import router, session_tracer
 from . import _registry as registry
 from ._state import SessionState, SessionStateProperty
@@ -122,11 +133,13 @@ class AsyncSession:
         self.init_timestamp: datetime | None = None
         self.end_timestamp: datetime | None = None
         self.trace_id: str = ""
-        self.event_counts: dict[str, int] = {}
+        self._counts: dict[str, int] = {}  # recorded on the loop thread
+        self._locked_counts: dict[str, int] = {}  # recorded from other threads, and spans
         self._state_value = SessionState.INITIALIZING  # storage of the `state` descriptor
         self._disabled = False
         self._exporter: Exporter | NullExporter = NullExporter()
-        self._offer: Callable[[Event], bool] = self._exporter.offer
+        self._offer: Callable[[SessionChannel, bytes], bool] = self._exporter.offer
+        self._count_lock = threading.Lock()
         self._channel: SessionChannel | None = None
         self._span: trace.Span | None = None
         self._span_trace_id = 0
@@ -173,7 +186,7 @@ class AsyncSession:
         self._offer = exporter.offer
         self._disabled = isinstance(exporter, NullExporter)
         self.init_timestamp = utcnow()
-        self._t0 = asyncio.get_running_loop().time()
+        self._t0 = time.monotonic()
         self._open_span(config.instrument_otel and not self._disabled)
         self._ctx_token = registry.set_current(self)
         registry.register(self)
@@ -194,10 +207,7 @@ class AsyncSession:
         self.trace_id = trace.format_trace_id(ctx.trace_id)
         self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         if capture:
-            exporter = self._exporter
-            router().register(
-                ctx.trace_id, ctx.span_id, self.session_id, exporter.submit_threadsafe
-            )
+            router().register(ctx.trace_id, ctx.span_id, self.session_id, self._capture_span)
 
     def _close_span(self, state: SessionState) -> None:
         span, self._span = self._span, None
@@ -248,7 +258,7 @@ class AsyncSession:
         if video is not None:
             self.video = video
         self.end_timestamp = utcnow()
-        self._t1 = asyncio.get_running_loop().time()
+        self._t1 = time.monotonic()
         self._close_span(state)
         registry.unregister(self)
         if self._ctx_token is not None:
@@ -295,7 +305,8 @@ class AsyncSession:
     async def record(self, event: Event) -> None:
         """Record ``event`` into this session. Never waits for the network.
 
-        With ``backpressure="block"`` and a full queue it waits for room (bounded by
+        The event is encoded at once: later changes to it, or to the values it holds, are not
+        sent. With ``backpressure="block"`` and a full queue it waits for room (bounded by
         ``backpressure_timeout``), then drops the event; drops are counted in :attr:`stats`.
 
         Raises:
@@ -307,43 +318,63 @@ class AsyncSession:
             raise self._not_running("record an event")
         if self._disabled:
             return
-        prepare = preparers.get(type(event)) or _preparer_for(event)
-        prepare(event, self.session_id, self.trace_id)
-        counts = self.event_counts
+        data = (preparers.get(type(event)) or _preparer_for(event))(
+            event, self.session_id, self.trace_id
+        )
+        counts = self._counts  # loop thread only: no lock (other threads count in _locked_counts)
         event_type = event.event_type
         counts[event_type] = counts.get(event_type, 0) + 1
-        if not self._offer(event):
-            await self._exporter.put(event)
+        if not self._offer(self._channel, data):  # type: ignore[arg-type]
+            await self._exporter.put(self._channel, data)  # type: ignore[arg-type]
 
     def record_nowait(self, event: Event) -> bool:
         """Record ``event`` from synchronous code running on the event loop (a callback).
 
         Never waits: with a full queue the event is dropped and counted. Returns False then.
         """
-        if not self._accept(event):
+        data = self._accept(event)
+        if data is None:
             return True
-        if self._offer(event):
+        channel = self._channel
+        assert channel is not None
+        if self._offer(channel, data):
             return True
-        self._exporter.drop_event(event, "queue full (max_queue_size reached)")
+        self._exporter.drop(channel, QUEUE_FULL)
         return False
 
     def record_threadsafe(self, event: Event) -> bool:
-        """Record ``event`` from any thread; never waits. False when it was dropped (counted)."""
-        if not self._accept(event):
-            return True
-        return self._exporter.submit_threadsafe(event)
+        """Record ``event`` from any thread; never waits. False when it was dropped (counted).
 
-    def _accept(self, event: Event) -> bool:
-        """Check, prepare and count ``event``; False when the client is disabled."""
+        The event is encoded in the calling thread; only the hand-over touches the loop.
+        """
+        data = self._accept(event)
+        if data is None:
+            return True
+        assert self._channel is not None
+        return self._exporter.submit_threadsafe(self._channel, data)
+
+    def _accept(self, event: Event) -> bytes | None:
+        """Check, encode and count ``event``; None when the client is disabled."""
         if self._state_value is not _RUNNING:
             raise self._not_running("record an event")
         if self._disabled:
-            return False
-        prepare = preparers.get(type(event)) or _preparer_for(event)
-        prepare(event, self.session_id, self.trace_id)
-        counts = self.event_counts
-        counts[event.event_type] = counts.get(event.event_type, 0) + 1
-        return True
+            return None
+        data = (preparers.get(type(event)) or _preparer_for(event))(
+            event, self.session_id, self.trace_id
+        )
+        with self._count_lock:  # may run in several threads at once
+            counts = self._locked_counts
+            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+        return data
+
+    def _capture_span(self, event: Event) -> None:
+        """Sink of the OTel span router: an ended child span of this session (any thread)."""
+        if self._state_value is not _RUNNING or self._channel is None:
+            return
+        data = event.prepare(self.session_id, self.trace_id)
+        with self._count_lock:
+            self._locked_counts["spans"] = self._locked_counts.get("spans", 0) + 1
+        self._exporter.submit_threadsafe(self._channel, data)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is acknowledged by the API.
@@ -395,7 +426,7 @@ class AsyncSession:
             video=self.video,
             host_env=wire.host_env(),
             trace_id=self.trace_id,
-            event_counts=dict(self.event_counts),
+            event_counts=self.event_counts,
         )
         return wire.encoder.encode(wire.SessionEnvelope(session=body))
 
@@ -415,6 +446,15 @@ class AsyncSession:
 
     # -- reporting ------------------------------------------------------------------------------
     @property
+    def event_counts(self) -> dict[str, int]:
+        """Events recorded so far, by event type (captured OTel spans under ``"spans"``)."""
+        counts = dict(self._counts)
+        with self._count_lock:
+            for key, value in self._locked_counts.items():
+                counts[key] = counts.get(key, 0) + value
+        return counts
+
+    @property
     def session_url(self) -> str | None:
         """The dashboard URL the server gave for this session, once it answered."""
         return self._channel.session_url if self._channel is not None else None
@@ -428,10 +468,11 @@ class AsyncSession:
     def stats(self) -> SessionStats:
         """A snapshot of what this session recorded, delivered and dropped."""
         channel = self._channel
+        counts = self.event_counts
         if self._t1 is not None:
             duration = self._t1 - self._t0
         elif self.state is _RUNNING:
-            duration = asyncio.get_running_loop().time() - self._t0 if self._t0 else 0.0
+            duration = time.monotonic() - self._t0
         else:
             duration = 0.0
         return SessionStats(
@@ -439,8 +480,8 @@ class AsyncSession:
             state=self.state,
             end_state_reason=self.end_state_reason,
             duration=max(0.0, duration),
-            event_counts=dict(self.event_counts),
-            recorded=sum(self.event_counts.values()),
+            event_counts=counts,
+            recorded=sum(counts.values()),
             delivered=channel.delivered if channel else 0,
             dropped=channel.dropped if channel else 0,
             token_cost=channel.token_cost if channel else None,
@@ -465,7 +506,7 @@ def _session_tags(tags: Any, field: str) -> list[str]:
         raise InvalidEvent(str(exc)) from None
 
 
-def _preparer_for(event: object) -> Callable[[Event, str, str], None]:
+def _preparer_for(event: object) -> Preparer:
     if not isinstance(event, Event):
         raise InvalidEvent(
             "record() takes an Event (LLMEvent, ActionEvent, ToolEvent, ErrorEvent, ApiEvent), "

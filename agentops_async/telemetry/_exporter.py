@@ -1,13 +1,14 @@
 """The exporter: a bounded buffer drained in batches by one asyncio task per client.
 
-Hot path (``offer``): append to a deque, bump two counters, maybe wake the task. Everything else —
-grouping by session, encoding (once, with msgspec), HTTP, retries, acknowledgement — happens in the
-exporter task, in queue order: a session's create_session goes out before its events, and its
-final update_session after them.
+``record()`` encodes the event once (msgspec) and hands ``(channel, json bytes)`` to
+:meth:`Exporter.offer`: a deque append, two counter bumps, maybe a wake-up. Everything else —
+grouping by session, cutting batches by count and bytes, HTTP, retries, acknowledgement — happens
+in the exporter task, in queue order: a session's create_session goes out before its events, and
+its final update_session after them.
 
-Why a deque and not ``asyncio.Queue``: ``put_nowait`` costs ~200 ns of the 2 us budget, and the
-bound must apply to events only — session lifecycle operations (create/update/agent) are few and
-must never be dropped or wait, so they bypass the bound.
+Why a deque and not ``asyncio.Queue``: ``put_nowait`` costs ~200 ns of a 2 us budget, and the bound
+must apply to events only — session operations (create/update/agent) are few and must never be
+dropped or wait, so they bypass it. Backpressure waiters are futures woken when a batch is taken.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from .._config import Config
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
-from ..events import Event, span_id_for
 
 log = logging.getLogger("agentops_async")
 
 CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
+QUEUE_FULL = "queue full (max_queue_size reached)"
+SHUTDOWN = "not acknowledged before the shutdown timeout"
 
 
 class SessionChannel:
@@ -74,6 +76,10 @@ class Op:
         self.final = final
 
 
+# One encoded event of a session, or a session operation.
+Item = tuple[SessionChannel, bytes] | Op
+
+
 class ExportStats(msgspec.Struct, frozen=True):
     """Counters of one client's exporter.
 
@@ -106,7 +112,7 @@ class Exporter:
         self._block_timeout = config.backpressure_timeout
         self._max_concurrency = 8
 
-        self._buf: collections.deque[Event | Op] = collections.deque()
+        self._buf: collections.deque[Item] = collections.deque()
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
@@ -115,13 +121,13 @@ class Exporter:
         self._warned: set[str] = set()
         self._channels: dict[str, SessionChannel] = {}
 
-        self._wake = asyncio.Event()  # buffer went from empty to non-empty
+        self._wake = asyncio.Event()  # the buffer went from empty to non-empty
         self._batch_ready = asyncio.Event()  # a full batch is buffered, or a flush is wanted
         self._flush_targets: list[tuple[int, asyncio.Future[None]]] = []
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._in_flight = 0  # events taken in the current batch and not yet accounted for
 
-        self._thread_buf: collections.deque[Event] = collections.deque()
+        self._thread_buf: collections.deque[tuple[SessionChannel, bytes]] = collections.deque()
         self._thread_wakeup = False
         self._loop_thread = threading.get_ident()
 
@@ -158,17 +164,11 @@ class Exporter:
                 if current is not None and getattr(current, "cancelling", lambda: 0)():
                     raise  # our caller is being cancelled too, not just the exporter task
         self._drain_thread_buf()
-        reason = "not acknowledged before the shutdown timeout"
         lost = self._in_flight + self._buffered_events
-        for channel in self._channels.values():
-            channel.dropped += channel.in_flight
-            channel.in_flight = 0
+        self._abandon_in_flight(SHUTDOWN)
         for item in self._buf:
-            if type(item) is not Op:
-                self.drop_event(item, reason)  # type: ignore[arg-type]
-        if self._in_flight:
-            self._drop(self._in_flight, reason)
-        self._in_flight = 0
+            if type(item) is tuple:
+                self.drop(item[0], SHUTDOWN)
         self._buffered_events = 0
         self._buf.clear()
         self._resolved = self._queued
@@ -187,11 +187,11 @@ class Exporter:
         return channel
 
     # -- producers ------------------------------------------------------------------------------
-    def offer(self, event: Event) -> bool:
-        """Buffer ``event`` if there is room (loop thread only). False when the buffer is full."""
+    def offer(self, channel: SessionChannel, data: bytes) -> bool:
+        """Buffer one encoded event if there is room (loop thread only); False when full."""
         if self._buffered_events >= self._max_events or self._closed:
             return False
-        self._buf.append(event)
+        self._buf.append((channel, data))
         self._buffered_events += 1
         self._queued += 1
         if len(self._buf) == 1:
@@ -200,12 +200,12 @@ class Exporter:
             self._batch_ready.set()
         return True
 
-    async def put(self, event: Event) -> bool:
-        """Buffer ``event``, waiting for room (backpressure) or dropping it, as configured."""
-        if self.offer(event):
+    async def put(self, channel: SessionChannel, data: bytes) -> bool:
+        """Buffer one encoded event, waiting for room (backpressure) or dropping, as configured."""
+        if self.offer(channel, data):
             return True
         if self._closed:
-            self.drop_event(event, "recorded after the client was closed")
+            self.drop(channel, "recorded after the client was closed")
             return False
         if self._block:
             deadline = self.loop.time() + self._block_timeout
@@ -222,9 +222,9 @@ class Exporter:
                 finally:
                     if not fut.done():
                         fut.cancel()
-                if self.offer(event):
+                if self.offer(channel, data):
                     return True
-        self.drop_event(event, "queue full (max_queue_size reached)")
+        self.drop(channel, QUEUE_FULL)
         return False
 
     def enqueue_op(self, op: Op) -> None:
@@ -237,20 +237,18 @@ class Exporter:
         if len(self._buf) == 1:
             self._wake.set()
 
-    def submit_threadsafe(self, event: Event) -> bool:
-        """Buffer ``event`` from any thread without waiting; False (and counted) when full."""
+    def submit_threadsafe(self, channel: SessionChannel, data: bytes) -> bool:
+        """Buffer one encoded event from any thread without waiting; False (counted) when full."""
         if threading.get_ident() == self._loop_thread:
-            if self.offer(event):
+            if self.offer(channel, data):
                 return True
-            self.drop_event(event, "queue full (max_queue_size reached)")
+            self.drop(channel, QUEUE_FULL)
             return False
         if self._buffered_events + len(self._thread_buf) >= self._max_events or self._closed:
-            # Counted on the loop so the counters have a single writer.
-            self.loop.call_soon_threadsafe(
-                self.drop_event, event, "queue full (max_queue_size reached)"
-            )
+            # Counted on the loop so that the counters have a single writer.
+            self.loop.call_soon_threadsafe(self.drop, channel, QUEUE_FULL)
             return False
-        self._thread_buf.append(event)
+        self._thread_buf.append((channel, data))
         if not self._thread_wakeup:
             self._thread_wakeup = True
             self.loop.call_soon_threadsafe(self._drain_thread_buf)
@@ -262,19 +260,18 @@ class Exporter:
         self._thread_wakeup = False
         buf = self._thread_buf
         while buf:
-            event = buf.popleft()
-            if not self.offer(event):
-                self.drop_event(event, "queue full (max_queue_size reached)")
+            channel, data = buf.popleft()
+            if not self.offer(channel, data):
+                self.drop(channel, QUEUE_FULL)
 
     # -- accounting -------------------------------------------------------------------------------
-    def drop_event(self, event: Event, reason: str) -> None:
-        """Count one event that will not be delivered (loop thread, or at close)."""
-        channel = self._channels.get(event.session_id or "")
+    def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
+        """Count ``count`` events of ``channel`` that will not be delivered (loop thread)."""
         if channel is not None:
-            channel.dropped += 1
-        self._drop(1, reason)
+            channel.dropped += count
+        self._count_dropped(count, reason)
 
-    def _drop(self, count: int, reason: str, detail: str | None = None) -> None:
+    def _count_dropped(self, count: int, reason: str, detail: str | None = None) -> None:
         # ``reason`` is a stable key for the counters; ``detail`` (logged once) says more.
         self._dropped[reason] += count
         more = f" ({detail})" if detail else ""
@@ -283,6 +280,23 @@ class Exporter:
             f"dropped {count} event(s): {reason}{more}; further drops for this reason are "
             "counted in stats, not logged",
         )
+
+    def _account_dropped(
+        self, channel: SessionChannel, count: int, reason: str, detail: str | None = None
+    ) -> None:
+        channel.dropped += count
+        channel.in_flight -= count
+        self._in_flight -= count
+        self._count_dropped(count, reason, detail)
+
+    def _abandon_in_flight(self, reason: str) -> None:
+        """Count every event of the current batch not yet accounted for as dropped."""
+        for channel in self._channels.values():
+            channel.dropped += channel.in_flight
+            channel.in_flight = 0
+        if self._in_flight:
+            self._count_dropped(self._in_flight, reason)
+        self._in_flight = 0
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -344,28 +358,20 @@ class Exporter:
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
                 log.exception("agentops_async: exporter error; dropping the batch")
-                for channel in self._channels.values():
-                    channel.dropped += channel.in_flight
-                    channel.in_flight = 0
-                if self._in_flight:
-                    self._drop(self._in_flight, "internal exporter error")
-            self._in_flight = 0
+                self._abandon_in_flight("internal exporter error")
             self._resolved += len(items)
             self._release_flush_waiters()
 
-    def _take_batch(self) -> list[Event | Op]:
+    def _take_batch(self) -> list[Item]:
         buf = self._buf
-        channels = self._channels
-        items: list[Event | Op] = []
+        items: list[Item] = []
         events = 0
         while buf and events < self._batch_size:
             item = buf.popleft()
             items.append(item)
-            if type(item) is not Op:
+            if type(item) is tuple:
                 events += 1
-                channel = channels.get(item.session_id or "")  # type: ignore[union-attr]
-                if channel is not None:
-                    channel.in_flight += 1
+                item[0].in_flight += 1
         self._buffered_events -= events
         self._in_flight = events
         waiters = self._room_waiters
@@ -375,58 +381,49 @@ class Exporter:
                 fut.set_result(None)
         return items
 
-    async def _ship(self, items: list[Event | Op]) -> None:
-        by_session: dict[str, list[Event | Op]] = {}
+    async def _ship(self, items: list[Item]) -> None:
+        by_session: dict[SessionChannel, list[Item]] = {}
         for item in items:
-            sid = item.channel.session_id if type(item) is Op else item.session_id  # type: ignore[union-attr]
-            by_session.setdefault(sid or "", []).append(item)
+            channel = item[0] if type(item) is tuple else item.channel  # type: ignore[union-attr]
+            by_session.setdefault(channel, []).append(item)
         if len(by_session) == 1:
-            ((sid, session_items),) = by_session.items()
-            await self._ship_session(sid, session_items)
+            ((channel, session_items),) = by_session.items()
+            await self._ship_session(channel, session_items)
             return
         limit = asyncio.Semaphore(self._max_concurrency)
 
-        async def bounded(sid: str, session_items: list[Event | Op]) -> None:
+        async def bounded(channel: SessionChannel, session_items: list[Item]) -> None:
             async with limit:
-                await self._ship_session(sid, session_items)
+                await self._ship_session(channel, session_items)
 
-        await asyncio.gather(*(bounded(s, i) for s, i in by_session.items()))
+        await asyncio.gather(*(bounded(c, i) for c, i in by_session.items()))
 
-    async def _ship_session(self, session_id: str, items: Iterable[Event | Op]) -> None:
-        channel = self._channels.get(session_id)
+    async def _ship_session(self, channel: SessionChannel, items: Iterable[Item]) -> None:
         run: list[bytes] = []
         run_bytes = 0
-        encode = wire.encoder.encode
+        limit = self._batch_bytes - 16  # room for the {"events":[...]} envelope
         for item in items:
             if type(item) is Op:
                 if run:
-                    await self._send_events(item.channel, run)
+                    await self._send_events(channel, run)
                     run, run_bytes = [], 0
                 await self._run_op(item)
                 continue
-            event: Event = item  # type: ignore[assignment]
-            if channel is None:
-                self._account_dropped(None, 1, "event of an unknown or already-ended session")
+            data = item[1]  # type: ignore[index]
+            if channel.closed:
+                self._account_dropped(channel, 1, "event of an already-ended session")
                 continue
-            if event.span_id is None:
-                event.trace_id = channel.trace_id
-                event.span_id = span_id_for(event.id)
-            try:
-                data = encode(event)
-            except Exception as exc:  # to_json_safe ran at record time; this is a safety net
-                self._account_dropped(channel, 1, "event could not be encoded", str(exc))
-                continue
-            if len(data) + 16 > self._batch_bytes:
+            if len(data) > limit:
                 self._account_dropped(
                     channel, 1, f"event larger than max_batch_bytes ({self._batch_bytes} bytes)"
                 )
                 continue
-            if run and run_bytes + len(data) + 16 > self._batch_bytes:
+            if run and run_bytes + len(data) > limit:
                 await self._send_events(channel, run)
                 run, run_bytes = [], 0
             run.append(data)
             run_bytes += len(data) + 1
-        if run and channel is not None:
+        if run:
             await self._send_events(channel, run)
 
     async def _send_events(self, channel: SessionChannel, encoded: list[bytes]) -> None:
@@ -451,15 +448,6 @@ class Exporter:
         self._delivered += len(encoded)
         self._in_flight -= len(encoded)
 
-    def _account_dropped(
-        self, channel: SessionChannel | None, count: int, reason: str, detail: str | None = None
-    ) -> None:
-        if channel is not None:
-            channel.dropped += count
-            channel.in_flight -= count
-        self._in_flight -= count
-        self._drop(count, reason, detail)
-
     async def _run_op(self, op: Op) -> None:
         channel = op.channel
         try:
@@ -468,7 +456,7 @@ class Exporter:
                 channel.auth.jwt = answer.jwt
                 channel.session_url = answer.session_url
             elif channel.failure is not None:
-                pass  # the session does not exist on the server; its failure is already counted
+                pass  # the session does not exist on the server; its loss is already counted
             elif op.kind == UPDATE:
                 updated = await self.api.update_session(channel.auth, op.body)
                 cost = wire.parse_token_cost(updated.token_cost)
@@ -497,19 +485,19 @@ class NullExporter:
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
         return SessionChannel(session_id, trace_id)
 
-    def offer(self, event: Event) -> bool:
+    def offer(self, channel: SessionChannel, data: bytes) -> bool:
         return True
 
-    async def put(self, event: Event) -> bool:
+    async def put(self, channel: SessionChannel, data: bytes) -> bool:
         return True
 
     def enqueue_op(self, op: Op) -> None:
         return None
 
-    def submit_threadsafe(self, event: Event) -> bool:
+    def submit_threadsafe(self, channel: SessionChannel, data: bytes) -> bool:
         return True
 
-    def drop_event(self, event: Event, reason: str) -> None:
+    def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
         return None
 
     async def flush(self, timeout: float | None) -> bool:

@@ -134,15 +134,32 @@ def test_to_json_safe_survives_a_raising_repr() -> None:
     assert to_json_safe(Broken()) == "<unrepresentable Broken: RuntimeError>"
 
 
-def test_prepare_snapshots_params_so_later_mutation_is_not_sent() -> None:
+def test_prepare_encodes_at_record_time_so_later_mutation_is_not_sent() -> None:
     params = {"q": "weather", "nested": {"k": [1, 2]}}
     event = ao.ActionEvent(action_type="search", params=params)
-    event.prepare("s-1", "t-1")
+    data = event.prepare("s-1", "0" * 32)
     params["q"] = "changed"
     params["nested"]["k"].append(3)
-    assert event.params == {"q": "weather", "nested": {"k": [1, 2]}}
-    assert event.session_id == "s-1"
-    assert event.end_timestamp is not None
+    sent = msgspec.json.decode(data)
+    assert sent["params"] == {"q": "weather", "nested": {"k": [1, 2]}}
+    assert sent["session_id"] == "s-1"
+    assert sent["trace_id"] == "0" * 32
+    assert len(sent["span_id"]) == 16
+    assert sent["end_timestamp"] is not None
+
+
+def test_prepare_sends_values_json_cannot_hold_as_their_repr() -> None:
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    event = ao.ToolEvent(
+        name="t", params={"o": _Opaque(), (1, 2): "tuple key"}, returns=cyclic, logs={1: "x"}
+    )
+    sent = msgspec.json.decode(event.prepare("s", "t" * 32))
+    assert sent["params"] == "{(1, 2): 'tuple key', 'o': <opaque thing>}" or sent["params"] == (
+        "{'o': <opaque thing>, (1, 2): 'tuple key'}"
+    )
+    assert sent["returns"] == "[[...]]"
+    assert sent["logs"] == {"1": "x"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,154 @@
+"""The SDK against the real collector (a subprocess on 127.0.0.1), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import agentops_async as ao
+
+pytestmark = pytest.mark.asyncio
+
+SESSIONS = 12
+EVENTS_PER_SESSION = 250
+
+
+def make_event(kind: int, agent: int, i: int) -> ao.Event:
+    params = {"agent": agent, "i": i}
+    if kind == 0:
+        return ao.LLMEvent(
+            params=params,
+            model="gpt-4o-mini",
+            prompt=[{"role": "user", "content": f"step {i}"}],
+            completion="ok",
+            prompt_tokens=100,
+            completion_tokens=20,
+        )
+    if kind == 1:
+        return ao.ToolEvent(params=params, name="search", returns={"hits": i})
+    return ao.ActionEvent(params=params, action_type="plan")
+
+
+async def test_concurrent_sessions_deliver_every_event_exactly_once_to_the_right_session(
+    collector: Any,
+) -> None:
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+
+    async def agent(index: int) -> ao.AsyncSession:
+        session = client.session(tags=["integration", f"agent-{index}"])
+        try:
+            async with session:
+                for i in range(EVENTS_PER_SESSION):
+                    await ao.record(make_event(i % 3, index, i))
+                    if i % 50 == 0:
+                        await asyncio.sleep(0)  # let the agents interleave
+                if index % 4 == 3:
+                    raise RuntimeError(f"agent {index} gave up")
+        except RuntimeError:
+            pass
+        return session
+
+    sessions = await asyncio.gather(*(agent(i) for i in range(SESSIONS)))
+    assert await client.close()
+
+    total_stored = 0
+    for index, session in enumerate(sessions):
+        events = await collector.get_events(session.session_id)
+        failed = index % 4 == 3
+        expected = EVENTS_PER_SESSION + (1 if failed else 0)  # + the ErrorEvent of the failure
+        ids = [e["id"] for e in events]
+        assert len(ids) == expected, f"session {index}: {len(ids)} stored, expected {expected}"
+        assert len(set(ids)) == expected, "an event was stored twice"
+        assert {e["session_id"] for e in events} == {session.session_id}
+        data = [e for e in events if e["event_type"] != "errors"]
+        assert {e["params"]["agent"] for e in data} == {index}
+        assert sorted(e["params"]["i"] for e in data) == list(range(EVENTS_PER_SESSION))
+        counts = collections.Counter(e["event_type"] for e in events)
+        assert counts["llms"] == len(range(0, EVENTS_PER_SESSION, 3))
+        stored = await collector.get_session(session.session_id)
+        assert stored is not None
+        assert stored["end_state"] == ("Fail" if failed else "Success")
+        assert f"agent-{index}" in stored["tags"]
+        assert session.stats.delivered == expected and session.stats.dropped == 0
+        total_stored += len(ids)
+    assert total_stored == SESSIONS * EVENTS_PER_SESSION + SESSIONS // 4
+
+
+async def test_token_cost_comes_back_from_update_session(collector: Any) -> None:
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+    async with client.session() as session:
+        for _ in range(4):
+            await session.record(
+                ao.LLMEvent(model="gpt-4o-mini", prompt_tokens=1_000, completion_tokens=500)
+            )
+    await client.close()
+    cost = session.stats.token_cost
+    assert cost is not None and cost > Decimal(0)
+    stored = await collector.get_session(session.session_id)
+    assert stored is not None
+    assert Decimal(str(stored["token_cost"])) == cost
+
+
+async def test_flush_means_the_collector_already_stores_the_events(collector: Any) -> None:
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, flush_interval=60, log_session_stats=False
+    )
+    async with client.session() as session:
+        for i in range(30):
+            await session.record(ao.ActionEvent(params={"i": i}))
+        assert await session.flush(10)
+        stored = await collector.get_events(session.session_id)
+        assert [e["params"]["i"] for e in stored] == list(range(30))
+    await client.close()
+
+
+async def test_a_session_outliving_its_jwt_still_delivers_every_event(
+    collector_factory: Any, collector_backend: str
+) -> None:
+    collector = collector_factory(collector_backend, jwt_expiry=1)
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+    async with client.session() as session:
+        await session.record(ao.ActionEvent(params={"i": 0}))
+        assert await session.flush(10)
+        jwt = session._channel.auth.jwt  # type: ignore[union-attr]
+        # Wait (bounded) until the collector really refuses the session's JWT as expired.
+        deadline = time.monotonic() + 10
+        while True:
+            answer = await collector.v2_post("create_events", {"events": []}, jwt=jwt)
+            if answer.status == 401:
+                break
+            assert time.monotonic() < deadline, "the JWT never expired"
+            await asyncio.sleep(0.1)
+        assert answer.body == {"message": "Expired Token"}
+        for i in range(1, 20):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    assert await client.close()
+    stored = await collector.get_events(session.session_id)
+    assert sorted(e["params"]["i"] for e in stored) == list(range(20))
+    assert (await collector.get_session(session.session_id) or {})["end_state"] == "Success"
+
+
+async def test_a_wrong_api_key_loses_the_session_visibly_not_silently(collector: Any) -> None:
+    client = ao.AsyncClient(
+        api_key="00000000-0000-4000-8000-000000000000",
+        endpoint=collector.url,
+        log_session_stats=False,
+    )
+    async with client.session() as session:
+        for _ in range(5):
+            await session.record(ao.ActionEvent())
+    await client.close()
+    assert session.stats.dropped == 5
+    assert client.stats.dropped_by_reason == {"session could not be created": 5}
+    assert await collector.get_session(session.session_id) is None
