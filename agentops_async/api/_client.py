@@ -75,7 +75,8 @@ def parse_retry_after(value: str | None) -> float | None:
 class ApiClient:
     """Talks to an AgentOps v2 API. One instance per client, one aiohttp session, keep-alive.
 
-    Every call retries connection errors, timeouts, 5xx and 429 (honouring Retry-After) with
+    Every call retries connection errors, timeouts, 5xx, 429 (honouring Retry-After) and garbled
+    2xx answers with
     exponential backoff and full jitter until ``max_retry_time`` has passed; a 401 on a JWT call
     re-authorises once and retries; other 4xx raise :class:`ApiError` at once.
     """
@@ -170,9 +171,15 @@ class ApiClient:
                     status = resp.status
                     payload = await resp.read()
                     if 200 <= status < 300:
-                        return self._decode(path, payload, decode)
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                    reason = f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}"
+                        try:
+                            return self._decode(path, payload, decode)
+                        except ApiError as exc:
+                            # A garbled 2xx is usually a proxy or gateway hiccup; retrying is safe
+                            # because every call is idempotent on the server (ids made here).
+                            status, reason = None, str(exc)
+                    else:
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                        reason = f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             reason = self._redact(reason, auth)

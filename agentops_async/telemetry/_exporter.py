@@ -219,6 +219,10 @@ class Exporter:
                     await asyncio.wait_for(fut, remaining)
                 except asyncio.TimeoutError:
                     break
+                except asyncio.CancelledError:
+                    # The caller gave up: the event was counted as recorded, so count it here.
+                    self.drop(channel, "cancelled while waiting for room in the queue")
+                    raise
                 finally:
                     if not fut.done():
                         fut.cancel()

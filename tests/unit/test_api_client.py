@@ -18,7 +18,11 @@ from .fake_api import API_KEY, ENDPOINT, FakeApi
 pytestmark = pytest.mark.asyncio
 
 SID = "3f1c0f5e-1111-4222-8333-444455556666"
-BODY = b'{"session": {"session_id": "' + SID.encode() + b'", "init_timestamp": "2026-01-01T00:00:00Z"}}'
+BODY = (
+    b'{"session": {"session_id": "'
+    + SID.encode()
+    + b'", "init_timestamp": "2026-01-01T00:00:00Z"}}'
+)
 
 
 @pytest.fixture
@@ -137,16 +141,30 @@ async def test_400_is_not_retried(api: FakeApi, sleeps: list[float]) -> None:
     assert len(api.calls("/v2/create_events")) == 1
 
 
-async def test_malformed_json_answer_is_a_clear_error(api: FakeApi) -> None:
+async def test_a_garbled_answer_is_retried(api: FakeApi, sleeps: list[float]) -> None:
     client = make_api()
+    api.script("/v2/create_session", (200, "<html>proxy error</html>", {}))
+    answer = await client.create_session(BODY)
+    await client.close()
+    assert answer.jwt == f"jwt-{SID}-0"
+    assert len(api.calls("/v2/create_session")) == 2
+    assert len(sleeps) == 1
+
+
+async def test_persistently_malformed_answers_end_in_a_clear_error(
+    api: FakeApi, sleeps: list[float]
+) -> None:
+    client = make_api()
+    client.retry = RetryPolicy(initial=1.0, maximum=1.0, max_elapsed=0.0)
     api.script("/v2/create_session", (200, "<html>proxy error</html>", {}))
     with pytest.raises(ApiError, match="malformed JSON"):
         await client.create_session(BODY)
     await client.close()
 
 
-async def test_answer_missing_the_jwt_is_a_clear_error(api: FakeApi) -> None:
+async def test_answer_missing_the_jwt_is_a_clear_error(api: FakeApi, sleeps: list[float]) -> None:
     client = make_api()
+    client.retry = RetryPolicy(initial=1.0, maximum=1.0, max_elapsed=0.0)
     api.script("/v2/create_session", (200, '{"status": "Success"}', {}))
     with pytest.raises(ApiError, match="jwt"):
         await client.create_session(BODY)
