@@ -100,7 +100,10 @@ async def test_token_cost_comes_back_from_update_session(collector: Any) -> None
 
 async def test_flush_means_the_collector_already_stores_the_events(collector: Any) -> None:
     client = ao.AsyncClient(
-        api_key=collector.api_key, endpoint=collector.url, flush_interval=60, log_session_stats=False
+        api_key=collector.api_key,
+        endpoint=collector.url,
+        flush_interval=60,
+        log_session_stats=False,
     )
     async with client.session() as session:
         for i in range(30):

@@ -35,7 +35,7 @@ class CompatResponse(ClientResponse):
 _NEEDS_STREAM_WRITER = "stream_writer" in inspect.signature(ClientResponse.__init__).parameters
 
 
-def CallbackResult(**kwargs: Any) -> _CallbackResult:  # noqa: N802 - stands in for the class
+def CallbackResult(**kwargs: Any) -> _CallbackResult:
     return _CallbackResult(response_class=CompatResponse, **kwargs)
 
 

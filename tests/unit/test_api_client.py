@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -11,7 +10,7 @@ import pytest
 
 from agentops_async import ApiError
 from agentops_async._config import load_config
-from agentops_async.api._client import ApiClient, RetryPolicy, SessionAuth, parse_retry_after
+from agentops_async.api._client import ApiClient, RetryPolicy, SessionAuth
 
 from .fake_api import API_KEY, ENDPOINT, FakeApi
 
@@ -26,7 +25,7 @@ BODY = (
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the client's backoff sleeps instead of sleeping (keeps the tests instant)."""
     delays: list[float] = []
     real_sleep = asyncio.sleep
@@ -36,7 +35,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         await real_sleep(0)
 
     monkeypatch.setattr("agentops_async.api._client.asyncio.sleep", fake_sleep)
-    yield delays
+    return delays
 
 
 def make_api(**settings: Any) -> ApiClient:
@@ -49,7 +48,7 @@ async def test_create_session_sends_the_api_key_and_returns_the_jwt(api: FakeApi
     answer = await client.create_session(BODY)
     await client.close()
     assert answer.jwt == f"jwt-{SID}-0"
-    (path, headers, body) = api.calls("/v2/create_session")[0]
+    (_, headers, body) = api.calls("/v2/create_session")[0]
     assert headers["X-Agentops-Api-Key"] == API_KEY
     assert body["session"]["session_id"] == SID
 
@@ -102,7 +101,7 @@ async def test_500s_are_retried_with_growing_jittered_backoff(
     assert len(api.calls("/v2/create_events")) == 5
     assert len(sleeps) == 4
     ceilings = [0.1, 0.2, 0.4, 0.8]
-    assert all(0 <= d <= c for d, c in zip(sleeps, ceilings))
+    assert all(0 <= d <= c for d, c in zip(sleeps, ceilings, strict=True))
 
 
 async def test_timeouts_and_connection_errors_are_retried(
