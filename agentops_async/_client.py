@@ -58,7 +58,7 @@ class AsyncClient:
         }
         self.config: Config = load_config(overrides)
         self._exporter: Exporter | NullExporter | None = None
-        self._last_stats: ExportStats | None = None  # of the exporter closed last
+        self._last: Exporter | NullExporter | None = None  # the exporter closed last
         self._lock = threading.Lock()
         if not self.config.active:
             _warn_disabled(self.config)
@@ -104,10 +104,8 @@ class AsyncClient:
         if exporter is None:
             return True
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        try:
-            return await exporter.close(limit)
-        finally:
-            self._last_stats = exporter.stats()
+        self._last = exporter
+        return await exporter.close(limit)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -123,9 +121,8 @@ class AsyncClient:
     @property
     def stats(self) -> ExportStats:
         """Counters of the exporter: queued, delivered, dropped (by reason), pending."""
-        if self._exporter is not None:
-            return self._exporter.stats()
-        return self._last_stats or NullExporter().stats()
+        exporter = self._exporter or self._last or NullExporter()
+        return exporter.stats()
 
     # -- internals --------------------------------------------------------------------------------
     def _exporter_for_running_loop(self) -> Exporter | NullExporter:

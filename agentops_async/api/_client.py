@@ -23,6 +23,9 @@ T = TypeVar("T")
 
 _JSON = {"Content-Type": "application/json; charset=UTF-8", "Accept": "application/json"}
 _MAX_RETRY_AFTER = 120.0
+# Answers that mean "the service is unavailable, try again later" (as OTLP exporters treat them):
+# retried for up to max_retry_time. Connection errors, timeouts and garbled answers are too.
+_OUTAGE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class SessionAuth:
@@ -42,11 +45,17 @@ class RetryPolicy:
     """Exponential backoff with full jitter, bounded by total time, honouring Retry-After."""
 
     def __init__(
-        self, *, initial: float = 0.1, maximum: float = 10.0, max_elapsed: float = 300.0
+        self,
+        *,
+        initial: float = 0.1,
+        maximum: float = 10.0,
+        max_elapsed: float = 300.0,
+        server_error_attempts: int = 3,
     ) -> None:
         self.initial = initial
         self.maximum = maximum
         self.max_elapsed = max_elapsed
+        self.server_error_attempts = server_error_attempts
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (attempt counts from 1)."""
@@ -75,9 +84,9 @@ def parse_retry_after(value: str | None) -> float | None:
 class ApiClient:
     """Talks to an AgentOps v2 API. One instance per client, one aiohttp session, keep-alive.
 
-    Every call retries connection errors, timeouts, 5xx, 429 (honouring Retry-After) and garbled
-    2xx answers with
-    exponential backoff and full jitter until ``max_retry_time`` has passed; a 401 on a JWT call
+    Every call retries connection errors, timeouts, 429/502/503/504 (honouring Retry-After) and
+    garbled 2xx answers with exponential backoff and full jitter until ``max_retry_time`` has
+    passed; other 5xx get ``server_error_attempts`` quick attempts; a 401 on a JWT call
     re-authorises once and retries; other 4xx raise :class:`ApiError` at once.
     """
 
@@ -158,7 +167,7 @@ class ApiClient:
     ) -> Any:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.retry.max_elapsed
-        attempt = 0
+        attempt = server_errors = 0
         reauthorised = False
         while True:
             attempt += 1
@@ -191,8 +200,13 @@ class ApiClient:
                 )
                 await self.reauthorize(auth)
                 continue
-            retryable = status is None or status == 429 or status >= 500
-            if not retryable:
+            if status is not None and status >= 500 and status not in _OUTAGE_STATUSES:
+                # A 500 is about this request more often than about the server being down: a
+                # few quick attempts, then the caller decides (the exporter bisects the batch).
+                server_errors += 1
+                if server_errors >= self.retry.server_error_attempts:
+                    raise ApiError(f"{path} failed with a server error: {reason}", status=status)
+            elif status is not None and status not in _OUTAGE_STATUSES:
                 raise ApiError(f"{path} refused: {reason}", status=status)
             delay = self.retry.delay(attempt, retry_after)
             if loop.time() + delay > give_up_at:

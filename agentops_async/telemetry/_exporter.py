@@ -439,7 +439,9 @@ class Exporter:
         try:
             await self.api.create_events(channel.auth, wire.events_body(encoded))
         except ApiError as exc:
-            if exc.status == 413 and len(encoded) > 1:
+            if len(encoded) > 1 and _refuses_content(exc):
+                # Too large, or some event the server cannot take: bisect, so that only the
+                # offending events are dropped and the rest of the batch still arrives.
                 half = len(encoded) // 2
                 await self._send_events(channel, encoded[:half])
                 await self._send_events(channel, encoded[half:])
@@ -479,6 +481,11 @@ class Exporter:
             if op.final:
                 channel.closed = True
                 self._channels.pop(channel.session_id, None)
+
+
+def _refuses_content(exc: ApiError) -> bool:
+    """True when the server refused what was sent (not who sent it, nor its own availability)."""
+    return not exc.retryable and exc.status is not None and exc.status not in (401, 403, 404)
 
 
 class NullExporter:

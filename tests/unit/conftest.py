@@ -11,6 +11,18 @@ import agentops_async as ao
 from .fake_api import API_KEY, ENDPOINT, FakeApi, fake_api
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_sessions() -> Iterator[None]:
+    """Every test ends the sessions it starts (the registry is process-wide)."""
+    yield
+    leaked = ao.get_active_sessions()
+    from agentops_async.session import _registry
+
+    for session in leaked:
+        _registry.unregister(session)
+    assert not leaked, f"test left sessions running: {leaked}"
+
+
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     """A scripted in-process AgentOps v2 API (aioresponses)."""

@@ -53,6 +53,8 @@ class FakeApi:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.scripted: dict[str, deque[Any]] = defaultdict(deque)
         self.jwt_version = 0
+        # create_events answers 400 to any batch holding an event this returns True for.
+        self.poison: Callable[[dict[str, Any]], bool] = lambda event: False
         for path in (
             "create_session",
             "update_session",
@@ -108,6 +110,8 @@ class FakeApi:
             self.sessions[body["session"]["session_id"]].update(body["session"])
             return CallbackResult(payload={"token_cost": "0.25"})
         if path == "/v2/create_events":
+            if any(self.poison(event) for event in body["events"]):
+                return CallbackResult(status=400, body='{"message": "events[0].params: bad"}')
             for event in body["events"]:
                 self.events[event["session_id"]].append(event)
             return CallbackResult(payload={"status": "ok"})

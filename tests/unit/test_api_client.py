@@ -104,6 +104,18 @@ async def test_500s_are_retried_with_growing_jittered_backoff(
     assert all(0 <= d <= c for d, c in zip(sleeps, ceilings, strict=True))
 
 
+async def test_repeated_500s_end_after_a_few_quick_attempts(
+    api: FakeApi, sleeps: list[float]
+) -> None:
+    client = make_api()
+    api.script("/v2/create_events", 500, 500, 500)
+    with pytest.raises(ApiError, match="server error") as info:
+        await client.create_events(SessionAuth(SID, "j"), b'{"events": []}')
+    await client.close()
+    assert info.value.status == 500 and not info.value.retryable
+    assert len(api.calls("/v2/create_events")) == 3
+
+
 async def test_timeouts_and_connection_errors_are_retried(
     api: FakeApi, sleeps: list[float]
 ) -> None:

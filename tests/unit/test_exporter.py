@@ -68,25 +68,36 @@ async def test_413_splits_the_batch_until_it_fits(api: FakeApi, client: ao.Async
     assert session.stats.dropped == 0
 
 
-async def test_400_drops_the_batch_counts_it_and_logs_the_reason_once(
+async def test_a_refused_event_is_isolated_and_only_it_is_dropped(
     api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agentops_async")
-    client = make_client(max_batch_size=5)
-    api.script(
-        "/v2/create_events",
-        (400, '{"message": "bad"}', {}),
-        (400, '{"message": "bad"}', {}),
-    )
+    api.poison = lambda event: event["params"]["i"] in (3, 11)
+    client = make_client(max_batch_size=8)
     async with client.session() as session:
-        for i in range(15):
+        for i in range(16):
             await session.record(ao.ActionEvent(params={"i": i}))
     await client.close()
-    assert session.stats.delivered == 5
-    assert session.stats.dropped == 10
-    assert client.stats.dropped_by_reason == {"create_events refused (HTTP 400)": 10}
+    delivered = sorted(e["params"]["i"] for e in api.events[session.session_id])
+    assert delivered == [i for i in range(16) if i not in (3, 11)]
+    assert session.stats.dropped == 2
+    assert client.stats.dropped_by_reason == {"create_events refused (HTTP 400)": 2}
     logged = [r for r in caplog.records if "create_events refused" in r.getMessage()]
     assert len(logged) == 1
+    assert "events[0].params: bad" in logged[0].getMessage()
+
+
+async def test_an_outage_that_outlasts_max_retry_time_drops_the_batch_whole(
+    api: FakeApi, make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(max_retry_time=0.0)
+    api.script("/v2/create_events", 503)
+    async with client.session() as session:
+        for i in range(6):
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    assert len(api.calls("/v2/create_events")) == 1  # no bisecting an outage
+    assert client.stats.dropped_by_reason == {"create_events gave up after retries": 6}
 
 
 async def test_full_queue_in_drop_mode_drops_and_counts_exactly(
