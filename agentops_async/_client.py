@@ -90,7 +90,10 @@ class AsyncClient:
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is acknowledged; False if ``timeout`` passed."""
         if self._exporter is None:
-            return True
+            if not (self.config.spool_dir and self.config.active):
+                return True
+            self._exporter_for_running_loop()  # replays what an earlier process spooled
+        assert self._exporter is not None
         limit = self.config.shutdown_timeout if timeout is None else timeout
         return await self._exporter.flush(limit)
 

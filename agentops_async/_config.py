@@ -48,6 +48,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_retry_time": ("AGENTOPS_MAX_RETRY_TIME", float),
     "shutdown_timeout": ("AGENTOPS_SHUTDOWN_TIMEOUT", float),
     "instrument_otel": ("AGENTOPS_INSTRUMENT_OTEL", _parse_bool),
+    "spool_dir": ("AGENTOPS_SPOOL_DIR", str),
+    "spool_max_bytes": ("AGENTOPS_SPOOL_MAX_BYTES", int),
     "log_session_stats": ("AGENTOPS_LOG_SESSION_STATS", _parse_bool),
 }
 
@@ -75,6 +77,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         instrument_otel: Capture OpenTelemetry spans started inside a session (adds a span processor
             to the global SDK tracer provider, installing one if none is set).
         log_session_stats: Log the stats line when a session ends.
+        spool_dir: Directory of the disk spool (off when None): when the buffer is full, items go
+            to disk instead of being dropped, and are replayed after the outage, or by the next
+            process using the same directory. One process per directory.
+        spool_max_bytes: Cap of the spool on disk; beyond it events are dropped and counted.
     """
 
     api_key: str | None = None
@@ -93,9 +99,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     shutdown_timeout: float = 10.0
     instrument_otel: bool = True
     log_session_stats: bool = True
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1024**3
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
+        _check_positive(self, "spool_max_bytes")
         _check_positive(self, "flush_interval", "request_timeout", "shutdown_timeout")
         _check_non_negative(self, "backpressure_timeout", "max_retry_time")
         if self.backpressure not in ("block", "drop"):

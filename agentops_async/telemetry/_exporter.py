@@ -27,6 +27,7 @@ from .._config import Config
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
+from ._spool import EVENT, Spool, SpoolRecord
 
 log = logging.getLogger("agentops_async")
 
@@ -134,10 +135,22 @@ class Exporter:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
+        # The event bound the hot path checks: max_queue_size, or 0 while items go to the spool
+        # (so that offer() sends them to the slow path with no extra test of its own).
+        self._limit = self._max_events
+        self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
+        self._batch: list[Item] = []  # the batch being shipped (spooled again if close cuts it)
+
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the export task (on the running loop)."""
+        """Start the export task (on the running loop); replay what a spool holds."""
         self._loop_thread = threading.get_ident()
+        if self._spool is not None:
+            left = self._spool.open()
+            if left:
+                self._queued += left  # resolved as they are replayed
+                self._limit = 0
+                self._wake.set()
         self._task = self.loop.create_task(self._run(), name="agentops_async-exporter")
 
     @property
@@ -154,6 +167,7 @@ class Exporter:
             return True
         done = await self.flush(timeout)
         self._closed = True
+        self._limit = 0  # every later offer() takes the slow path, which refuses it
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -164,13 +178,17 @@ class Exporter:
                 if current is not None and getattr(current, "cancelling", lambda: 0)():
                     raise  # our caller is being cancelled too, not just the exporter task
         self._drain_thread_buf()
-        lost = self._in_flight + self._buffered_events
-        self._abandon_in_flight(SHUTDOWN)
-        for item in self._buf:
-            if type(item) is tuple:
-                self.drop(item[0], SHUTDOWN)
+        if self._spool is not None:
+            lost = self._spool_unsent()
+        else:
+            lost = self._in_flight + self._buffered_events
+            self._abandon_in_flight(SHUTDOWN)
+            for item in self._buf:
+                if type(item) is tuple:
+                    self.drop(item[0], SHUTDOWN)
         self._buffered_events = 0
         self._buf.clear()
+        self._batch = []
         self._resolved = self._queued
         self._release_flush_waiters()
         for fut in self._room_waiters:
@@ -178,6 +196,26 @@ class Exporter:
                 fut.set_result(None)
         await self.api.close()
         return done and not lost
+
+    def _spool_unsent(self) -> int:
+        """At close: put the cut batch and the buffer back in front of the spool; count the rest.
+
+        Events of the cut batch that did arrive are sent again by the next process; the server
+        stores each event id once. Returns how many events could not be kept (counted dropped).
+        """
+        assert self._spool is not None
+        unsent = [*self._batch, *self._buf]
+        kept = self._spool.prepend([_to_record(item) for item in unsent])
+        lost = 0
+        for item in unsent[kept:]:
+            if type(item) is tuple:
+                self.drop(item[0], "spool full (spool_max_bytes reached)")
+                lost += 1
+        for channel in self._channels.values():
+            channel.in_flight = 0
+        self._in_flight = 0
+        self._spool.close()
+        return lost
 
     # -- channels -----------------------------------------------------------------------------
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
@@ -189,8 +227,8 @@ class Exporter:
     # -- producers ------------------------------------------------------------------------------
     def offer(self, channel: SessionChannel, data: bytes) -> bool:
         """Buffer one encoded event if there is room (loop thread only); False when full."""
-        if self._buffered_events >= self._max_events or self._closed:
-            return False
+        if self._buffered_events >= self._limit:
+            return self._offer_slow(channel, data)
         self._buf.append((channel, data))
         self._buffered_events += 1
         self._queued += 1
@@ -198,6 +236,19 @@ class Exporter:
             self._wake.set()
         if self._buffered_events >= self._batch_size:
             self._batch_ready.set()
+        return True
+
+    def _offer_slow(self, channel: SessionChannel, data: bytes) -> bool:
+        """The buffer is full, or items are going to the spool: spool the event if possible."""
+        if self._closed or self._spool is None:
+            return False
+        if not self._spool.append(SpoolRecord(EVENT, channel.session_id, data)):
+            self.drop(channel, "spool full (spool_max_bytes reached)")
+            return True  # accounted for: do not wait for room or count it twice
+        if self._limit:
+            self._limit = 0
+            self._warn_once("spooling", f"export buffer full: spooling to {self._spool.directory}")
+        self._queued += 1
         return True
 
     async def put(self, channel: SessionChannel, data: bytes) -> bool:
@@ -236,6 +287,11 @@ class Exporter:
         if self._closed:
             self._warn_once("closed", "a session operation arrived after the client was closed")
             return
+        if self._limit == 0 and self._spool is not None:  # keep order behind spooled items
+            record = SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
+            if self._spool.append(record):
+                self._queued += 1
+                return
         self._buf.append(op)
         self._queued += 1
         if len(self._buf) == 1:
@@ -248,7 +304,9 @@ class Exporter:
                 return True
             self.drop(channel, QUEUE_FULL)
             return False
-        if self._buffered_events + len(self._thread_buf) >= self._max_events or self._closed:
+        if self._spool is None and (
+            self._buffered_events + len(self._thread_buf) >= self._max_events or self._closed
+        ):
             # Counted on the loop so that the counters have a single writer.
             self.loop.call_soon_threadsafe(self.drop, channel, QUEUE_FULL)
             return False
@@ -263,10 +321,11 @@ class Exporter:
         # flag down schedules another drain, so nothing is stranded.
         self._thread_wakeup = False
         buf = self._thread_buf
+        reason = "recorded after the client was closed" if self._closed else QUEUE_FULL
         while buf:
             channel, data = buf.popleft()
             if not self.offer(channel, data):
-                self.drop(channel, QUEUE_FULL)
+                self.drop(channel, reason)
 
     # -- accounting -------------------------------------------------------------------------------
     def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
@@ -348,14 +407,17 @@ class Exporter:
     # -- the export task --------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
+            if not self._buf and self._spool is not None and self._limit == 0:
+                self._load_from_spool()
             if not self._buf:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
             if self._buffered_events < self._batch_size and not self._flush_targets:
                 self._batch_ready.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
-            items = self._take_batch()
+            items = self._batch = self._take_batch()
             try:
                 await self._ship(items)
             except asyncio.CancelledError:
@@ -363,8 +425,38 @@ class Exporter:
             except Exception:  # a bug here must not kill delivery for the rest of the process
                 log.exception("agentops_async: exporter error; dropping the batch")
                 self._abandon_in_flight("internal exporter error")
+            self._batch = []
             self._resolved += len(items)
             self._release_flush_waiters()
+
+    def _load_from_spool(self) -> None:
+        """Move the oldest spooled items into the (empty) buffer; end spooling when drained."""
+        assert self._spool is not None
+        for record in self._spool.read(self._batch_size):
+            channel = self._channel_for(record.session_id)
+            if record.kind == EVENT:
+                self._buf.append((channel, record.body))
+                self._buffered_events += 1
+            else:
+                self._buf.append(Op(record.kind, channel, record.body, record.final))
+        if self._spool.empty:
+            self._limit = self._max_events  # back to memory; the room waiters may go on
+            self._wake_room_waiters()
+
+    def _channel_for(self, session_id: str) -> SessionChannel:
+        """The channel of a session, or a new one for a session replayed from the spool."""
+        channel = self._channels.get(session_id)
+        if channel is None:
+            # No JWT yet: _send_events re-authorises with the API key before its first send.
+            channel = self._channels[session_id] = SessionChannel(session_id)
+        return channel
+
+    def _wake_room_waiters(self) -> None:
+        waiters = self._room_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
 
     def _take_batch(self) -> list[Item]:
         buf = self._buf
@@ -378,11 +470,7 @@ class Exporter:
                 item[0].in_flight += 1
         self._buffered_events -= events
         self._in_flight = events
-        waiters = self._room_waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        self._wake_room_waiters()
         return items
 
     async def _ship(self, items: list[Item]) -> None:
@@ -431,6 +519,11 @@ class Exporter:
             await self._send_events(channel, run)
 
     async def _send_events(self, channel: SessionChannel, encoded: list[bytes]) -> None:
+        if channel.failure is None and channel.auth.jwt is None:
+            try:  # a session replayed from the spool by a new process: fetch its JWT
+                await self.api.reauthorize(channel.auth)
+            except ApiError as exc:
+                channel.failure = str(exc)
         if channel.failure is not None:
             self._account_dropped(
                 channel, len(encoded), "session could not be created", channel.failure
@@ -481,6 +574,13 @@ class Exporter:
             if op.final:
                 channel.closed = True
                 self._channels.pop(channel.session_id, None)
+
+
+def _to_record(item: Item) -> SpoolRecord:
+    if type(item) is tuple:
+        return SpoolRecord(EVENT, item[0].session_id, item[1])
+    op: Op = item  # type: ignore[assignment]
+    return SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
 
 
 def _refuses_content(exc: ApiError) -> bool:

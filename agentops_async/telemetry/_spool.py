@@ -1,0 +1,235 @@
+"""An optional, bounded disk spool for outages longer than the in-memory buffer.
+
+Off by default (``spool_dir=None``). When the export buffer is full, new items (events and session
+operations, in order) are appended to segment files in ``spool_dir`` instead of being dropped;
+once the API answers again they are read back, oldest first, and delivered. On ``close()`` what
+could not be delivered in time is written back in front of the spool, so that the next process
+using the same directory replays it. Beyond ``spool_max_bytes`` events are dropped and counted,
+as without a spool.
+
+File format: segments named ``<seq>.spool``; each record is a 4-byte big-endian length followed by
+a msgpack array ``[kind, session_id, body, final]``. One process at a time owns a directory (an
+advisory ``flock`` on ``lock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from ..errors import ConfigError
+
+log = logging.getLogger("agentops_async")
+
+EVENT = "e"
+_HEADER = struct.Struct(">I")
+_OFFSET = 2**40  # segment numbers go below zero when records are put back in front
+
+
+class SpoolRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One spooled item: an encoded event (``kind="e"``) or a session operation."""
+
+    kind: str
+    session_id: str
+    body: bytes
+    final: bool = False
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(SpoolRecord).decode
+
+
+class Spool:
+    """Append-only segment files, read back oldest first, bounded in bytes."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.bytes_used = 0
+        self.records = 0  # records written and not yet read back
+        self._segments: list[int] = []  # sequence numbers on disk, oldest first
+        self._writer: IO[bytes] | None = None
+        self._writer_seq: int | None = None
+        self._reader: IO[bytes] | None = None
+        self._reader_seq: int | None = None
+        self._lock: IO[bytes] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def open(self) -> int:
+        """Take the directory, find what an earlier process left; returns its record count."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.directory / "lock", "wb")  # noqa: SIM115 - held until close
+        except OSError as exc:
+            raise ConfigError(f"spool_dir={str(self.directory)!r} is not usable: {exc}") from None
+        try:
+            import fcntl
+
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - not POSIX: no lock, documented
+            pass
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise ConfigError(
+                f"spool_dir={str(self.directory)!r} is in use by another process: give each "
+                "process its own spool directory"
+            ) from None
+        for path in self.directory.glob("*.spool"):
+            try:
+                self._segments.append(int(path.stem) - _OFFSET)
+            except ValueError:
+                continue
+        self._segments.sort()
+        for seq in self._segments:
+            path = self._path(seq)
+            self.bytes_used += path.stat().st_size
+            self.records += sum(1 for _ in self._frames(path))
+        if self.records:
+            log.info(
+                "agentops_async: replaying %d spooled items from %s", self.records, self.directory
+            )
+        return self.records
+
+    def close(self) -> None:
+        """Flush and close the files; delete the directory's segments only when all were read."""
+        for handle in (self._writer, self._reader):
+            if handle is not None:
+                handle.close()
+        self._writer = self._reader = None
+        self._writer_seq = self._reader_seq = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is waiting on disk."""
+        return self.records == 0
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(self, record: SpoolRecord) -> bool:
+        """Add ``record`` at the end; False (nothing written) when it would pass the cap."""
+        frame = _frame(record)
+        if self.bytes_used + len(frame) > self.max_bytes:
+            return False
+        if self._writer is None:
+            seq = (self._segments[-1] + 1) if self._segments else 0
+            self._segments.append(seq)
+            self._writer_seq = seq
+            self._writer = open(self._path(seq), "ab")  # noqa: SIM115 - kept open while spilling
+        self._writer.write(frame)
+        self.bytes_used += len(frame)
+        self.records += 1
+        return True
+
+    def prepend(self, records: list[SpoolRecord]) -> int:
+        """Put ``records`` in front of everything spooled (they are older); returns how many fit."""
+        frames = []
+        size = 0
+        for record in records:
+            frame = _frame(record)
+            if self.bytes_used + size + len(frame) > self.max_bytes:
+                break
+            frames.append(frame)
+            size += len(frame)
+        if not frames:
+            return 0
+        seq = (self._segments[0] - 1) if self._segments else 0
+        with open(self._path(seq), "wb") as handle:
+            handle.write(b"".join(frames))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._segments.insert(0, seq)
+        self.bytes_used += size
+        self.records += len(frames)
+        return len(frames)
+
+    def sync(self) -> None:
+        """Push written records to the operating system (and the disk)."""
+        if self._writer is not None:
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, max_events: int) -> list[SpoolRecord]:
+        """Take up to ``max_events`` events (and the operations between them), oldest first."""
+        out: list[SpoolRecord] = []
+        events = 0
+        while events < max_events and self._segments:
+            if self._reader is None:
+                seq = self._segments[0]
+                if seq == self._writer_seq and self._writer is not None:
+                    self._writer.flush()
+                self._reader_seq = seq
+                self._reader = open(self._path(seq), "rb")  # noqa: SIM115 - kept while reading
+            record = self._next(self._reader)
+            if record is None:
+                self._finish_segment()
+                continue
+            out.append(record)
+            self.records -= 1
+            if record.kind == EVENT:
+                events += 1
+        return out
+
+    def _finish_segment(self) -> None:
+        assert self._reader is not None and self._reader_seq is not None
+        seq = self._reader_seq
+        self._reader.close()
+        self._reader = None
+        self._reader_seq = None
+        if seq == self._writer_seq:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = None
+            self._writer_seq = None
+        path = self._path(seq)
+        with contextlib.suppress(OSError):
+            self.bytes_used -= path.stat().st_size
+            path.unlink()
+        self._segments.remove(seq)
+        if not self._segments:
+            self.bytes_used = 0
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _path(self, seq: int) -> Path:
+        # Sortable names for negative (prepended) and positive sequence numbers.
+        return self.directory / f"{seq + _OFFSET:015d}.spool"
+
+    def _frames(self, path: Path) -> list[bytes]:
+        frames = []
+        with open(path, "rb") as handle:
+            while (record := self._next_raw(handle)) is not None:
+                frames.append(record)
+        return frames
+
+    @staticmethod
+    def _next_raw(handle: IO[bytes]) -> bytes | None:
+        header = handle.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack(header)
+        payload = handle.read(length)
+        if len(payload) < length:  # a torn write at a crash: ignore the tail
+            return None
+        return payload
+
+    def _next(self, handle: IO[bytes]) -> SpoolRecord | None:
+        while (payload := self._next_raw(handle)) is not None:
+            try:
+                return _decode(payload)
+            except msgspec.DecodeError:
+                log.warning("agentops_async: skipping a corrupt spool record")
+        return None
+
+
+def _frame(record: SpoolRecord) -> bytes:
+    payload = _encode(record)
+    return _HEADER.pack(len(payload)) + payload
