@@ -140,6 +140,7 @@ class AsyncSession:
         self._exporter: Exporter | NullExporter = NullExporter()
         self._offer: Callable[[SessionChannel, bytes], bool] = self._exporter.offer
         self._count_lock = threading.Lock()
+        self._max_event_bytes = 0
         self._channel: SessionChannel | None = None
         self._span: trace.Span | None = None
         self._span_trace_id = 0
@@ -184,6 +185,7 @@ class AsyncSession:
         self.tags = list(dict.fromkeys([*config.default_tags, *self.tags]))
         self._exporter = exporter
         self._offer = exporter.offer
+        self._max_event_bytes = config.max_batch_bytes - 16  # room for {"events":[...]}
         self._disabled = isinstance(exporter, NullExporter)
         self.init_timestamp = utcnow()
         self._t0 = time.monotonic()
@@ -321,6 +323,8 @@ class AsyncSession:
         data = (preparers.get(type(event)) or _preparer_for(event))(
             event, self.session_id, self.trace_id
         )
+        if len(data) > self._max_event_bytes:
+            raise _too_large(event, len(data), self._max_event_bytes)
         counts = self._counts  # loop thread only: no lock (other threads count in _locked_counts)
         event_type = event.event_type
         counts[event_type] = counts.get(event_type, 0) + 1
@@ -362,6 +366,8 @@ class AsyncSession:
         data = (preparers.get(type(event)) or _preparer_for(event))(
             event, self.session_id, self.trace_id
         )
+        if len(data) > self._max_event_bytes:
+            raise _too_large(event, len(data), self._max_event_bytes)
         with self._count_lock:  # may run in several threads at once
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
@@ -487,6 +493,21 @@ class AsyncSession:
             token_cost=channel.token_cost if channel else None,
             session_url=channel.session_url if channel else None,
         )
+
+
+def _too_large(event: Event, size: int, limit: int) -> InvalidEvent:
+    sizes = {}
+    for name in event.__struct_fields__:
+        try:
+            sizes[name] = len(wire.encoder.encode(getattr(event, name)))
+        except Exception:  # only sizing the fields for the message
+            continue
+    largest = max(sizes, key=sizes.__getitem__)
+    return InvalidEvent(
+        f"{type(event).__name__} is {size:,} bytes encoded, above the {limit:,} bytes one request "
+        f"may carry (max_batch_bytes); its largest field is {largest!r} ({sizes[largest]:,} "
+        "bytes): trim or summarise it, or raise max_batch_bytes"
+    )
 
 
 def _describe(exc: BaseException) -> str:

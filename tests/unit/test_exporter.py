@@ -45,17 +45,21 @@ async def test_batches_are_cut_by_encoded_size(api: FakeApi, make_client: Any) -
     assert session.stats.delivered == 20
 
 
-async def test_an_event_larger_than_a_batch_is_dropped_and_counted(
+async def test_an_event_larger_than_a_request_is_refused_at_record_naming_the_field(
     api: FakeApi, make_client: Any
 ) -> None:
     client = make_client(max_batch_bytes=2_000)
     async with client.session() as session:
-        await session.record(ao.ActionEvent(params={"blob": "x" * 5_000}))
+        await session.record(ao.ActionEvent(params={"small": 0}))
+        with pytest.raises(ao.InvalidEvent, match="largest field is 'returns'.*raise max_batch"):
+            await session.record(ao.ActionEvent(returns="x" * 5_000))
+        with pytest.raises(ao.InvalidEvent, match="largest field is 'prompt'"):
+            session.record_threadsafe(ao.LLMEvent(prompt="y" * 5_000))
         await session.record(ao.ActionEvent(params={"small": 1}))
     await client.close()
-    assert session.stats.delivered == 1
-    assert session.stats.dropped == 1
-    assert client.stats.dropped_by_reason == {"event larger than max_batch_bytes (2000 bytes)": 1}
+    assert [e["params"]["small"] for e in api.events[session.session_id]] == [0, 1]
+    assert session.stats.recorded == session.stats.delivered == 2
+    assert session.stats.dropped == 0
 
 
 async def test_413_splits_the_batch_until_it_fits(api: FakeApi, client: ao.AsyncClient) -> None:
