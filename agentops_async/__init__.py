@@ -9,8 +9,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# The sync facade (scripts, notebooks, threads) and the decorators for both worlds. The sync
+# module-level record/add_tags/set_tags live in ``agentops_async.sync`` (``record`` here is async).
+from . import sync
 from ._client import AsyncClient, default_client, set_default_client
 from ._config import Config
+from ._decorators import record_action, record_tool
 from .errors import (
     AgentOpsError,
     AmbiguousSession,
@@ -30,6 +34,7 @@ from .session import (
     get_current_session,
 )
 from .session._registry import resolve_session
+from .sync import Client, Session, end_session, init, start_session
 from .telemetry._exporter import ExportStats
 
 
@@ -51,6 +56,7 @@ __all__ = [
     "ApiEvent",
     "AsyncClient",
     "AsyncSession",
+    "Client",
     "Config",
     "ConfigError",
     "ErrorEvent",
@@ -61,14 +67,21 @@ __all__ = [
     "InvalidStateTransition",
     "LLMEvent",
     "NoActiveSession",
+    "Session",
     "SessionNotRunning",
     "SessionState",
     "SessionStats",
     "ToolEvent",
     "__version__",
     "default_client",
+    "end_session",
     "get_active_sessions",
     "get_current_session",
+    "init",
     "record",
+    "record_action",
+    "record_tool",
     "set_default_client",
+    "start_session",
+    "sync",
 ]

@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
 from ._config import Config, load_config
 from .api._client import ApiClient
 from .errors import ConfigError
@@ -128,6 +130,15 @@ class AsyncClient:
         return exporter.stats()
 
     # -- internals --------------------------------------------------------------------------------
+    def _reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's exporter (its buffer is the parent's) with no
+        I/O. The child runs without the disk spool: the directory belongs to the parent."""
+        self._exporter = None
+        self._last = None
+        if self.config.spool_dir:
+            self.config = msgspec.structs.replace(self.config, spool_dir=None)
+            log.warning("agentops_async: forked child: the disk spool is off in this process")
+
     def _exporter_for_running_loop(self) -> Exporter | NullExporter:
         loop = asyncio.get_running_loop()
         with self._lock:

@@ -60,7 +60,7 @@ def resolve_session() -> AsyncSession:
         AmbiguousSession: no session is current and several are active.
     """
     session = _current.get()
-    if session is not None:
+    if session is not None and not session.state.is_terminal:
         return session
     with _lock:
         count = len(_active)

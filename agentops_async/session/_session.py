@@ -166,6 +166,11 @@ class AsyncSession:
         return self._client
 
     @property
+    def span(self) -> trace.Span | None:
+        """The session's OpenTelemetry root span while the session runs (None otherwise)."""
+        return self._span
+
+    @property
     def is_running(self) -> bool:
         """True between start and end."""
         return self.state is _RUNNING

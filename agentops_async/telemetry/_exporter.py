@@ -284,6 +284,9 @@ class Exporter:
 
     def enqueue_op(self, op: Op) -> None:
         """Queue a session operation; never dropped by the bound, never waits."""
+        # Events other threads handed over before this call go first (e.g. before the final
+        # update_session of end()), whatever the order their wake-up callbacks run in.
+        self._drain_thread_buf()
         if self._closed:
             self._warn_once("closed", "a session operation arrived after the client was closed")
             return

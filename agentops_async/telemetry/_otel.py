@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import format_span_id, format_trace_id
 
@@ -140,5 +141,9 @@ def session_tracer(capture: bool) -> trace.Tracer:
                 _attached.add(id(provider))
             return provider.get_tracer("agentops_async", __version__)
         if _private_provider is None:
-            _private_provider = TracerProvider()
+            # An explicit resource: the default one runs resource detectors in a thread pool,
+            # which fails once the interpreter is shutting down (a session started at exit).
+            _private_provider = TracerProvider(
+                resource=Resource({"service.name": "agentops_async"})
+            )
         return _private_provider.get_tracer("agentops_async", __version__)

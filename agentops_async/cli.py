@@ -1,0 +1,330 @@
+"""The ``agentops-async`` command line: run the collector, make keys, look at sessions, demo.
+
+Examples::
+
+    agentops-async serve --port 8000 --database agentops.db
+    agentops-async keys create my-project --database agentops.db
+    agentops-async sessions list --database agentops.db
+    agentops-async sessions show <session-id> --endpoint http://127.0.0.1:8000 --api-key <key>
+    agentops-async demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+__all__ = ["main", "render_sessions_table"]
+
+_DEFAULT_DATABASE = "agentops.db"
+_ADMIN_TOKEN_ENV = "AGENTOPS_COLLECTOR_ADMIN_TOKEN"
+
+
+def _database_default() -> str:
+    return os.environ.get("AGENTOPS_COLLECTOR_DATABASE", _DEFAULT_DATABASE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentops-async",
+        description="Local AgentOps-compatible collector and tools.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the collector (AgentOps v2 API, OTLP, read API)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000, 0: any)")
+    serve.add_argument(
+        "--database",
+        default=_database_default(),
+        help="SQLite file or postgresql:// DSN (default $AGENTOPS_COLLECTOR_DATABASE, agentops.db)",
+    )
+    serve.add_argument(
+        "--jwt-expiry", type=float, default=3600.0, help="session token lifetime in seconds"
+    )
+    serve.add_argument("--prices", metavar="FILE", help="JSON file overriding token prices")
+    serve.add_argument(
+        "--max-body-size", type=int, default=32 * 1024 * 1024, help="largest request in bytes"
+    )
+    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a project and print its new API key")
+    create.add_argument("name", help="project name")
+    create.add_argument("--database", default=_database_default())
+
+    sessions = sub.add_parser("sessions", help="look at stored sessions")
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
+    for name, help_text in (("list", "list sessions, newest first"), ("show", "one session")):
+        cmd = sessions_sub.add_parser(name, help=help_text)
+        if name == "show":
+            cmd.add_argument("session_id")
+            cmd.add_argument("--events", action="store_true", help="also print its events")
+        else:
+            cmd.add_argument("--tag")
+            cmd.add_argument("--state", help="running, succeeded, failed or indeterminate")
+            cmd.add_argument("--limit", type=int, default=50)
+        cmd.add_argument("--json", action="store_true", help="print JSON")
+        source = cmd.add_mutually_exclusive_group()
+        source.add_argument("--endpoint", help="read through a running collector's read API")
+        source.add_argument("--database", help="read a database directly (default)")
+        cmd.add_argument(
+            "--api-key",
+            default=os.environ.get("AGENTOPS_API_KEY"),
+            help="project key (needed with --endpoint; with --database it limits to that project)",
+        )
+
+    demo = sub.add_parser("demo", help="run an embedded collector and a sample agent workload")
+    demo.add_argument("--database", help="SQLite file (default: a new file in a temp dir)")
+    demo.add_argument("--sessions", type=int, default=20, help="concurrent agent sessions")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "keys":
+            return asyncio.run(_keys_create(args.database, args.name))
+        if args.command == "sessions":
+            return asyncio.run(_sessions(args))
+        from ._demo import run_demo
+
+        status: int = asyncio.run(run_demo(database=args.database, sessions=args.sessions))
+        return status
+    except KeyboardInterrupt:
+        return 130
+    except _CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class _CliError(Exception):
+    pass
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_serve_async(args))
+
+
+async def _serve_async(args: argparse.Namespace) -> int:
+    from .collector import Collector, PriceTable
+
+    try:
+        prices = PriceTable.from_file(args.prices) if args.prices else None
+    except (OSError, ValueError) as exc:
+        raise _CliError(f"--prices {args.prices}: {exc}") from None
+    collector = Collector(
+        database=args.database,
+        host=args.host,
+        port=args.port,
+        jwt_expiry=args.jwt_expiry,
+        prices=prices,
+        max_body_size=args.max_body_size,
+        admin_token=os.environ.get(_ADMIN_TOKEN_ENV) or None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await collector.start()
+    except OSError as exc:
+        raise _CliError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    try:
+        print(f"agentops-async collector listening on {collector.url}", flush=True)
+        await stop.wait()
+    finally:
+        await collector.stop()
+    return 0
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+async def _keys_create(database: str, name: str) -> int:
+    from .collector import open_storage
+    from .collector._app import new_project
+
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        project_id, api_key = await new_project(storage, name)
+    finally:
+        await storage.close()
+    print(api_key)
+    print(f"project {name!r} ({project_id}) in {database}", file=sys.stderr)
+    return 0
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+async def _sessions(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        if not args.api_key:
+            raise _CliError("--endpoint needs --api-key (or AGENTOPS_API_KEY)")
+        return await _sessions_http(args)
+    return await _sessions_db(args)
+
+
+async def _sessions_http(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    base = args.endpoint.rstrip("/")
+    headers = {"X-Agentops-Api-Key": args.api_key}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        if args.sessions_command == "list":
+            params = {"limit": str(args.limit)}
+            if args.tag:
+                params["tag"] = args.tag
+            if args.state:
+                params["state"] = args.state
+            data = await _get_json(http, f"{base}/api/sessions", params)
+            return _print_sessions(data["sessions"], args.json)
+        session = await _get_json(http, f"{base}/api/sessions/{args.session_id}", {})
+        events = None
+        if args.events:
+            events = await _get_json(
+                http, f"{base}/api/sessions/{args.session_id}/events", {"limit": "1000"}
+            )
+        return _print_session(session, events["events"] if events else None, args.json)
+
+
+async def _get_json(http: Any, url: str, params: dict[str, str]) -> Any:
+    async with http.get(url, params=params) as response:
+        data = await response.json(content_type=None)
+        if response.status != 200:
+            raise _CliError(f"{response.status}: {data.get('message', data)}")
+        return data
+
+
+async def _sessions_db(args: argparse.Namespace) -> int:
+    from .collector import PriceTable, open_storage
+    from .collector._app import _STATE_FILTERS, canonical_uuid, hash_key
+    from .collector._reads import list_session_views, session_views
+    from .collector._storage import SessionFilter
+
+    database = args.database or _database_default()
+    if "://" not in database and not _exists(database):
+        raise _CliError(f"no database at {database!r} (use --database or --endpoint)")
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        project = None
+        if args.api_key:
+            project = await storage.project_for_key(hash_key(args.api_key))
+            if project is None:
+                raise _CliError("unknown API key for this database")
+        prices = PriceTable()
+        if args.sessions_command == "list":
+            state = None
+            if args.state:
+                state = _STATE_FILTERS.get(args.state.lower())
+                if state is None:
+                    raise _CliError(f"--state: one of {', '.join(sorted(_STATE_FILTERS))}")
+            flt = SessionFilter(project_id=project, tag=args.tag, state=state, limit=args.limit)
+            views, _ = await list_session_views(storage, prices, flt)
+            return _print_sessions([v.to_dict() for v in views], args.json)
+        try:
+            session_id = canonical_uuid(args.session_id, "session id")
+        except Exception:
+            raise _CliError(f"not a session id: {args.session_id!r}") from None
+        row = await storage.get_session(session_id)
+        if row is None or (project is not None and row.project_id != project):
+            raise _CliError(f"session {session_id} not found")
+        (view,) = await session_views(storage, prices, [row])
+        events = None
+        if args.events:
+            page = await storage.list_events(session_id, 0, 1000, None)
+            events = [msgspec.json.decode(data) for _, data in page]
+        return _print_session(view.to_dict(), events, args.json)
+    finally:
+        await storage.close()
+
+
+def _exists(path: str) -> bool:
+    return path == ":memory:" or os.path.exists(path)
+
+
+def _print_sessions(sessions: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(msgspec.json.format(msgspec.json.encode(sessions)).decode())
+    else:
+        print(render_sessions_table(sessions))
+    return 0
+
+
+def _print_session(
+    session: dict[str, Any], events: list[dict[str, Any]] | None, as_json: bool
+) -> int:
+    if as_json:
+        data = dict(session, events=events) if events is not None else session
+        print(msgspec.json.format(msgspec.json.encode(data)).decode())
+        return 0
+    print(render_sessions_table([session]))
+    if session.get("end_state_reason"):
+        print(f"\nend_state_reason: {session['end_state_reason']}")
+    for event in events or []:
+        label = event.get("name") or event.get("action_type") or event.get("model") or ""
+        error = event.get("error_type") or ""
+        print(
+            f"  {event.get('init_timestamp', '')}  {event.get('event_type', '?'):8} {label}{error}"
+        )
+    return 0
+
+
+def _format_counts(counts: dict[str, int]) -> str:
+    return " ".join(f"{name}={n}" for name, n in sorted(counts.items())) or "-"
+
+
+def _format_cost(cost: object) -> str:
+    try:
+        return f"{Decimal(str(cost)):.6f}"
+    except (InvalidOperation, ValueError):
+        return str(cost)
+
+
+def render_sessions_table(sessions: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of session views (as the read API returns them)."""
+    header = ("session", "state", "tags", "events by type", "duration", "cost $")
+    rows = [
+        (
+            str(s["id"]),
+            str(s["state"]),
+            ",".join(s.get("tags") or []) or "-",
+            _format_counts(s.get("event_counts") or {}),
+            "-" if s.get("duration_s") is None else f"{s['duration_s']:.3f}s",
+            _format_cost(s.get("token_cost")),
+        )
+        for s in sessions
+    ]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if not rows:
+        lines.append("(no sessions)")
+    return "\n".join(lines)

@@ -1,0 +1,303 @@
+"""OTLP/HTTP trace ingest: protobuf and JSON bodies to span events.
+
+Both encodings are turned into the same :class:`SpanRecord`; the handler then keeps the spans whose
+trace id belongs to one of the project's sessions and stores them as that session's events with
+``event_type = "spans"``. The JSON mapping follows the OTLP spec (lowerCamelCase keys, hex ids,
+64-bit integers possibly as strings).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "SpanRecord",
+    "decode_json_request",
+    "decode_protobuf_request",
+    "encode_response",
+    "ns_to_iso",
+]
+
+
+class SpanRecord(msgspec.Struct, kw_only=True):
+    """One span as stored (the event JSON of a ``spans`` event)."""
+
+    id: str
+    event_type: str = "spans"
+    session_id: str = ""
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None = None
+    name: str
+    kind: int = 0
+    init_timestamp: str
+    end_timestamp: str
+    attributes: dict[str, Any] = {}
+    status: dict[str, Any] = {}
+    events: list[dict[str, Any]] = []
+    resource: dict[str, Any] = {}
+    scope: dict[str, Any] = {}
+
+
+def ns_to_iso(ns: int) -> str:
+    """An ISO 8601 UTC timestamp from nanoseconds since the epoch."""
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+class _KeyValue(msgspec.Struct, rename="camel"):
+    key: str
+    value: _AnyValue | None = None
+
+
+class _ArrayValue(msgspec.Struct, rename="camel"):
+    values: list[_AnyValue] = []
+
+
+class _KeyValueList(msgspec.Struct, rename="camel"):
+    values: list[_KeyValue] = []
+
+
+class _AnyValue(msgspec.Struct, rename="camel"):
+    string_value: str | None = None
+    bool_value: bool | None = None
+    int_value: int | None = None
+    double_value: float | None = None
+    array_value: _ArrayValue | None = None
+    kvlist_value: _KeyValueList | None = None
+    bytes_value: str | None = None
+
+
+class _Status(msgspec.Struct, rename="camel"):
+    code: int = 0
+    message: str = ""
+
+
+class _SpanEvent(msgspec.Struct, rename="camel"):
+    name: str = ""
+    time_unix_nano: int = 0
+    attributes: list[_KeyValue] = []
+
+
+class _Span(msgspec.Struct, rename="camel"):
+    trace_id: str = ""
+    span_id: str = ""
+    parent_span_id: str = ""
+    name: str = ""
+    kind: int = 0
+    start_time_unix_nano: int = 0
+    end_time_unix_nano: int = 0
+    attributes: list[_KeyValue] = []
+    status: _Status | None = None
+    events: list[_SpanEvent] = []
+
+
+class _Scope(msgspec.Struct, rename="camel"):
+    name: str = ""
+    version: str = ""
+
+
+class _ScopeSpans(msgspec.Struct, rename="camel"):
+    scope: _Scope | None = None
+    spans: list[_Span] = []
+
+
+class _Resource(msgspec.Struct, rename="camel"):
+    attributes: list[_KeyValue] = []
+
+
+class _ResourceSpans(msgspec.Struct, rename="camel"):
+    resource: _Resource | None = None
+    scope_spans: list[_ScopeSpans] = []
+
+
+class _ExportRequest(msgspec.Struct, rename="camel"):
+    resource_spans: list[_ResourceSpans] = []
+
+
+_json_decoder = msgspec.json.Decoder(_ExportRequest, strict=False)
+
+
+def _json_value(value: _AnyValue | None) -> Any:
+    if value is None:
+        return None
+    if value.string_value is not None:
+        return value.string_value
+    if value.bool_value is not None:
+        return value.bool_value
+    if value.int_value is not None:
+        return value.int_value
+    if value.double_value is not None:
+        return value.double_value
+    if value.array_value is not None:
+        return [_json_value(v) for v in value.array_value.values]
+    if value.kvlist_value is not None:
+        return _json_attributes(value.kvlist_value.values)
+    return value.bytes_value
+
+
+def _json_attributes(pairs: list[_KeyValue]) -> dict[str, Any]:
+    return {kv.key: _json_value(kv.value) for kv in pairs}
+
+
+def _hex_id(value: str, size: int, what: str) -> str:
+    """OTLP/JSON ids are hex; some exporters send base64 (the protobuf JSON default)."""
+    text = value.strip().lower()
+    if len(text) == size * 2 and all(c in "0123456789abcdef" for c in text):
+        return text
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise ValueError(f"{what}: not a {size}-byte hex id: {value!r}") from None
+    if len(raw) != size:
+        raise ValueError(f"{what}: not a {size}-byte hex id: {value!r}")
+    return raw.hex()
+
+
+def decode_json_request(body: bytes) -> list[SpanRecord]:
+    """Spans of an OTLP/JSON ExportTraceServiceRequest.
+
+    Raises:
+        ValueError: The body is not a valid request (the message names what is wrong).
+    """
+    try:
+        request = _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"invalid OTLP/JSON body: {exc}") from None
+    spans: list[SpanRecord] = []
+    for resource_spans in request.resource_spans:
+        resource = (
+            _json_attributes(resource_spans.resource.attributes) if resource_spans.resource else {}
+        )
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope
+            scope_info = {"name": scope.name, "version": scope.version} if scope else {}
+            for span in scope_spans.spans:
+                trace_id = _hex_id(span.trace_id, 16, "traceId")
+                span_id = _hex_id(span.span_id, 8, "spanId")
+                parent = (
+                    _hex_id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
+                )
+                status = span.status or _Status()
+                spans.append(
+                    SpanRecord(
+                        id=span_id,
+                        trace_id=trace_id,
+                        span_id=span_id,
+                        parent_span_id=parent,
+                        name=span.name,
+                        kind=span.kind,
+                        init_timestamp=ns_to_iso(span.start_time_unix_nano),
+                        end_timestamp=ns_to_iso(span.end_time_unix_nano),
+                        attributes=_json_attributes(span.attributes),
+                        status={"code": status.code, "message": status.message},
+                        events=[
+                            {
+                                "name": e.name,
+                                "timestamp": ns_to_iso(e.time_unix_nano),
+                                "attributes": _json_attributes(e.attributes),
+                            }
+                            for e in span.events
+                        ],
+                        resource=resource,
+                        scope=scope_info,
+                    )
+                )
+    return spans
+
+
+# --- protobuf --------------------------------------------------------------------------------
+
+
+def _pb_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_pb_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return _pb_attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return getattr(value, kind)
+
+
+def _pb_attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value) for kv in pairs}
+
+
+def decode_protobuf_request(body: bytes) -> list[SpanRecord]:
+    """Spans of an OTLP/protobuf ExportTraceServiceRequest.
+
+    Raises:
+        ValueError: The body is not a valid request.
+    """
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except Exception as exc:  # google.protobuf.message.DecodeError (untyped package)
+        raise ValueError(f"invalid OTLP/protobuf body: {exc}") from None
+    spans: list[SpanRecord] = []
+    for resource_spans in request.resource_spans:
+        resource = _pb_attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = {"name": scope_spans.scope.name, "version": scope_spans.scope.version}
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    raise ValueError("span with a malformed trace_id or span_id")
+                span_id = span.span_id.hex()
+                spans.append(
+                    SpanRecord(
+                        id=span_id,
+                        trace_id=span.trace_id.hex(),
+                        span_id=span_id,
+                        parent_span_id=span.parent_span_id.hex() or None,
+                        name=span.name,
+                        kind=int(span.kind),
+                        init_timestamp=ns_to_iso(span.start_time_unix_nano),
+                        end_timestamp=ns_to_iso(span.end_time_unix_nano),
+                        attributes=_pb_attributes(span.attributes),
+                        status={"code": int(span.status.code), "message": span.status.message},
+                        events=[
+                            {
+                                "name": e.name,
+                                "timestamp": ns_to_iso(e.time_unix_nano),
+                                "attributes": _pb_attributes(e.attributes),
+                            }
+                            for e in span.events
+                        ],
+                        resource=resource,
+                        scope=scope,
+                    )
+                )
+    return spans
+
+
+def encode_response(protobuf: bool, rejected: int, message: str) -> bytes:
+    """An ExportTraceServiceResponse, with partial success when spans were rejected."""
+    if not protobuf:
+        if not rejected:
+            return b"{}"
+        return msgspec.json.encode(
+            {"partialSuccess": {"rejectedSpans": rejected, "errorMessage": message}}
+        )
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = message
+    data: bytes = response.SerializeToString()
+    return data

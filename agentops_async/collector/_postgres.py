@@ -1,0 +1,439 @@
+"""PostgreSQL storage through an asyncpg pool.
+
+JSON is stored in ``json`` columns, not ``jsonb``: they keep the text exactly as the client sent it
+(number formatting, key order, ``\u0000`` escapes, which jsonb rejects). PostgreSQL ``text`` cannot
+hold NUL characters, so in the indexed text columns (ids, types, models, tags...) a NUL is stored
+as U+FFFD; the JSON keeps the original.
+
+Several stateless collectors may share one database: migrations take an advisory lock, the JWT
+secret is inserted once and read back, and every write is a single statement or transaction. A
+batch of events is one ``INSERT ... SELECT FROM unnest(...)`` statement, whatever its size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ._prices import Usage
+from ._storage import EventRow, SessionFilter, SessionRow, SessionWrite
+
+__all__ = ["PostgresStorage"]
+
+log = logging.getLogger("agentops_async")
+
+_MIGRATION_LOCK = 0x4147454E544F5053  # "AGENTOPS": serialises migrations of concurrent collectors
+
+_MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+    CREATE TABLE projects (
+        id text PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE api_keys (
+        key_hash text PRIMARY KEY,
+        project_id text NOT NULL REFERENCES projects(id),
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE sessions (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        project_id text NOT NULL REFERENCES projects(id),
+        trace_id text,
+        init_timestamp text,
+        init_ts double precision,
+        end_timestamp text,
+        end_ts double precision,
+        state text NOT NULL,
+        end_state text,
+        end_state_reason text,
+        tags json NOT NULL DEFAULT '[]',
+        video text,
+        host_env json,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX sessions_by_project ON sessions(project_id, seq);
+    CREATE INDEX sessions_by_trace ON sessions(trace_id) WHERE trace_id IS NOT NULL;
+    CREATE TABLE session_tags (
+        session_id text NOT NULL, tag text NOT NULL, PRIMARY KEY (session_id, tag)
+    );
+    CREATE INDEX session_tags_by_tag ON session_tags(tag, session_id);
+    CREATE TABLE events (
+        seq bigserial PRIMARY KEY,
+        session_id text NOT NULL,
+        id text NOT NULL,
+        event_type text NOT NULL,
+        init_timestamp text,
+        end_timestamp text,
+        model text,
+        prompt_tokens bigint,
+        completion_tokens bigint,
+        cost double precision,
+        data json NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id);
+    CREATE INDEX events_by_session ON events(session_id, seq);
+    CREATE INDEX events_llm_by_session ON events(session_id) WHERE event_type = 'llms';
+    CREATE TABLE agents (
+        session_id text NOT NULL,
+        id text NOT NULL,
+        name text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (session_id, id)
+    );
+    CREATE TABLE developer_errors (
+        seq bigserial PRIMARY KEY,
+        project_id text NOT NULL,
+        session_id text,
+        data json NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+_INSERT_EVENTS = """
+INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, model,
+                    prompt_tokens, completion_tokens, cost, data)
+SELECT s, i, t, it, et, m, pt, ct, c, d::json
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::bigint[], $8::bigint[], $9::float8[], $10::text[])
+     AS x(s, i, t, it, et, m, pt, ct, c, d)
+ON CONFLICT (session_id, id) DO NOTHING
+"""
+
+_SESSION_COLUMNS = (
+    "seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts, state,"
+    " end_state, end_state_reason, tags::text, video, host_env::text"
+)
+
+_UPDATABLE = (
+    "init_timestamp",
+    "init_ts",
+    "end_timestamp",
+    "end_ts",
+    "state",
+    "end_state",
+    "end_state_reason",
+    "video",
+    "trace_id",
+)
+
+
+def _session_row(row: Any) -> SessionRow:
+    return SessionRow(
+        seq=row[0],
+        id=row[1],
+        project_id=row[2],
+        trace_id=row[3],
+        init_timestamp=row[4],
+        init_ts=row[5],
+        end_timestamp=row[6],
+        end_ts=row[7],
+        state=row[8],
+        end_state=row[9],
+        end_state_reason=row[10],
+        tags=json.loads(row[11]),
+        video=row[12],
+        host_env=row[13],
+    )
+
+
+class PostgresStorage:
+    """Storage in a PostgreSQL database.
+
+    Args:
+        dsn: A ``postgresql://user@host:port/db`` connection string.
+        max_connections: Pool size.
+    """
+
+    def __init__(self, dsn: str, max_connections: int = 10) -> None:
+        self._dsn = dsn
+        self._max = max_connections
+        self._pool: Any = None
+
+    def __repr__(self) -> str:
+        return "PostgresStorage(<dsn>)"  # the DSN may hold a password
+
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool (raises if not open)."""
+        if self._pool is None:
+            raise RuntimeError("storage is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Create the pool and migrate the schema under an advisory lock."""
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+            )
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for version, script in enumerate(_MIGRATIONS, start=1):
+                if version > current:
+                    await conn.execute(script)
+                    await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+                    log.info("postgres schema migrated to version %d", version)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def get_secret(self, candidate: bytes) -> bytes:
+        """The stored JWT secret, storing ``candidate`` first if there is none."""
+        await self.pool.execute(
+            "INSERT INTO settings VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING",
+            candidate.hex(),
+        )
+        value = await self.pool.fetchval("SELECT value FROM settings WHERE key = 'jwt_secret'")
+        return bytes.fromhex(value)
+
+    async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
+        """Store a project and its key."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO projects (id, name) VALUES ($1, $2)", project_id, name)
+            await conn.execute(
+                "INSERT INTO api_keys (key_hash, project_id) VALUES ($1, $2)", key_hash, project_id
+            )
+
+    async def project_for_key(self, key_hash: str) -> str | None:
+        """The project of a key hash."""
+        value: str | None = await self.pool.fetchval(
+            "SELECT project_id FROM api_keys WHERE key_hash = $1", key_hash
+        )
+        return value
+
+    async def upsert_session(self, write: SessionWrite) -> str:
+        """Insert or update (same project only); returns the owning project."""
+        write = _clean_write(write)
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+                " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+                " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
+                " ON CONFLICT (id) DO NOTHING RETURNING project_id",
+                write.session_id,
+                write.project_id,
+                write.trace_id,
+                write.init_timestamp,
+                write.init_ts,
+                write.end_timestamp,
+                write.end_ts,
+                write.state or "RUNNING",
+                write.end_state,
+                write.end_state_reason,
+                json.dumps(write.tags or []),
+                write.video,
+                write.host_env,
+            )
+            if inserted is not None:
+                await _replace_tags(conn, write.session_id, write.tags or [])
+                return write.project_id
+            owner: str = await conn.fetchval(
+                "SELECT project_id FROM sessions WHERE id = $1", write.session_id
+            )
+            if owner == write.project_id:
+                await _update_session(conn, write)
+            return owner
+
+    async def update_session(self, write: SessionWrite) -> bool:
+        """Update a session of the same project."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await _update_session(conn, _clean_write(write))
+
+    async def session_project(self, session_id: str) -> str | None:
+        """The owner of a session."""
+        value: str | None = await self.pool.fetchval(
+            "SELECT project_id FROM sessions WHERE id = $1", session_id
+        )
+        return value
+
+    async def sessions_for_traces(
+        self, project_id: str, trace_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """Map trace ids to session ids within a project."""
+        if not trace_ids:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT trace_id, id FROM sessions WHERE trace_id = ANY($1::text[])"
+            " AND project_id = $2",
+            list(trace_ids),
+            project_id,
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> int:
+        """One INSERT ... SELECT FROM unnest for the whole batch."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        data = [d if isinstance(d, str) else bytes(d).decode() for d in columns[9]]
+        if any("\\u0000" in d for d in data):  # a NUL somewhere in these events' strings
+            for index in (0, 1, 2, 3, 4, 5):
+                columns[index] = [_no_nul(v) for v in columns[index]]
+        status: str = await self.pool.execute(
+            _INSERT_EVENTS,
+            *columns[:9],
+            data,
+        )
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+
+    async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
+        """Store an agent (ignored if known)."""
+        await self.pool.execute(
+            "INSERT INTO agents (session_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            session_id,
+            agent_id,
+            name,
+        )
+
+    async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
+        """Store an SDK error report."""
+        await self.pool.execute(
+            "INSERT INTO developer_errors (project_id, session_id, data) VALUES ($1, $2, $3::json)",
+            project_id,
+            session_id,
+            data,
+        )
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        """A page of sessions, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if flt.project_id is not None:
+            where.append(f"project_id = {arg(flt.project_id)}")
+        if flt.tag is not None:
+            where.append(f"id IN (SELECT session_id FROM session_tags WHERE tag = {arg(flt.tag)})")
+        if flt.state is not None:
+            where.append(f"state = {arg(flt.state)}")
+        if flt.since is not None:
+            where.append(f"init_ts >= {arg(flt.since)}")
+        if flt.until is not None:
+            where.append(f"init_ts < {arg(flt.until)}")
+        if flt.before_seq is not None:
+            where.append(f"seq < {arg(flt.before_seq)}")
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY seq DESC LIMIT {arg(flt.limit)}"
+        return [_session_row(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id
+        )
+        return None if row is None else _session_row(row)
+
+    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Counts by type per session."""
+        if not session_ids:
+            return {}
+        counts: dict[str, dict[str, int]] = {}
+        for sid, event_type, n in await self.pool.fetch(
+            "SELECT session_id, event_type, count(*) FROM events"
+            " WHERE session_id = ANY($1::text[]) GROUP BY session_id, event_type",
+            list(session_ids),
+        ):
+            counts.setdefault(sid, {})[event_type] = n
+        return counts
+
+    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
+        """Token sums per session and model."""
+        if not session_ids:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
+            " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
+            " WHERE session_id = ANY($1::text[]) AND event_type = 'llms'"
+            " GROUP BY session_id, model, cost IS NULL",
+            list(session_ids),
+        )
+        return [Usage(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
+
+    async def list_events(
+        self, session_id: str, after_seq: int, limit: int, event_type: str | None
+    ) -> list[tuple[int, str]]:
+        """A page of a session's events in arrival order."""
+        if event_type is None:
+            rows = await self.pool.fetch(
+                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
+                " ORDER BY seq LIMIT $3",
+                session_id,
+                after_seq,
+                limit,
+            )
+        else:
+            rows = await self.pool.fetch(
+                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
+                " AND event_type = $3 ORDER BY seq LIMIT $4",
+                session_id,
+                after_seq,
+                event_type,
+                limit,
+            )
+        return [(r[0], r[1]) for r in rows]
+
+
+def _no_nul(value: Any) -> Any:
+    """``value`` with NUL characters replaced (PostgreSQL text cannot hold them)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _clean_write(write: SessionWrite) -> SessionWrite:
+    changes = {
+        name: _no_nul(getattr(write, name))
+        for name in ("init_timestamp", "end_timestamp", "end_state", "end_state_reason", "video")
+    }
+    return dataclasses.replace(write, **changes)
+
+
+async def _replace_tags(conn: Any, session_id: str, tags: list[str]) -> None:
+    await conn.execute("DELETE FROM session_tags WHERE session_id = $1", session_id)
+    if tags:
+        await conn.execute(
+            "INSERT INTO session_tags (session_id, tag) SELECT $1, unnest($2::text[])"
+            " ON CONFLICT DO NOTHING",
+            session_id,
+            [_no_nul(tag) for tag in tags],
+        )
+
+
+async def _update_session(conn: Any, write: SessionWrite) -> bool:
+    sets = ["updated_at = now()"]
+    args: list[object] = []
+    for name in _UPDATABLE:
+        value = getattr(write, name)
+        if value is not None:
+            args.append(value)
+            sets.append(f"{name} = ${len(args)}")
+    if write.host_env is not None:
+        args.append(write.host_env)
+        sets.append(f"host_env = ${len(args)}::json")
+    if write.tags is not None:
+        args.append(json.dumps(write.tags))
+        sets.append(f"tags = ${len(args)}::json")
+    args += [write.session_id, write.project_id]
+    status: str = await conn.execute(
+        f"UPDATE sessions SET {', '.join(sets)} WHERE id = ${len(args) - 1}"
+        f" AND project_id = ${len(args)}",
+        *args,
+    )
+    if status.endswith(" 0"):
+        return False
+    if write.tags is not None:
+        await _replace_tags(conn, write.session_id, write.tags)
+    return True

@@ -1,0 +1,602 @@
+"""SQLite storage: stdlib sqlite3 on dedicated threads, WAL mode, never on the event loop.
+
+One writer thread owns the writing connection (SQLite has one writer anyway, so serialising writes
+in-process avoids busy waits); one reader thread owns a second connection, which WAL lets read while
+the writer writes. Each batch of events is one ``executemany`` in one transaction.
+
+The writer does not checkpoint the WAL itself (that was a quarter of its time under load): a
+background task checkpoints from the reader thread after writes, with ``PASSIVE`` so it never blocks
+the writer, and once more (``TRUNCATE``) on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from ._prices import Usage
+from ._storage import EventRow, SessionFilter, SessionRow, SessionWrite
+
+__all__ = ["SqliteStorage"]
+
+log = logging.getLogger("agentops_async")
+T = TypeVar("T")
+
+_MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL);
+    CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE sessions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        trace_id TEXT,
+        init_timestamp TEXT,
+        init_ts REAL,
+        end_timestamp TEXT,
+        end_ts REAL,
+        state TEXT NOT NULL,
+        end_state TEXT,
+        end_state_reason TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        video TEXT,
+        host_env TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX sessions_by_project ON sessions(project_id, seq);
+    CREATE INDEX sessions_by_trace ON sessions(trace_id) WHERE trace_id IS NOT NULL;
+    CREATE TABLE session_tags (
+        session_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (session_id, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX session_tags_by_tag ON session_tags(tag, session_id);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        init_timestamp TEXT,
+        end_timestamp TEXT,
+        model TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost REAL,
+        data TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id);
+    CREATE INDEX events_by_session ON events(session_id);
+    CREATE INDEX events_llm_by_session ON events(session_id) WHERE event_type = 'llms';
+    CREATE TABLE agents (
+        session_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, id)
+    );
+    CREATE TABLE developer_errors (
+        seq INTEGER PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        session_id TEXT,
+        data TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
+]
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, model,"
+    " prompt_tokens, completion_tokens, cost, data) VALUES (?,?,?,?,?,?,?,?,?,CAST(? AS TEXT))"
+    " ON CONFLICT (session_id, id) DO NOTHING"
+)
+_SESSION_COLUMNS = (
+    "seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts, state,"
+    " end_state, end_state_reason, tags, video, host_env"
+)
+
+
+def _session_row(row: tuple[object, ...]) -> SessionRow:
+    values = list(row)
+    values[11] = json.loads(str(values[11]))
+    return SessionRow(*values)  # type: ignore[arg-type]
+
+
+def _connect(path: str, autocheckpoint: bool = True) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per operation.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if not autocheckpoint:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = int(row[0] or 0)
+        for version, script in enumerate(_MIGRATIONS, start=1):
+            if version > current:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                log.info("sqlite schema migrated to version %d", version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteStorage:
+    """Storage in a SQLite file (or ``":memory:"``).
+
+    Args:
+        path: The database file; created with its schema on :meth:`open`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="agentops-sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="agentops-sqlite-reader")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._dirty = asyncio.Event()
+        self._pending: list[tuple[Sequence[EventRow], asyncio.Future[int]]] = []
+        self._pending_lock = threading.Lock()
+        self._flush_scheduled = False
+        self._checkpointer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteStorage({self.path!r})"
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._writer
+        if conn is None:
+            raise RuntimeError("storage is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, conn)
+        finally:
+            self._dirty.set()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader
+        if conn is None:
+            raise RuntimeError("storage is not open")
+        pool = self._reader_pool if conn is not self._writer else self._writer_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, conn)
+
+    async def open(self) -> None:
+        """Open both connections and migrate the schema."""
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._writer_pool, _connect, self.path, False)
+        await loop.run_in_executor(self._writer_pool, _migrate, self._writer)
+        if self.path == ":memory:":
+            self._reader = self._writer  # a private memory database has one connection
+        else:
+            self._reader = await loop.run_in_executor(self._reader_pool, _connect, self.path)
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_after_writes(), name="agentops-sqlite-checkpoint"
+            )
+
+    async def _checkpoint_after_writes(self, interval: float = 0.5) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._read(_checkpoint_passive)
+            except sqlite3.Error:
+                log.warning("sqlite WAL checkpoint failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        """Close the connections and stop the threads."""
+        loop = asyncio.get_running_loop()
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
+        reader, writer = self._reader, self._writer
+        self._reader = self._writer = None
+        if reader is not None and reader is not writer:
+            await loop.run_in_executor(self._reader_pool, reader.close)
+        if writer is not None and reader is not writer:
+            with contextlib.suppress(sqlite3.Error):
+                await loop.run_in_executor(self._writer_pool, _checkpoint_truncate, writer)
+        if writer is not None:
+            await loop.run_in_executor(self._writer_pool, writer.close)
+        self._reader_pool.shutdown(wait=False)
+        self._writer_pool.shutdown(wait=False)
+
+    async def get_secret(self, candidate: bytes) -> bytes:
+        """The stored JWT secret, storing ``candidate`` first if there is none."""
+
+        def run(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('jwt_secret', ?) ON CONFLICT DO NOTHING",
+                (candidate.hex(),),
+            )
+            row = conn.execute("SELECT value FROM settings WHERE key = 'jwt_secret'").fetchone()
+            return bytes.fromhex(row[0])
+
+        return await self._write(run)
+
+    async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
+        """Store a project and its key in one transaction."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            with _transaction(conn):
+                conn.execute(
+                    "INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)",
+                    (project_id, name, now),
+                )
+                conn.execute(
+                    "INSERT INTO api_keys (key_hash, project_id, created_at) VALUES (?, ?, ?)",
+                    (key_hash, project_id, now),
+                )
+
+        await self._write(run)
+
+    async def project_for_key(self, key_hash: str) -> str | None:
+        """The project of a key hash."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT project_id FROM api_keys WHERE key_hash = ?", (key_hash,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    async def upsert_session(self, write: SessionWrite) -> str:
+        """Insert or update (same project only); returns the owning project."""
+
+        def run(conn: sqlite3.Connection) -> str:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT project_id FROM sessions WHERE id = ?", (write.session_id,)
+                ).fetchone()
+                if row is not None:
+                    if row[0] == write.project_id:
+                        _update_session(conn, write)
+                    return str(row[0])
+                now = time.time()
+                conn.execute(
+                    "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+                    " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+                    " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        write.session_id,
+                        write.project_id,
+                        write.trace_id,
+                        write.init_timestamp,
+                        write.init_ts,
+                        write.end_timestamp,
+                        write.end_ts,
+                        write.state or "RUNNING",
+                        write.end_state,
+                        write.end_state_reason,
+                        json.dumps(write.tags or []),
+                        write.video,
+                        write.host_env,
+                        now,
+                        now,
+                    ),
+                )
+                _replace_tags(conn, write.session_id, write.tags or [])
+                return write.project_id
+
+        return await self._write(run)
+
+    async def update_session(self, write: SessionWrite) -> bool:
+        """Update a session of the same project."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                return _update_session(conn, write)
+
+        return await self._write(run)
+
+    async def session_project(self, session_id: str) -> str | None:
+        """The owner of a session."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT project_id FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    async def sessions_for_traces(
+        self, project_id: str, trace_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """Map trace ids to session ids within a project."""
+        if not trace_ids:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(trace_ids))
+            rows = conn.execute(
+                f"SELECT trace_id, id FROM sessions WHERE trace_id IN ({marks}) AND project_id = ?",
+                (*trace_ids, project_id),
+            ).fetchall()
+            return {str(t): str(s) for t, s in rows}
+
+        return await self._read(run)
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> int:
+        """Store a batch (one executemany); returns the number of new events.
+
+        Batches that arrive while the writer is busy are committed together: each keeps its own
+        executemany, but they share one transaction (group commit), which halves the cost of
+        commits under load.
+        """
+        conn = self._writer
+        if conn is None:
+            raise RuntimeError("storage is not open")
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[int] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((rows, stored))
+            schedule = not self._flush_scheduled
+            self._flush_scheduled = True
+        if schedule:
+            self._writer_pool.submit(self._flush_events, conn, loop)
+        try:
+            return await stored
+        finally:
+            self._dirty.set()
+
+    def _flush_events(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: commit every pending batch in one transaction."""
+        with self._pending_lock:
+            jobs, self._pending = self._pending, []
+            self._flush_scheduled = False
+        try:
+            counts = _insert_batches(conn, [rows for rows, _ in jobs])
+        except Exception as exc:
+            if len(jobs) == 1:
+                loop.call_soon_threadsafe(_settle, jobs[0][1], None, exc)
+                return
+            # One bad batch must not fail the others: retry them one by one.
+            for rows, future in jobs:
+                try:
+                    (count,) = _insert_batches(conn, [rows])
+                except Exception as one_exc:
+                    loop.call_soon_threadsafe(_settle, future, None, one_exc)
+                else:
+                    loop.call_soon_threadsafe(_settle, future, count, None)
+            return
+        for (_, future), count in zip(jobs, counts, strict=True):
+            loop.call_soon_threadsafe(_settle, future, count, None)
+
+    async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
+        """Store an agent (ignored if known)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO agents (session_id, id, name, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (session_id, agent_id, name, time.time()),
+            )
+
+        await self._write(run)
+
+    async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
+        """Store an SDK error report."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO developer_errors (project_id, session_id, data, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (project_id, session_id, data, time.time()),
+            )
+
+        await self._write(run)
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        """A page of sessions, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+        if flt.project_id is not None:
+            where.append("project_id = ?")
+            args.append(flt.project_id)
+        if flt.tag is not None:
+            where.append("id IN (SELECT session_id FROM session_tags WHERE tag = ?)")
+            args.append(flt.tag)
+        if flt.state is not None:
+            where.append("state = ?")
+            args.append(flt.state)
+        if flt.since is not None:
+            where.append("init_ts >= ?")
+            args.append(flt.since)
+        if flt.until is not None:
+            where.append("init_ts < ?")
+            args.append(flt.until)
+        if flt.before_seq is not None:
+            where.append("seq < ?")
+            args.append(flt.before_seq)
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(flt.limit)
+
+        def run(conn: sqlite3.Connection) -> list[SessionRow]:
+            return [_session_row(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(run)
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session."""
+
+        def run(conn: sqlite3.Connection) -> SessionRow | None:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            return None if row is None else _session_row(row)
+
+        return await self._read(run)
+
+    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Counts by type per session."""
+        if not session_ids:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            marks = ",".join("?" * len(session_ids))
+            counts: dict[str, dict[str, int]] = {}
+            for sid, event_type, n in conn.execute(
+                f"SELECT session_id, event_type, count(*) FROM events"
+                f" WHERE session_id IN ({marks}) GROUP BY session_id, event_type",
+                tuple(session_ids),
+            ):
+                counts.setdefault(sid, {})[event_type] = n
+            return counts
+
+        return await self._read(run)
+
+    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
+        """Token sums per session and model."""
+        if not session_ids:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[Usage]:
+            marks = ",".join("?" * len(session_ids))
+            rows = conn.execute(
+                "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
+                " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
+                f" WHERE session_id IN ({marks}) AND event_type = 'llms'"
+                " GROUP BY session_id, model, cost IS NULL",
+                tuple(session_ids),
+            ).fetchall()
+            return [Usage(s, m, int(p), int(c), cost) for s, m, p, c, cost in rows]
+
+        return await self._read(run)
+
+    async def list_events(
+        self, session_id: str, after_seq: int, limit: int, event_type: str | None
+    ) -> list[tuple[int, str]]:
+        """A page of a session's events in arrival order."""
+        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
+        args: list[object] = [session_id, after_seq]
+        if event_type is not None:
+            sql += " AND event_type = ?"
+            args.append(event_type)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            return [(int(s), str(d)) for s, d in conn.execute(sql, args).fetchall()]
+
+        return await self._read(run)
+
+
+def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
+    """Insert each batch with one executemany, all in one transaction; new rows per batch."""
+    counts = []
+    with _transaction(conn):
+        for rows in batches:
+            before = conn.total_changes
+            # Raw JSON fragments bind as blobs (no copy); the CAST stores them as text.
+            conn.executemany(_INSERT_EVENTS, rows)
+            counts.append(conn.total_changes - before)
+    return counts
+
+
+def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:
+    if future.done():  # the request was cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert count is not None
+        future.set_result(count)
+
+
+def _checkpoint_passive(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _checkpoint_truncate(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _replace_tags(conn: sqlite3.Connection, session_id: str, tags: list[str]) -> None:
+    conn.execute("DELETE FROM session_tags WHERE session_id = ?", (session_id,))
+    conn.executemany(
+        "INSERT INTO session_tags (session_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(session_id, tag) for tag in tags],
+    )
+
+
+_UPDATABLE = (
+    "init_timestamp",
+    "init_ts",
+    "end_timestamp",
+    "end_ts",
+    "state",
+    "end_state",
+    "end_state_reason",
+    "video",
+    "trace_id",
+    "host_env",
+)
+
+
+def _update_session(conn: sqlite3.Connection, write: SessionWrite) -> bool:
+    sets = ["updated_at = ?"]
+    args: list[object] = [time.time()]
+    for name in _UPDATABLE:
+        value = getattr(write, name)
+        if value is not None:
+            sets.append(f"{name} = ?")
+            args.append(value)
+    if write.tags is not None:
+        sets.append("tags = ?")
+        args.append(json.dumps(write.tags))
+    args += [write.session_id, write.project_id]
+    cur = conn.execute(
+        f"UPDATE sessions SET {', '.join(sets)} WHERE id = ? AND project_id = ?", args
+    )
+    if cur.rowcount == 0:
+        return False
+    if write.tags is not None:
+        _replace_tags(conn, write.session_id, write.tags)
+    return True

@@ -1,0 +1,179 @@
+"""The storage interface of the collector and the records that cross it.
+
+Two backends implement :class:`Storage`: SQLite (a file, the default) and PostgreSQL (asyncpg).
+Everything above this seam (HTTP handlers, read API, CLI) is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from ._prices import Usage
+
+__all__ = [
+    "EventRow",
+    "SessionFilter",
+    "SessionRow",
+    "SessionWrite",
+    "Storage",
+    "open_storage",
+]
+
+STATE_RUNNING = "RUNNING"
+
+
+EventRow = tuple[
+    str,  # session_id
+    str,  # id
+    str,  # event_type
+    str | None,  # init_timestamp
+    str | None,  # end_timestamp
+    str | None,  # model
+    int | None,  # prompt_tokens
+    int | None,  # completion_tokens
+    float | None,  # cost
+    str | msgspec.Raw,  # data: the event's JSON as the client sent it
+]
+"""One event as stored: the indexed columns, then the JSON. A plain tuple, in column order:
+building it is the only per-event work of the ingest path, so it must be cheap."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """The fields of a create_session / update_session; None means "leave as it is"."""
+
+    session_id: str
+    project_id: str
+    init_timestamp: str | None = None
+    init_ts: float | None = None
+    end_timestamp: str | None = None
+    end_ts: float | None = None
+    state: str | None = None
+    end_state: str | None = None
+    end_state_reason: str | None = None
+    tags: list[str] | None = None
+    video: str | None = None
+    trace_id: str | None = None
+    host_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A stored session."""
+
+    seq: int
+    id: str
+    project_id: str
+    trace_id: str | None
+    init_timestamp: str | None
+    init_ts: float | None
+    end_timestamp: str | None
+    end_ts: float | None
+    state: str
+    end_state: str | None
+    end_state_reason: str | None
+    tags: list[str]
+    video: str | None
+    host_env: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    """Filters of a session listing; ``after_seq`` is the pagination cursor (newest first)."""
+
+    project_id: str | None
+    tag: str | None = None
+    state: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before_seq: int | None = None
+    limit: int = 50
+
+
+class Storage(Protocol):
+    """What the collector needs from a database. All methods are safe to call concurrently."""
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema."""
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+
+    async def get_secret(self, candidate: bytes) -> bytes:
+        """The JWT secret: stored on first call (``candidate``), the stored one afterwards."""
+
+    async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
+        """Store a new project with one API key (only its hash is stored)."""
+
+    async def project_for_key(self, key_hash: str) -> str | None:
+        """The project id of an API key hash, or None."""
+
+    async def upsert_session(self, write: SessionWrite) -> str:
+        """Create the session, or update it if it exists in the same project.
+
+        Returns:
+            The id of the project that owns the session (another project's id means nothing was
+            written).
+        """
+
+    async def update_session(self, write: SessionWrite) -> bool:
+        """Update an existing session of ``write.project_id``; False if there is none."""
+
+    async def session_project(self, session_id: str) -> str | None:
+        """The project that owns a session, or None."""
+
+    async def sessions_for_traces(
+        self, project_id: str, trace_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """``{trace_id: session_id}`` for the given trace ids of a project's sessions."""
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> int:
+        """Store events in one statement, skipping ids already stored; returns how many were new."""
+
+    async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
+        """Record an agent of a session (idempotent)."""
+
+    async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
+        """Keep an SDK error report."""
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        """Sessions matching ``flt``, newest first, at most ``flt.limit``."""
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session by id (callers check its project)."""
+
+    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{session_id: {event_type: count}}``."""
+
+    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
+        """LLM token usage per session and model (for cost)."""
+
+    async def list_events(
+        self, session_id: str, after_seq: int, limit: int, event_type: str | None
+    ) -> list[tuple[int, str]]:
+        """``(seq, event JSON)`` of a session's events in arrival order, after ``after_seq``."""
+
+
+def is_postgres_dsn(database: str) -> bool:
+    """Whether ``database`` names a PostgreSQL server rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def open_storage(database: str) -> Storage:
+    """The backend for ``database``: a ``postgresql://`` DSN, else a SQLite path.
+
+    ``sqlite:///path`` and plain paths are SQLite files; ``:memory:`` is a private in-memory
+    database. The returned storage is not open yet: ``await storage.open()``.
+    """
+    if is_postgres_dsn(database):
+        from ._postgres import PostgresStorage
+
+        return PostgresStorage(database)
+    from ._sqlite import SqliteStorage
+
+    path = database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else database
+    return SqliteStorage(path)

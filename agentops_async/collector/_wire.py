@@ -1,0 +1,110 @@
+"""Wire shapes the collector reads and writes, with one msgspec decoder/encoder each.
+
+Request bodies are decoded leniently where the AgentOps clients are loose (unknown fields are
+skipped, numbers may arrive as strings) and strictly where a wrong type would corrupt what we
+store. Events are kept as the raw JSON fragments the client sent (``msgspec.Raw``): the handler only
+pulls out the few indexed columns, so the per-event work stays tiny.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AgentIn",
+    "DeveloperErrorIn",
+    "EventHead",
+    "EventsIn",
+    "ReauthIn",
+    "SessionEnvelope",
+    "SessionIn",
+    "decode_agent",
+    "decode_developer_error",
+    "decode_event_head",
+    "decode_events",
+    "decode_reauth",
+    "decode_session",
+    "decode_session_envelope",
+    "encode",
+    "encoder",
+]
+
+
+class SessionEnvelope(msgspec.Struct):
+    """``{"session": {...}}`` of create_session and update_session."""
+
+    session: msgspec.Raw
+
+
+class SessionIn(msgspec.Struct, kw_only=True):
+    """The fields of a session object the collector stores (everything else is ignored)."""
+
+    session_id: str | None = None
+    init_timestamp: str | None = None
+    end_timestamp: str | None = None
+    end_state: str | None = None
+    end_state_reason: str | None = None
+    tags: list[str] | None = None
+    video: str | None = None
+    trace_id: str | None = None
+    host_env: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class EventsIn(msgspec.Struct):
+    """``{"events": [...]}`` of create_events; each event stays a raw JSON fragment."""
+
+    events: list[msgspec.Raw]
+
+
+class EventHead(msgspec.Struct, kw_only=True):
+    """The indexed columns of one event (the rest of its JSON is stored as sent)."""
+
+    id: str
+    event_type: str
+    init_timestamp: str | None = None
+    end_timestamp: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+
+
+class ReauthIn(msgspec.Struct):
+    """``{"session_id": ...}`` of reauthorize_jwt."""
+
+    session_id: str
+
+
+class AgentIn(msgspec.Struct):
+    """``{"id": ..., "name": ...}`` of create_agent."""
+
+    id: str
+    name: str | None = None
+
+
+class DeveloperErrorIn(msgspec.Struct, kw_only=True):
+    """A client-side SDK error report (``/v2/developer_errors``)."""
+
+    type: str | None = None
+    message: str | None = None
+    session_id: str | None = None
+    sdk_version: str | None = None
+
+
+decode_session_envelope = msgspec.json.Decoder(SessionEnvelope).decode
+decode_session = msgspec.json.Decoder(SessionIn).decode
+decode_events = msgspec.json.Decoder(EventsIn).decode
+decode_event_head = msgspec.json.Decoder(EventHead, strict=False).decode
+decode_reauth = msgspec.json.Decoder(ReauthIn).decode
+decode_agent = msgspec.json.Decoder(AgentIn).decode
+decode_developer_error = msgspec.json.Decoder(DeveloperErrorIn, strict=False).decode
+
+encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    """JSON bytes of ``value`` with the shared encoder."""
+    return encoder.encode(value)
