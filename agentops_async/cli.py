@@ -149,8 +149,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         await collector.start()
-    except OSError as exc:
-        raise _CliError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    except Exception as exc:  # a port in use, an unreachable database, ...
+        raise _CliError(f"cannot start the collector: {exc}") from None
     try:
         print(f"agentops-async collector listening on {collector.url}", flush=True)
         await stop.wait()
@@ -159,15 +159,24 @@ async def _serve_async(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _open(database: str) -> Any:
+    from .collector import open_storage
+
+    storage = open_storage(database)
+    try:
+        await storage.open()
+    except Exception as exc:
+        raise _CliError(f"cannot open the database: {exc}") from None
+    return storage
+
+
 # --- keys ----------------------------------------------------------------------------------
 
 
 async def _keys_create(database: str, name: str) -> int:
-    from .collector import open_storage
     from .collector._app import new_project
 
-    storage = open_storage(database)
-    await storage.open()
+    storage = await _open(database)
     try:
         project_id, api_key = await new_project(storage, name)
     finally:
@@ -220,7 +229,7 @@ async def _get_json(http: Any, url: str, params: dict[str, str]) -> Any:
 
 
 async def _sessions_db(args: argparse.Namespace) -> int:
-    from .collector import PriceTable, open_storage
+    from .collector import PriceTable
     from .collector._app import _STATE_FILTERS, canonical_uuid, hash_key
     from .collector._reads import list_session_views, session_views
     from .collector._storage import SessionFilter
@@ -228,8 +237,7 @@ async def _sessions_db(args: argparse.Namespace) -> int:
     database = args.database or _database_default()
     if "://" not in database and not _exists(database):
         raise _CliError(f"no database at {database!r} (use --database or --endpoint)")
-    storage = open_storage(database)
-    await storage.open()
+    storage = await _open(database)
     try:
         project = None
         if args.api_key:

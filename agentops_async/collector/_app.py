@@ -512,10 +512,10 @@ class _Api:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             _fail(401, "invalid admin token")
         try:
-            data = msgspec.json.decode(await self.body(request), type=dict[str, str])
+            body = wire.decode_project(await self.body(request))
         except msgspec.DecodeError as exc:
             _decode_error("body", exc)
-        project_id, api_key = await new_project(self.storage, data.get("name") or "default")
+        project_id, api_key = await new_project(self.storage, body.name or "default")
         return _json({"project_id": project_id, "api_key": api_key})
 
     async def health(self, request: web.Request) -> web.Response:

@@ -122,6 +122,7 @@ class _ExportRequest(msgspec.Struct, rename="camel"):
 
 
 _json_decoder = msgspec.json.Decoder(_ExportRequest, strict=False)
+_json_encoder = msgspec.json.Encoder()
 
 
 def _json_value(value: _AnyValue | None) -> Any:
@@ -288,7 +289,7 @@ def encode_response(protobuf: bool, rejected: int, message: str) -> bytes:
     if not protobuf:
         if not rejected:
             return b"{}"
-        return msgspec.json.encode(
+        return _json_encoder.encode(
             {"partialSuccess": {"rejectedSpans": rejected, "errorMessage": message}}
         )
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (

@@ -33,8 +33,12 @@ class SessionView(msgspec.Struct, kw_only=True):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (host_env decoded)."""
-        data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self))
+        data: dict[str, Any] = _decoder.decode(_encoder.encode(self))
         return data
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 async def session_views(

@@ -17,6 +17,7 @@ __all__ = [
     "DeveloperErrorIn",
     "EventHead",
     "EventsIn",
+    "ProjectIn",
     "ReauthIn",
     "SessionEnvelope",
     "SessionIn",
@@ -24,6 +25,7 @@ __all__ = [
     "decode_developer_error",
     "decode_event_head",
     "decode_events",
+    "decode_project",
     "decode_reauth",
     "decode_session",
     "decode_session_envelope",
@@ -85,6 +87,12 @@ class AgentIn(msgspec.Struct):
     name: str | None = None
 
 
+class ProjectIn(msgspec.Struct):
+    """``{"name": ...}`` of the admin API's create project."""
+
+    name: str = "default"
+
+
 class DeveloperErrorIn(msgspec.Struct, kw_only=True):
     """A client-side SDK error report (``/v2/developer_errors``)."""
 
@@ -101,6 +109,7 @@ decode_event_head = msgspec.json.Decoder(EventHead, strict=False).decode
 decode_reauth = msgspec.json.Decoder(ReauthIn).decode
 decode_agent = msgspec.json.Decoder(AgentIn).decode
 decode_developer_error = msgspec.json.Decoder(DeveloperErrorIn, strict=False).decode
+decode_project = msgspec.json.Decoder(ProjectIn).decode
 
 encoder = msgspec.json.Encoder()
 

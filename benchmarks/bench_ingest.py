@@ -1,0 +1,197 @@
+"""Ingest benchmark: events/s stored by the collector, SQLite and PostgreSQL.
+
+The collector runs as a subprocess (``python -m agentops_async serve``) on a fresh database per run.
+This process is the client:
+
+- ``sdk``: one AsyncClient recording events into a few concurrent sessions as fast as it can;
+  timed from the first record to the moment every event is acknowledged (``client.close()``).
+- ``raw``: pre-encoded ``create_events`` batches posted over a few aiohttp connections (what the
+  collector alone can take).
+
+Every run checks delivered == recorded == stored (read back through the read API). Prints a
+Markdown table with the median of the runs.
+
+    python benchmarks/bench_ingest.py                      # both backends, both clients
+    python benchmarks/bench_ingest.py --backends sqlite --events 500000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from _servers import CollectorProcess, PostgresServer, find_postgres_bin  # noqa: E402
+
+
+async def _stored_total(url: str, api_key: str, session_ids: list[str]) -> int:
+    import aiohttp
+
+    total = 0
+    async with aiohttp.ClientSession(headers={"X-Agentops-Api-Key": api_key}) as http:
+        for session_id in session_ids:
+            async with http.get(f"{url}/api/sessions/{session_id}") as response:
+                total += (await response.json())["events_total"]
+    return total
+
+
+async def run_sdk(url: str, api_key: str, events: int, sessions: int) -> float:
+    """Record ``events`` with our SDK; returns events/s (first record -> all acknowledged)."""
+    import agentops_async as ao
+
+    client = ao.AsyncClient(
+        api_key=api_key,
+        endpoint=url,
+        log_session_stats=False,
+        backpressure="block",
+        backpressure_timeout=60.0,
+        max_queue_size=100_000,
+        flush_interval=0.05,
+    )
+    per_session = events // sessions
+    opened = [await client.session(tags=["bench"]).start() for _ in range(sessions)]
+    params = {"query": "benchmark", "k": 3}
+
+    async def record_all(session: Any) -> None:
+        record = session.record
+        for i in range(per_session):
+            await record(ao.ActionEvent(action_type="step", params=params, returns=i))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(record_all(s) for s in opened))
+    for session in opened:
+        await session.end(ao.SessionState.SUCCEEDED)
+    await client.close(timeout=300)
+    elapsed = time.perf_counter() - started
+    recorded = per_session * sessions
+    delivered = sum(s.stats.delivered for s in opened)
+    stored = await _stored_total(url, api_key, [s.session_id for s in opened])
+    if not recorded == delivered == stored:
+        raise AssertionError(f"recorded {recorded}, delivered {delivered}, stored {stored}")
+    return recorded / elapsed
+
+
+async def run_raw(url: str, api_key: str, events: int, batch: int, connections: int) -> float:
+    """Post pre-encoded batches with aiohttp; returns events/s."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        session_id = str(uuid.uuid4())
+        async with http.post(
+            f"{url}/v2/create_session",
+            json={"session": {"session_id": session_id}},
+            headers={"X-Agentops-Api-Key": api_key},
+        ) as response:
+            jwt = (await response.json())["jwt"]
+        prefix = str(uuid.uuid4())[:24]  # time-ordered ids, like the SDK's
+        counter = itertools.count()
+        bodies = []
+        for _ in range(events // batch):
+            batch_events = [
+                {
+                    "id": f"{prefix}{next(counter):012x}",
+                    "event_type": "actions",
+                    "init_timestamp": "2026-01-01T00:00:00.000000Z",
+                    "end_timestamp": "2026-01-01T00:00:00.000100Z",
+                    "session_id": session_id,
+                    "action_type": "step",
+                    "params": {"query": "benchmark", "k": 3},
+                    "returns": 1,
+                }
+                for _ in range(batch)
+            ]
+            bodies.append(json.dumps({"events": batch_events}).encode())
+        headers = {"Authorization": f"Bearer {jwt}", "Content-Type": "application/json"}
+        pending = list(reversed(bodies))
+
+        async def post_batches() -> None:
+            while pending:
+                body = pending.pop()
+                async with http.post(
+                    f"{url}/v2/create_events", data=body, headers=headers
+                ) as response:
+                    if response.status != 200:
+                        raise AssertionError(f"{response.status}: {await response.text()}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(post_batches() for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    sent = batch * len(bodies)
+    stored = await _stored_total(url, api_key, [session_id])
+    if stored != sent:
+        raise AssertionError(f"sent {sent}, stored {stored}")
+    return sent / elapsed
+
+
+def _one_run(
+    backend: str, client: str, args: argparse.Namespace, pg: PostgresServer | None, work: Path
+) -> float:
+    database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
+    process = CollectorProcess(database, backend, work / "collector.log").start()
+    try:
+        _, api_key = process.create_project("bench")
+        if client == "sdk":
+            return asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions))
+        return asyncio.run(
+            run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+        )
+    finally:
+        process.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--clients", default="sdk,raw")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=4, help="concurrent SDK sessions")
+    parser.add_argument("--batch-size", type=int, default=1000, help="raw client batch size")
+    parser.add_argument("--connections", type=int, default=4, help="raw client connections")
+    args = parser.parse_args()
+
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="agentops-bench-"))
+    for backend in args.backends.split(","):
+        pg = None
+        if backend == "postgres":
+            if find_postgres_bin() is None:
+                print("postgres: initdb not found, skipped", file=sys.stderr)
+                continue
+            # A durable server (fsync on), commits not waiting for the disk, like SQLite's WAL
+            # with synchronous=NORMAL.
+            pg = PostgresServer.start(settings={"fsync": "on", "full_page_writes": "on"})
+        try:
+            for client in args.clients.split(","):
+                rates = []
+                for _ in range(args.runs):
+                    rates.append(_one_run(backend, client, args, pg, work))
+                    print(f"{backend}/{client}: {rates[-1]:,.0f} events/s", file=sys.stderr)
+                rows.append((backend, client, statistics.median(rates), min(rates), max(rates)))
+        finally:
+            if pg is not None:
+                pg.stop()
+
+    print(f"\n{args.events:,} events per run, median of {args.runs} runs "
+          f"(sdk: {args.sessions} sessions; raw: {args.batch_size}-event batches, "
+          f"{args.connections} connections)\n")  # fmt: skip
+    print("| backend | client | events/s (median) | min | max |")
+    print("|---|---|---:|---:|---:|")
+    for backend, client, median, low, high in rows:
+        print(f"| {backend} | {client} | {median:,.0f} | {low:,.0f} | {high:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The command line (keys, sessions, serve) and the sync test helpers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _servers import REPO_ROOT, CollectorHandle, CollectorProcess, http_request
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "agentops_async", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=REPO_ROOT,
+    )
+
+
+def _create_session(url: str, api_key: str, **fields: Any) -> str:
+    session_id = str(uuid.uuid4())
+    answer = http_request(
+        "POST",
+        f"{url}/v2/create_session",
+        json_body={"session": {"session_id": session_id, **fields}},
+        headers={"X-Agentops-Api-Key": api_key},
+    )
+    assert answer.status == 200, answer.body
+    return session_id
+
+
+def test_keys_create_then_serve_and_list_sessions(tmp_path: Path) -> None:
+    database = str(tmp_path / "cli.db")
+    created = _cli("keys", "create", "my-project", "--database", database)
+    assert created.returncode == 0, created.stderr
+    api_key = created.stdout.strip()
+    assert str(uuid.UUID(api_key)) == api_key
+    assert "my-project" in created.stderr
+
+    process = CollectorProcess(database, "sqlite", tmp_path / "serve.log").start()
+    try:
+        session_id = _create_session(process.url, api_key, tags=["cli-test"])
+        listed = _cli("sessions", "list", "--database", database)
+        assert listed.returncode == 0, listed.stderr
+        assert session_id in listed.stdout
+        assert "RUNNING" in listed.stdout
+        assert "cli-test" in listed.stdout
+
+        as_json = _cli(
+            "sessions", "list", "--json", "--endpoint", process.url, "--api-key", api_key
+        )
+        assert as_json.returncode == 0, as_json.stderr
+        assert [s["id"] for s in json.loads(as_json.stdout)] == [session_id]
+
+        shown = _cli("sessions", "show", session_id, "--json", "--database", database)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["tags"] == ["cli-test"]
+
+        other_key = _cli("keys", "create", "other", "--database", database).stdout.strip()
+        hidden = _cli("sessions", "show", session_id, "--endpoint", process.url,
+                      "--api-key", other_key)  # fmt: skip
+        assert hidden.returncode == 2
+        assert "404" in hidden.stderr
+    finally:
+        process.stop()
+
+
+def test_sessions_without_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    result = _cli("sessions", "list", "--database", str(tmp_path / "nope.db"))
+    assert result.returncode == 2
+    assert "no database" in result.stderr
+
+
+def test_serve_rejects_a_bad_price_file(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"m": {"prompt": "cheap"}}))
+    result = _cli("serve", "--port", "0", "--database", str(tmp_path / "x.db"),
+                  "--prices", str(prices))  # fmt: skip
+    assert result.returncode != 0
+    assert "prices" in result.stderr
+
+
+def test_sync_read_helpers(collector: CollectorHandle) -> None:
+    session_id = _create_session(collector.url, collector.api_key, tags=["sync"])
+    (session,) = collector.list_sessions_sync(tag="sync")
+    assert session["id"] == session_id
+    assert collector.get_session_sync(session_id) == session
+    assert collector.get_events_sync(session_id) == []
+    assert collector.get_session_sync(session_id, api_key=collector.new_api_key()) is None
+
+
+@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["sessions", "list", "--help"]])
+def test_help_works(args: list[str]) -> None:
+    result = _cli(*args)
+    assert result.returncode == 0
+    assert "usage" in result.stdout
+
+
+def test_demo_runs_in_seconds_and_stores_what_it_prints(tmp_path: Path) -> None:
+    import time
+
+    database = str(tmp_path / "demo.db")
+    started = time.monotonic()
+    result = _cli("demo", "--database", database)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert "20 sessions" in result.stdout
+    for state in ("SUCCEEDED", "FAILED", "INDETERMINATE"):
+        assert state in result.stdout
+    assert f"sessions list --database {database}" in result.stdout
+
+    listed = _cli("sessions", "list", "--json", "--database", database)
+    sessions = json.loads(listed.stdout)
+    assert len(sessions) == 20
+    assert all(s["state"] != "RUNNING" for s in sessions)
+    assert all(s["event_counts"].get("llms", 0) > 0 for s in sessions)
+    assert sum(float(s["token_cost"]) for s in sessions) > 0

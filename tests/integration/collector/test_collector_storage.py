@@ -1,0 +1,149 @@
+"""The storage contract, in process, on both backends; and the embeddable Collector."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from _servers import PostgresServer
+
+from agentops_async.collector import Collector, Storage, open_storage
+from agentops_async.collector._app import hash_key, new_project
+from agentops_async.collector._storage import EventRow, SessionFilter, SessionWrite
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def database(collector_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if collector_backend == "sqlite":
+        return str(tmp_path / "storage.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest_asyncio.fixture
+async def storage(database: str) -> AsyncIterator[Storage]:
+    store = open_storage(database)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _row(session_id: str, event_id: str, event_type: str = "actions") -> EventRow:
+    data = f'{{"id": "{event_id}", "event_type": "{event_type}"}}'
+    return (session_id, event_id, event_type, None, None, None, None, None, None, data)
+
+
+async def test_schema_and_secret_survive_a_reopen(database: str) -> None:
+    first = open_storage(database)
+    await first.open()
+    secret = await first.get_secret(b"\x01" * 32)
+    project_id, api_key = await new_project(first, "p")
+    await first.close()
+
+    second = open_storage(database)
+    await second.open()  # migrations are not applied twice
+    try:
+        assert await second.get_secret(b"\x02" * 32) == secret == b"\x01" * 32
+        assert await second.project_for_key(hash_key(api_key)) == project_id
+        assert await second.project_for_key(hash_key(str(uuid.uuid4()))) is None
+    finally:
+        await second.close()
+
+
+async def test_insert_events_is_idempotent_and_counts_new_rows(storage: Storage) -> None:
+    project_id, _ = await new_project(storage, "p")
+    session_id = str(uuid.uuid4())
+    await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
+    rows = [_row(session_id, f"e{i}") for i in range(100)]
+    assert await storage.insert_events(rows) == 100
+    assert await storage.insert_events([*rows[50:], _row(session_id, "new")]) == 1
+    page = await storage.list_events(session_id, 0, 1000, None)
+    assert [seq for seq, _ in page] == sorted(seq for seq, _ in page)
+    assert len(page) == 101
+    assert await storage.event_counts([session_id]) == {session_id: {"actions": 101}}
+
+
+async def test_sessions_belong_to_one_project(storage: Storage) -> None:
+    project_a, _ = await new_project(storage, "a")
+    project_b, _ = await new_project(storage, "b")
+    session_id = str(uuid.uuid4())
+    write = SessionWrite(session_id=session_id, project_id=project_a, tags=["x"])
+    assert await storage.upsert_session(write) == project_a
+    hijack = SessionWrite(session_id=session_id, project_id=project_b, tags=["y"])
+    assert await storage.upsert_session(hijack) == project_a
+    assert not await storage.update_session(hijack)
+    row = await storage.get_session(session_id)
+    assert row is not None
+    assert (row.project_id, row.tags, row.state) == (project_a, ["x"], "RUNNING")
+    assert await storage.list_sessions(SessionFilter(project_id=project_b)) == []
+
+
+async def test_trace_ids_map_to_sessions_within_a_project(storage: Storage) -> None:
+    project_a, _ = await new_project(storage, "a")
+    project_b, _ = await new_project(storage, "b")
+    session_id = str(uuid.uuid4())
+    trace = "ab" * 16
+    await storage.upsert_session(
+        SessionWrite(session_id=session_id, project_id=project_a, trace_id=trace)
+    )
+    assert await storage.sessions_for_traces(project_a, [trace, "cd" * 16]) == {trace: session_id}
+    assert await storage.sessions_for_traces(project_b, [trace]) == {}
+
+
+async def test_embedded_collector_serves_on_a_free_port(tmp_path: Path) -> None:
+    async with Collector(database=str(tmp_path / "e.db"), port=0) as collector:
+        assert collector.port != 0
+        api_key = await collector.create_project("embedded")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{collector.url}/api/sessions", headers={"X-Agentops-Api-Key": api_key}) as r,
+        ):
+            assert r.status == 200
+            assert await r.json() == {"sessions": [], "next_cursor": None}
+    assert "stopped" in repr(collector)
+
+
+async def test_memory_database_works_embedded() -> None:
+    async with Collector(database=":memory:", port=0) as collector:
+        api_key = await collector.create_project("mem")
+        session_id = str(uuid.uuid4())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{collector.url}/v2/create_session",
+                json={"session": {"session_id": session_id}},
+                headers={"X-Agentops-Api-Key": api_key},
+            ) as r:
+                assert r.status == 200
+            async with http.get(
+                f"{collector.url}/api/sessions/{session_id}",
+                headers={"X-Agentops-Api-Key": api_key},
+            ) as r:
+                assert (await r.json())["state"] == "RUNNING"
+
+
+async def test_concurrent_batches_are_all_stored_and_a_bad_one_fails_alone(
+    storage: Storage,
+) -> None:
+    import asyncio
+
+    project_id, _ = await new_project(storage, "p")
+    session_id = str(uuid.uuid4())
+    await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
+    batches = [[_row(session_id, f"b{b}-e{i}") for i in range(50)] for b in range(20)]
+    bad: EventRow = (session_id, "bad", None, None, None, None, None, None, None, "{}")  # type: ignore[assignment]
+    batches[7] = [*batches[7][:10], bad]
+    results = await asyncio.gather(
+        *(storage.insert_events(b) for b in batches), return_exceptions=True
+    )
+    assert isinstance(results[7], Exception)  # NOT NULL event_type
+    assert [r for i, r in enumerate(results) if i != 7] == [50] * 19
+    counts = await storage.event_counts([session_id])
+    assert counts[session_id]["actions"] == 19 * 50
