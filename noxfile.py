@@ -45,13 +45,16 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """The benchmark suite (full sizes; prints tables, writes benchmarks/results/)."""
-    _install(session, "dev")
-    session.run("python", "benchmarks/bench_record.py", *session.posargs)
+    """The benchmark suite: every figure of issue 5, peers in their own venvs (~5 min).
+
+    Writes benchmarks/results/latest.{md,json,png}; e.g. ``nox -s bench -- --only hotpath``.
+    """
+    _install(session, "bench")
+    session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session(name="bench_smoke", python=PYTHON)
 def bench_smoke(session: nox.Session) -> None:
-    """Every benchmark at tiny sizes (seconds): keeps the suite from rotting; never gates speed."""
-    _install(session, "dev")
-    session.run("python", "benchmarks/bench_record.py", "--events", "2000", "--repeats", "1")
+    """Every figure at tiny sizes, no peers (~20 s): keeps the suite from rotting; never gates."""
+    _install(session, "bench")
+    session.run("python", "benchmarks/run.py", "--smoke", *session.posargs)

@@ -234,7 +234,7 @@ class Exporter:
         self._queued += 1
         if len(self._buf) == 1:
             self._wake.set()
-        if self._buffered_events >= self._batch_size:
+        elif self._buffered_events == self._batch_size:  # the exporter never waits above it
             self._batch_ready.set()
         return True
 

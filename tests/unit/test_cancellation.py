@@ -54,9 +54,7 @@ async def test_cancelling_a_record_blocked_on_backpressure_counts_the_event(
     assert not exporter._room_waiters or all(f.done() for f in exporter._room_waiters)  # type: ignore[union-attr]
 
 
-async def test_cancelling_a_flush_does_not_disturb_delivery(
-    api: FakeApi, make_client: Any
-) -> None:
+async def test_cancelling_a_flush_does_not_disturb_delivery(api: FakeApi, make_client: Any) -> None:
     client = make_client(flush_interval=60)
     async with client.session() as session:
         for i in range(10):

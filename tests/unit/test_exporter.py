@@ -51,7 +51,7 @@ async def test_an_event_larger_than_a_request_is_refused_at_record_naming_the_fi
     client = make_client(max_batch_bytes=2_000)
     async with client.session() as session:
         await session.record(ao.ActionEvent(params={"small": 0}))
-        with pytest.raises(ao.InvalidEvent, match="largest field is 'returns'.*raise max_batch"):
+        with pytest.raises(ao.InvalidEvent, match=r"largest field is 'returns'.*raise max_batch"):
             await session.record(ao.ActionEvent(returns="x" * 5_000))
         with pytest.raises(ao.InvalidEvent, match="largest field is 'prompt'"):
             session.record_threadsafe(ao.LLMEvent(prompt="y" * 5_000))
