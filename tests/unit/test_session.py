@@ -109,6 +109,20 @@ async def test_explicit_start_and_end_with_agentops_strings(
     assert stored["tags"] == ["one"]
 
 
+async def test_a_wrong_end_state_names_the_field_and_the_session_keeps_running(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    session = await client.start_session()
+    with pytest.raises(ao.InvalidStateTransition, match="end_state=5 is not a session state"):
+        await session.end(5)  # type: ignore[arg-type]
+    with pytest.raises(ao.InvalidStateTransition, match="end_state='Done'"):
+        await session.end("Done")
+    await session.record(ao.ActionEvent())  # nothing else was lost: still running
+    await session.end("Success")
+    assert api.sessions[session.session_id]["end_state"] == "Success"
+    assert len(api.events[session.session_id]) == 1
+
+
 async def test_record_rejects_non_events_naming_the_fix(client: ao.AsyncClient) -> None:
     async with client.session() as session:
         with pytest.raises(ao.InvalidEvent, match="wrap the data in an event"):
