@@ -32,6 +32,7 @@ from ._spool import EVENT, Spool, SpoolRecord
 log = logging.getLogger("agentops_async")
 
 CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
+_YIELD_EVERY = 256  # items the exporter handles between two yields to the event loop
 QUEUE_FULL = "queue full (max_queue_size reached)"
 SHUTDOWN = "not acknowledged before the shutdown timeout"
 
@@ -421,6 +422,7 @@ class Exporter:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
             items = self._batch = self._take_batch()
+            await asyncio.sleep(0)  # let the application run between taking and shipping
             try:
                 await self._ship(items)
             except asyncio.CancelledError:
@@ -497,7 +499,9 @@ class Exporter:
         run: list[bytes] = []
         run_bytes = 0
         limit = self._batch_bytes - 16  # room for the {"events":[...]} envelope
-        for item in items:
+        for count, item in enumerate(items, 1):
+            if not count % _YIELD_EVERY:
+                await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             if type(item) is Op:
                 if run:
                     await self._send_events(channel, run)
