@@ -293,9 +293,9 @@ class Exporter:
             return
         if self._limit == 0 and self._spool is not None:  # keep order behind spooled items
             record = SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
-            if self._spool.append(record):
-                self._queued += 1
-                return
+            self._spool.append(record, force=True)
+            self._queued += 1
+            return
         self._buf.append(op)
         self._queued += 1
         if len(self._buf) == 1:

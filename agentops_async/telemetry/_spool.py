@@ -114,10 +114,14 @@ class Spool:
         return self.records == 0
 
     # -- writing --------------------------------------------------------------------------------
-    def append(self, record: SpoolRecord) -> bool:
-        """Add ``record`` at the end; False (nothing written) when it would pass the cap."""
+    def append(self, record: SpoolRecord, *, force: bool = False) -> bool:
+        """Add ``record`` at the end; False (nothing written) when it would pass the cap.
+
+        ``force`` writes past the cap: for session operations, which are small and must keep
+        their place behind the session's spooled events.
+        """
         frame = _frame(record)
-        if self.bytes_used + len(frame) > self.max_bytes:
+        if self.bytes_used + len(frame) > self.max_bytes and not force:
             return False
         if self._writer is None:
             seq = (self._segments[-1] + 1) if self._segments else 0

@@ -55,6 +55,7 @@ class FaultProxy:
         self.rules: list[Fault] = []
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
+        self.expired_tokens: set[str] = set()  # an expired JWT stays expired, like a real one
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
@@ -101,6 +102,9 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        token = request.headers.get("Authorization", "")
+        if token and token in self.expired_tokens:
+            return web.json_response({"message": "Expired Token"}, status=401)
         rule = self._match(request.path)
         if rule is not None:
             if rule.kind == "status":
@@ -114,6 +118,8 @@ class FaultProxy:
             if rule.kind == "reset_before":
                 return self._reset(request)
             if rule.kind == "expire_jwt":
+                if token:
+                    self.expired_tokens.add(token)
                 return web.json_response({"message": "Expired Token"}, status=401)
             if rule.kind == "slow":
                 await asyncio.sleep(rule.delay)

@@ -98,7 +98,8 @@ RECORDER = textwrap.dedent(
                     await asyncio.sleep(0.01)
         delivered = await client.close()
         print(json.dumps({"session_id": session.session_id, "ids": ids,
-                          "all_delivered": delivered, "dropped": client.stats.dropped}))
+                          "all_delivered": delivered, "dropped": client.stats.dropped,
+                          "reasons": client.stats.dropped_by_reason}))
 
     asyncio.run(main(*sys.argv[1:]))
     """
@@ -122,7 +123,7 @@ async def test_spooled_items_survive_a_process_restart(
     assert done.returncode == 0, done.stderr
     first = json.loads(done.stdout)
     assert first["all_delivered"] is False  # it could not deliver...
-    assert first["dropped"] == 0  # ...and lost nothing: all of it is on disk
+    assert first["dropped"] == 0, first["reasons"]  # ...and lost nothing: all of it is on disk
     assert await collector.get_session(first["session_id"]) is None
 
     proxy.clear()  # the API is back; a new process uses the same spool directory
