@@ -180,7 +180,7 @@ def load_config(
         if value is not None:
             values[name] = value
     if "default_tags" in values:
-        values["default_tags"] = tuple(_check_tags(values["default_tags"], "default_tags"))
+        values["default_tags"] = tuple(check_tags(values["default_tags"], "default_tags"))
     if "endpoint" in values:
         values["endpoint"] = str(values["endpoint"]).rstrip("/")
     try:
@@ -189,7 +189,7 @@ def load_config(
         raise ConfigError(f"invalid configuration: {exc}") from None
 
 
-def _check_tags(tags: Any, field: str) -> list[str]:
+def check_tags(tags: Any, field: str) -> list[str]:
     """Normalise tags: a string or an iterable of strings. Names the field on error."""
     if isinstance(tags, str):
         return [tags]
@@ -205,6 +205,3 @@ def _check_tags(tags: Any, field: str) -> list[str]:
         f"{field} must be a list of strings, got {type(tags).__name__}: "
         f"pass e.g. {field}=['a', 'b']"
     )
-
-
-check_tags = _check_tags

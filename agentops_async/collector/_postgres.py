@@ -222,19 +222,7 @@ class PostgresStorage:
                 " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
                 " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
                 " ON CONFLICT (id) DO NOTHING RETURNING project_id",
-                write.session_id,
-                write.project_id,
-                write.trace_id,
-                write.init_timestamp,
-                write.init_ts,
-                write.end_timestamp,
-                write.end_ts,
-                write.state or "RUNNING",
-                write.end_state,
-                write.end_state_reason,
-                json.dumps(write.tags or []),
-                write.video,
-                write.host_env,
+                *write.insert_values(),
             )
             if inserted is not None:
                 await _replace_tags(conn, write.session_id, write.tags or [])

@@ -289,23 +289,7 @@ class SqliteStorage:
                     "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
                     " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
                     " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        write.session_id,
-                        write.project_id,
-                        write.trace_id,
-                        write.init_timestamp,
-                        write.init_ts,
-                        write.end_timestamp,
-                        write.end_ts,
-                        write.state or "RUNNING",
-                        write.end_state,
-                        write.end_state_reason,
-                        json.dumps(write.tags or []),
-                        write.video,
-                        write.host_env,
-                        now,
-                        now,
-                    ),
+                    (*write.insert_values(), now, now),
                 )
                 _replace_tags(conn, write.session_id, write.tags or [])
                 return write.project_id

@@ -6,6 +6,7 @@ Everything above this seam (HTTP handlers, read API, CLI) is backend-agnostic.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,6 +60,26 @@ class SessionWrite:
     video: str | None = None
     trace_id: str | None = None
     host_env: str | None = None
+
+    def insert_values(self) -> tuple[object, ...]:
+        """The values of a new sessions row, in the column order both backends insert:
+        id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts, state,
+        end_state, end_state_reason, tags (JSON text), video, host_env."""
+        return (
+            self.session_id,
+            self.project_id,
+            self.trace_id,
+            self.init_timestamp,
+            self.init_ts,
+            self.end_timestamp,
+            self.end_ts,
+            self.state or "RUNNING",
+            self.end_state,
+            self.end_state_reason,
+            json.dumps(self.tags or []),
+            self.video,
+            self.host_env,
+        )
 
 
 @dataclass(frozen=True, slots=True)

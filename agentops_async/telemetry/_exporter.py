@@ -127,7 +127,6 @@ class Exporter:
         self._batch_ready = asyncio.Event()  # a full batch is buffered, or a flush is wanted
         self._flush_targets: list[tuple[int, asyncio.Future[None]]] = []
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._in_flight = 0  # events taken in the current batch and not yet accounted for
 
         self._thread_buf: collections.deque[tuple[SessionChannel, bytes]] = collections.deque()
         self._thread_wakeup = False
@@ -182,8 +181,7 @@ class Exporter:
         if self._spool is not None:
             lost = self._spool_unsent()
         else:
-            lost = self._in_flight + self._buffered_events
-            self._abandon_in_flight(SHUTDOWN)
+            lost = self._abandon_in_flight(SHUTDOWN) + self._buffered_events
             for item in self._buf:
                 if type(item) is tuple:
                     self.drop(item[0], SHUTDOWN)
@@ -212,9 +210,8 @@ class Exporter:
             if type(item) is tuple:
                 self.drop(item[0], "spool full (spool_max_bytes reached)")
                 lost += 1
-        for channel in self._channels.values():
+        for channel in self._batch_channels():
             channel.in_flight = 0
-        self._in_flight = 0
         self._spool.close()
         return lost
 
@@ -353,17 +350,22 @@ class Exporter:
     ) -> None:
         channel.dropped += count
         channel.in_flight -= count
-        self._in_flight -= count
         self._count_dropped(count, reason, detail)
 
-    def _abandon_in_flight(self, reason: str) -> None:
-        """Count every event of the current batch not yet accounted for as dropped."""
-        for channel in self._channels.values():
+    def _batch_channels(self) -> set[SessionChannel]:
+        """The sessions with events in the batch being shipped."""
+        return {item[0] for item in self._batch if type(item) is tuple}
+
+    def _abandon_in_flight(self, reason: str) -> int:
+        """Count every event of the current batch not yet accounted for as dropped; how many."""
+        lost = 0
+        for channel in self._batch_channels():
+            lost += channel.in_flight
             channel.dropped += channel.in_flight
             channel.in_flight = 0
-        if self._in_flight:
-            self._count_dropped(self._in_flight, reason)
-        self._in_flight = 0
+        if lost:
+            self._count_dropped(lost, reason)
+        return lost
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -474,7 +476,6 @@ class Exporter:
                 events += 1
                 item[0].in_flight += 1
         self._buffered_events -= events
-        self._in_flight = events
         self._wake_room_waiters()
         return items
 
@@ -552,7 +553,6 @@ class Exporter:
         channel.delivered += len(encoded)
         channel.in_flight -= len(encoded)
         self._delivered += len(encoded)
-        self._in_flight -= len(encoded)
 
     async def _run_op(self, op: Op) -> None:
         channel = op.channel
