@@ -1,10 +1,11 @@
 """Events: what an agent records into a session.
 
 Every event is a :class:`msgspec.Struct` whose field names follow the AgentOps v2 wire format, so
-the exporter encodes it in one msgspec call. Free-form fields (``params``, ``returns``, prompts,
-logs...) accept any value: at record time they are snapshotted into JSON-safe builtins, and anything
-that JSON cannot hold (a socket, a custom object, a cycle) becomes its ``repr``, so the exporter can
-never fail on a user value later.
+the exporter encodes a whole batch of them in one msgspec call. ``record()`` only checks the typed
+fields and stamps the end time (the hot path); the exporter fills in the ids and encodes.
+Free-form fields (``params``, ``returns``, prompts, logs...) accept any value: what JSON cannot
+hold (a socket, a custom object, a cycle) is converted, or sent as its ``repr``, so encoding never
+fails on a user value.
 
 Example:
     >>> from agentops_async import ActionEvent
@@ -19,6 +20,7 @@ import functools
 import itertools
 import os
 import random
+import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -52,8 +54,8 @@ class EventType:
 utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
 
 # ---------------------------------------------------------------------------------------------
-# Ids. uuid.uuid4() costs ~1.7 us (a getrandom syscall and the UUID object); the hot path budget is
-# 2 us for everything. An event id here is a UUIDv4-shaped string: 74 random bits drawn once per
+# Ids. uuid.uuid4() costs ~1.7 us (a getrandom syscall and the UUID object), more than recording an
+# event. An event id here is a UUIDv4-shaped string: 74 random bits drawn once per
 # process (and again in a forked child) followed by a 48-bit counter. Ids are unique, not secret.
 # ---------------------------------------------------------------------------------------------
 _id_prefix = ""
@@ -145,41 +147,58 @@ def to_json_safe(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # The events.
 # ---------------------------------------------------------------------------------------------
-class Event(msgspec.Struct, kw_only=True):
+class Event(msgspec.Struct, kw_only=True, gc=False):
     """Base of every event: the fields every AgentOps event type shares.
 
-    ``record()`` encodes the event to JSON at once (one msgspec call): what is sent is the event
-    as it was when recorded, later changes to the object or to the values it holds are not.
+    ``record()`` checks the typed fields and stamps ``end_timestamp`` at once; the exporter
+    fills in the ids and encodes the event when it sends its batch (normally within
+    ``flush_interval``). The event belongs to the session from then on: do not change it, or the
+    values it holds, after recording it (record a new event instead). The sync facade encodes in
+    the calling thread, so there what is sent is the event as it was when recorded.
 
     Attributes:
         event_type: One of :class:`EventType` (set by each subclass).
         params: What the step was called with (any JSON-able mapping; others are converted).
         returns: What it returned.
-        init_timestamp: When it started (defaults to construction time, UTC).
-        end_timestamp: When it ended (defaults to record time).
+        init_timestamp: When it started: a ``datetime``, an ISO 8601 string or seconds since the
+            epoch (the default: ``time.time()`` at construction). Sent as ISO 8601, UTC.
+        end_timestamp: When it ended, in the same forms (default: when it was recorded).
         agent_id: The agent that did it, from ``session.create_agent()``.
-        id: Unique event id (made for you).
-        session_id, trace_id, span_id: Set by the session at record time.
+        id: Unique event id; made when the event is sent unless you set one (see
+            :meth:`ensure_id`).
+        session_id, trace_id, span_id: Set by the session when the event is sent.
     """
 
     event_type: str
     params: Any = None
     returns: Any = None
-    init_timestamp: datetime | str = msgspec.field(default_factory=utcnow)
-    end_timestamp: datetime | str | None = None
+    init_timestamp: datetime | str | float = msgspec.field(default_factory=time.time)
+    end_timestamp: datetime | str | float | None = None
     agent_id: str | None = None
-    id: str = msgspec.field(default_factory=new_event_id)
+    id: str | None = None
     session_id: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
 
-    # Fields that take arbitrary user values and are made JSON-safe at record time.
+    # Fields that take arbitrary user values and are made JSON-safe if JSON cannot hold them.
     _free_fields: ClassVar[tuple[str, ...]] = ("params", "returns")
     # Typed fields checked at record time: name -> (allowed types, how to fix).
     _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
+    # The record-time check of the class, compiled from the two above (see _compile_checker).
+    _check: ClassVar[Callable[[Event, float], None]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._check = _compile_checker(cls)
+
+    def ensure_id(self) -> str:
+        """The event's id, made now if it has none yet (to link another event to this one)."""
+        if self.id is None:
+            self.id = new_event_id()
+        return self.id
 
     def prepare(self, session_id: str, trace_id: str) -> bytes:
-        """Validate, stamp the session and its ids, and encode; called once by ``record()``.
+        """Check, stamp and encode the event as it is now (what the sync facade does).
 
         Returns:
             The event's JSON, as sent. Values JSON cannot hold are sent as their ``repr``.
@@ -187,7 +206,9 @@ class Event(msgspec.Struct, kw_only=True):
         Raises:
             InvalidEvent: a typed field holds a value of the wrong type (names the field).
         """
-        return (preparers.get(type(self)) or preparer_for(type(self)))(self, session_id, trace_id)
+        self._check(time.time())
+        finalize(self, session_id, trace_id)
+        return encode_event(self)
 
 
 def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
@@ -197,54 +218,25 @@ def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
     )
 
 
-_encode = msgspec.json.Encoder().encode
-_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+# ---------------------------------------------------------------------------------------------
+# Record time: check the typed fields and stamp the end (the hot path, compiled per class).
+# ---------------------------------------------------------------------------------------------
+Checker = Callable[["Event", float], None]
+
+_TIME_FIX = "a datetime, an ISO 8601 str or seconds since the epoch (a float)"
+_TIMES = (datetime, str, int, float)
 
 
-def _encode_safely(event: Event) -> bytes:
-    """Slow path: make every free-form field JSON-safe, then encode (never raises)."""
-    for name in event._free_fields:
-        value = getattr(event, name)
-        if value is not None and type(value) not in _PLAIN:
-            setattr(event, name, to_json_safe(value))
-    try:
-        return _encode(event)
-    except _ENCODE_ERRORS:  # a non-JSON value in a typed field that passed isinstance (a subclass)
-        return _encode(msgspec.to_builtins(event, enc_hook=safe_repr, str_keys=True))
+def _compile_checker(cls: type[Event]) -> Checker:
+    """Build ``cls``'s record-time check as straight-line code (no loops over field specs).
 
-
-Preparer = Callable[["Event", str, str], bytes]
-
-# Event class -> its compiled record-time preparation (see _compile_preparer).
-preparers: dict[type[Event], Preparer] = {}
-
-
-def preparer_for(cls: type[Event]) -> Preparer:
-    """The compiled record-time preparation of ``cls`` (built on first use, then cached)."""
-    preparer = preparers.get(cls)
-    if preparer is None:
-        preparer = preparers[cls] = _compile_preparer(cls)
-    return preparer
-
-
-def _compile_preparer(cls: type[Event]) -> Preparer:
-    """Build ``cls``'s record-time preparation as straight-line code (no loops over field specs).
-
-    This is the hot path: a generic loop with getattr/setattr costs ~3x more than the generated
-    function, which checks each typed field, stamps the session, trace and span ids and encodes
-    the event in one msgspec call (falling back to :func:`_encode_safely` for values JSON cannot
-    hold).
+    This is the hot path: a generic loop with getattr costs ~3x more than the generated function,
+    which checks each typed field and both timestamps and stamps ``end_timestamp``.
     """
-    lines = ["def prepare(self, session_id, trace_id):"]
-    namespace: dict[str, Any] = {
-        "_bad_field": _bad_field,
-        "_utcnow": utcnow,
-        "_encode": _encode,
-        "_encode_safely": _encode_safely,
-        "_ENCODE_ERRORS": _ENCODE_ERRORS,
-        "_span_id_for": span_id_for,
-    }
-    for index, (name, types, fix) in enumerate(cls._typed_fields):
+    lines = ["def check(self, now):"]
+    namespace: dict[str, Any] = {"_bad_field": _bad_field, "_float": float, "_times": _TIMES}
+    specs = [*cls._typed_fields]
+    for index, (name, types, fix) in enumerate(specs):
         namespace[f"_types{index}"] = types
         exact = " and ".join(f"t is not {t.__name__}" for t in types)
         lines += [
@@ -255,20 +247,80 @@ def _compile_preparer(cls: type[Event]) -> Preparer:
             f"            _bad_field(self, {name!r}, v, {fix!r})",
         ]
     lines += [
-        "    if self.end_timestamp is None:",
-        "        self.end_timestamp = _utcnow()",
-        "    self.session_id = session_id",
-        "    if self.span_id is None:",  # captured OTel spans bring their own ids
-        "        self.trace_id = trace_id",
-        "        self.span_id = _span_id_for(self.id)",
-        "    try:",
-        "        return _encode(self)",
-        "    except _ENCODE_ERRORS:",
-        "        return _encode_safely(self)",
+        "    v = self.init_timestamp",
+        "    if type(v) is not _float and (not isinstance(v, _times) or type(v) is bool):",
+        f"        _bad_field(self, 'init_timestamp', v, {_TIME_FIX!r})",
+        "    v = self.end_timestamp",
+        "    if v is None:",
+        "        self.end_timestamp = now",
+        "    elif type(v) is not _float and (not isinstance(v, _times) or type(v) is bool):",
+        f"        _bad_field(self, 'end_timestamp', v, {_TIME_FIX!r})",
     ]
     exec("\n".join(lines), namespace)  # code built above from field names only
-    function: Preparer = namespace["prepare"]
+    function: Checker = namespace["check"]
     return function
+
+
+Event._check = _compile_checker(Event)
+
+
+_from_timestamp = datetime.fromtimestamp
+_UTC = timezone.utc
+
+
+# ---------------------------------------------------------------------------------------------
+# Send time: ids, timestamps as datetimes, and the encoding (in the exporter, off the hot path).
+# ---------------------------------------------------------------------------------------------
+def finalize(event: Event, session_id: str, trace_id: str | None) -> None:
+    """Fill in what the wire needs: the event id, the session's ids, timestamps as datetimes."""
+    if event.id is None:
+        event.id = new_event_id()
+    start = event.init_timestamp
+    if type(start) is float or type(start) is int:
+        event.init_timestamp = _from_timestamp(start, _UTC)
+    end = event.end_timestamp
+    if type(end) is float or type(end) is int:
+        event.end_timestamp = _from_timestamp(end, _UTC)
+    event.session_id = session_id
+    if event.span_id is None:  # captured OTel spans bring their own ids
+        event.trace_id = trace_id
+        event.span_id = span_id_for(event.id)
+
+
+_encode = msgspec.json.Encoder().encode
+ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+
+
+def encode_event(event: Event) -> bytes:
+    """One finalized event as JSON; values JSON cannot hold are sent as their ``repr``."""
+    try:
+        return _encode(event)
+    except ENCODE_ERRORS:
+        pass
+    for name in event._free_fields:
+        value = getattr(event, name)
+        if value is not None and type(value) not in _PLAIN:
+            setattr(event, name, to_json_safe(value))
+    try:
+        return _encode(event)
+    except ENCODE_ERRORS:  # a non-JSON value in a typed field that passed isinstance (a subclass)
+        return _encode(msgspec.to_builtins(event, enc_hook=safe_repr, str_keys=True))
+
+
+def describe_oversize(event: Event, size: int, limit: int) -> str:
+    """Why ``event`` cannot be sent: its encoded size, the limit, and its largest field."""
+    sizes = {}
+    for name in event.__struct_fields__:
+        try:
+            sizes[name] = len(_encode(getattr(event, name)))
+        except ENCODE_ERRORS:  # only sizing the fields for the message
+            sizes[name] = len(safe_repr(getattr(event, name)))
+    largest = max(sizes, key=sizes.__getitem__)
+    return (
+        f"{type(event).__name__} is {size:,} bytes encoded, above the {limit:,} bytes one request "
+        f"may carry (max_batch_bytes); its largest field is {largest!r} ({sizes[largest]:,} "
+        "bytes): trim or summarise it, or raise max_batch_bytes"
+    )
 
 
 _INT = ((int,), "an int (a token count)")
@@ -409,6 +461,6 @@ class ErrorEvent(Event, kw_only=True):
             code=code,
             details=details if details is not None else str(exc),
             logs="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            trigger_event_id=trigger_event.id if trigger_event is not None else None,
+            trigger_event_id=trigger_event.ensure_id() if trigger_event is not None else None,
             trigger_event_type=trigger_event.event_type if trigger_event is not None else None,
         )

@@ -123,6 +123,7 @@ async def _breakdown(n: int) -> list[tuple[str, float]]:
         for _ in range(n):
             put(channel, data)
         spare._buf.clear()  # room for the next repetition
+        spare._buf_channels.clear()
         spare._buffered_events = 0
 
     async def await_noop() -> None:

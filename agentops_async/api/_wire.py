@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import to_json_safe
+from ..events import ENCODE_ERRORS, Event, encode_event, to_json_safe
 
 
 class SessionBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -75,18 +75,26 @@ def parse_token_cost(raw: str | float | int | None) -> Decimal | None:
         return None
 
 
-def events_body(encoded_events: list[bytes]) -> bytes:
-    """``{"events": [...]}`` from events encoded one by one (so a batch can be split by size).
+class EventsEnvelope(msgspec.Struct):
+    """``{"events": [...]}``: finalized events and already-encoded ones (``msgspec.Raw``)."""
 
-    One join, so one large allocation: a body of a few hundred KB is mmap-allocated, and each
-    extra copy costs page faults on the event loop.
+    events: list[Any]
+
+
+_encode_events = msgspec.json.Encoder().encode  # no enc_hook: a value JSON cannot hold raises
+
+
+def events_body(events: list[Event | msgspec.Raw]) -> bytes:
+    """The ``create_events`` body of a batch, in one msgspec call.
+
+    If some event holds a value JSON cannot hold, each event is encoded on its own
+    (:func:`~agentops_async.events.encode_event` converts such values) and the batch is joined.
     """
-    if not encoded_events:
-        return b'{"events":[]}'
-    parts = list(encoded_events)
-    parts[0] = b'{"events":[' + parts[0]
-    parts[-1] = parts[-1] + b"]}"
-    return b",".join(parts)
+    try:
+        return _encode_events(EventsEnvelope(events))
+    except ENCODE_ERRORS:
+        raws = [e if type(e) is msgspec.Raw else msgspec.Raw(encode_event(e)) for e in events]
+        return _encode_events(EventsEnvelope(raws))
 
 
 _host_env: dict[str, Any] | None = None

@@ -1,10 +1,11 @@
 """The exporter: a bounded buffer drained in batches by one asyncio task per client.
 
-``record()`` encodes the event once (msgspec) and hands ``(channel, json bytes)`` to
-:meth:`Exporter.offer`: a deque append, two counter bumps, maybe a wake-up. Everything else —
-grouping by session, cutting batches by count and bytes, HTTP, retries, acknowledgement — happens
-in the exporter task, in queue order: a session's create_session goes out before its events, and
-its final update_session after them.
+``record()`` checks the event and hands ``(channel, event)`` to :meth:`Exporter.offer`: a deque
+append, two counter bumps, maybe a wake-up. Everything else — ids, encoding (one msgspec call per
+batch), grouping by session, cutting batches by count and bytes, HTTP, retries, acknowledgement —
+happens in the exporter task, in queue order: a session's create_session goes out before its
+events, and its final update_session after them. Events from other threads (the sync facade)
+arrive already encoded, as bytes.
 
 Why a deque and not ``asyncio.Queue``: ``put_nowait`` costs ~200 ns of a 2 us budget, and the bound
 must apply to events only — session operations (create/update/agent) are few and must never be
@@ -27,6 +28,7 @@ from .._config import Config
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
+from ..events import Event, describe_oversize, encode_event, finalize
 from ._spool import EVENT, Spool, SpoolRecord
 
 log = logging.getLogger("agentops_async")
@@ -78,8 +80,12 @@ class Op:
         self.final = final
 
 
-# One encoded event of a session, or a session operation.
-Item = tuple[SessionChannel, bytes] | Op
+# An event of a session (checked, not yet encoded; or encoded, from another thread or the spool).
+Payload = Event | bytes
+# One event of a session, or a session operation.
+Item = tuple[SessionChannel, Payload] | Op
+# The events of one create_events request: finalized events, or already encoded ones.
+Batch = list[Event | msgspec.Raw]
 
 
 class ExportStats(msgspec.Struct, frozen=True):
@@ -114,7 +120,11 @@ class Exporter:
         self._block_timeout = config.backpressure_timeout
         self._max_concurrency = 8
 
-        self._buf: collections.deque[Item] = collections.deque()
+        # The buffer: two deques kept in step (a payload and its session's channel), so that
+        # buffering an event allocates nothing the garbage collector tracks (no tuple per event):
+        # with 100k events queued, GC passes over tuples cost more than recording itself.
+        self._buf: collections.deque[Payload | Op] = collections.deque()
+        self._buf_channels: collections.deque[SessionChannel] = collections.deque()
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
@@ -128,7 +138,7 @@ class Exporter:
         self._flush_targets: list[tuple[int, asyncio.Future[None]]] = []
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-        self._thread_buf: collections.deque[tuple[SessionChannel, bytes]] = collections.deque()
+        self._thread_buf: collections.deque[tuple[SessionChannel, Payload]] = collections.deque()
         self._thread_wakeup = False
         self._loop_thread = threading.get_ident()
 
@@ -182,11 +192,12 @@ class Exporter:
             lost = self._spool_unsent()
         else:
             lost = self._abandon_in_flight(SHUTDOWN) + self._buffered_events
-            for item in self._buf:
+            for item in self._buffered_items():
                 if type(item) is tuple:
                     self.drop(item[0], SHUTDOWN)
         self._buffered_events = 0
         self._buf.clear()
+        self._buf_channels.clear()
         self._batch = []
         self._resolved = self._queued
         self._release_flush_waiters()
@@ -203,7 +214,7 @@ class Exporter:
         stores each event id once. Returns how many events could not be kept (counted dropped).
         """
         assert self._spool is not None
-        unsent = [*self._batch, *self._buf]
+        unsent = [*self._batch, *self._buffered_items()]
         kept = self._spool.prepend([_to_record(item) for item in unsent])
         lost = 0
         for item in unsent[kept:]:
@@ -223,24 +234,26 @@ class Exporter:
         return channel
 
     # -- producers ------------------------------------------------------------------------------
-    def offer(self, channel: SessionChannel, data: bytes) -> bool:
-        """Buffer one encoded event if there is room (loop thread only); False when full."""
+    def offer(self, channel: SessionChannel, data: Payload) -> bool:
+        """Buffer one event if there is room (loop thread only); False when full."""
         if self._buffered_events >= self._limit:
             return self._offer_slow(channel, data)
-        self._buf.append((channel, data))
+        buf = self._buf
+        buf.append(data)
+        self._buf_channels.append(channel)
         self._buffered_events += 1
         self._queued += 1
-        if len(self._buf) == 1:
+        if len(buf) == 1:
             self._wake.set()
         elif self._buffered_events == self._batch_size:  # the exporter never waits above it
             self._batch_ready.set()
         return True
 
-    def _offer_slow(self, channel: SessionChannel, data: bytes) -> bool:
+    def _offer_slow(self, channel: SessionChannel, data: Payload) -> bool:
         """The buffer is full, or items are going to the spool: spool the event if possible."""
         if self._closed or self._spool is None:
             return False
-        if not self._spool.append(SpoolRecord(EVENT, channel.session_id, data)):
+        if not self._spool.append(SpoolRecord(EVENT, channel.session_id, _encoded(channel, data))):
             self.drop(channel, "spool full (spool_max_bytes reached)")
             return True  # accounted for: do not wait for room or count it twice
         if self._limit:
@@ -249,8 +262,8 @@ class Exporter:
         self._queued += 1
         return True
 
-    async def put(self, channel: SessionChannel, data: bytes) -> bool:
-        """Buffer one encoded event, waiting for room (backpressure) or dropping, as configured."""
+    async def put(self, channel: SessionChannel, data: Payload) -> bool:
+        """Buffer one event, waiting for room (backpressure) or dropping, as configured."""
         if self.offer(channel, data):
             return True
         if self._closed:
@@ -294,12 +307,13 @@ class Exporter:
             self._queued += 1
             return
         self._buf.append(op)
+        self._buf_channels.append(op.channel)
         self._queued += 1
         if len(self._buf) == 1:
             self._wake.set()
 
-    def submit_threadsafe(self, channel: SessionChannel, data: bytes) -> bool:
-        """Buffer one encoded event from any thread without waiting; False (counted) when full."""
+    def submit_threadsafe(self, channel: SessionChannel, data: Payload) -> bool:
+        """Buffer one event from any thread without waiting; False (counted) when full."""
         if threading.get_ident() == self._loop_thread:
             if self.offer(channel, data):
                 return True
@@ -442,10 +456,11 @@ class Exporter:
         for record in self._spool.read(self._batch_size):
             channel = self._channel_for(record.session_id)
             if record.kind == EVENT:
-                self._buf.append((channel, record.body))
+                self._buf.append(record.body)
                 self._buffered_events += 1
             else:
                 self._buf.append(Op(record.kind, channel, record.body, record.final))
+            self._buf_channels.append(channel)
         if self._spool.empty:
             self._limit = self._max_events  # back to memory; the room waiters may go on
             self._wake_room_waiters()
@@ -465,16 +480,26 @@ class Exporter:
             if not fut.done():
                 fut.set_result(None)
 
+    def _buffered_items(self) -> list[Item]:
+        """What the buffer holds, as items (for close and the spool)."""
+        return [
+            payload if type(payload) is Op else (channel, payload)  # type: ignore[misc]
+            for channel, payload in zip(self._buf_channels, self._buf, strict=True)
+        ]
+
     def _take_batch(self) -> list[Item]:
-        buf = self._buf
+        buf, channels = self._buf, self._buf_channels
         items: list[Item] = []
         events = 0
         while buf and events < self._batch_size:
-            item = buf.popleft()
-            items.append(item)
-            if type(item) is tuple:
+            payload = buf.popleft()
+            channel = channels.popleft()
+            if type(payload) is Op:
+                items.append(payload)
+            else:
+                items.append((channel, payload))  # type: ignore[arg-type]
                 events += 1
-                item[0].in_flight += 1
+                channel.in_flight += 1
         self._buffered_events -= events
         self._wake_room_waiters()
         return items
@@ -497,36 +522,31 @@ class Exporter:
         await asyncio.gather(*(bounded(c, i) for c, i in by_session.items()))
 
     async def _ship_session(self, channel: SessionChannel, items: Iterable[Item]) -> None:
-        run: list[bytes] = []
-        run_bytes = 0
-        limit = self._batch_bytes - 16  # room for the {"events":[...]} envelope
+        run: Batch = []
+        session_id, trace_id = channel.session_id, channel.trace_id
         for count, item in enumerate(items, 1):
             if not count % _YIELD_EVERY:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             if type(item) is Op:
                 if run:
                     await self._send_events(channel, run)
-                    run, run_bytes = [], 0
+                    run = []
                 await self._run_op(item)
                 continue
-            data = item[1]  # type: ignore[index]
             if channel.closed:
                 self._account_dropped(channel, 1, "event of an already-ended session")
                 continue
-            if len(data) > limit:
-                self._account_dropped(
-                    channel, 1, f"event larger than max_batch_bytes ({self._batch_bytes} bytes)"
-                )
-                continue
-            if run and run_bytes + len(data) > limit:
-                await self._send_events(channel, run)
-                run, run_bytes = [], 0
-            run.append(data)
-            run_bytes += len(data) + 1
+            payload = item[1]  # type: ignore[index]
+            if type(payload) is bytes:
+                run.append(msgspec.Raw(payload))
+            else:
+                event: Event = payload  # type: ignore[assignment]
+                finalize(event, session_id, trace_id)
+                run.append(event)
         if run:
             await self._send_events(channel, run)
 
-    async def _send_events(self, channel: SessionChannel, encoded: list[bytes]) -> None:
+    async def _send_events(self, channel: SessionChannel, events: Batch) -> None:
         if channel.failure is None and channel.auth.jwt is None:
             try:  # a session replayed from the spool by a new process: fetch its JWT
                 await self.api.reauthorize(channel.auth)
@@ -534,25 +554,49 @@ class Exporter:
                 channel.failure = str(exc)
         if channel.failure is not None:
             self._account_dropped(
-                channel, len(encoded), "session could not be created", channel.failure
+                channel, len(events), "session could not be created", channel.failure
             )
             return
+        body = wire.events_body(events)
+        if len(body) > self._batch_bytes:
+            await self._send_oversized(channel, events, len(body))
+            return
         try:
-            await self.api.create_events(channel.auth, wire.events_body(encoded))
+            await self.api.create_events(channel.auth, body)
         except ApiError as exc:
-            if len(encoded) > 1 and _refuses_content(exc):
+            if len(events) > 1 and _refuses_content(exc):
                 # Too large, or some event the server cannot take: bisect, so that only the
                 # offending events are dropped and the rest of the batch still arrives.
-                half = len(encoded) // 2
-                await self._send_events(channel, encoded[:half])
-                await self._send_events(channel, encoded[half:])
+                half = len(events) // 2
+                await self._send_events(channel, events[:half])
+                await self._send_events(channel, events[half:])
                 return
             kind = "gave up after retries" if exc.retryable else f"refused (HTTP {exc.status})"
-            self._account_dropped(channel, len(encoded), f"create_events {kind}", str(exc))
+            self._account_dropped(channel, len(events), f"create_events {kind}", str(exc))
             return
-        channel.delivered += len(encoded)
-        channel.in_flight -= len(encoded)
-        self._delivered += len(encoded)
+        channel.delivered += len(events)
+        channel.in_flight -= len(events)
+        self._delivered += len(events)
+
+    async def _send_oversized(self, channel: SessionChannel, events: Batch, size: int) -> None:
+        """A batch whose body is above max_batch_bytes: send it in pieces that fit."""
+        if len(events) == 1:
+            event = events[0]
+            detail = (
+                describe_oversize(event, size, self._batch_bytes)
+                if isinstance(event, Event)
+                else f"{size:,} bytes"
+            )
+            self._account_dropped(
+                channel, 1, f"event larger than max_batch_bytes ({self._batch_bytes} bytes)", detail
+            )
+            return
+        # Events are of similar size in most batches: cut in as many pieces as the size says
+        # (with a margin), and let each piece split again if it is still too large.
+        pieces = min(len(events), -(-size * 5 // (self._batch_bytes * 4)))
+        step = -(-len(events) // max(pieces, 2))
+        for start in range(0, len(events), step):
+            await self._send_events(channel, events[start : start + step])
 
     async def _run_op(self, op: Op) -> None:
         channel = op.channel
@@ -583,9 +627,18 @@ class Exporter:
                 self._channels.pop(channel.session_id, None)
 
 
+def _encoded(channel: SessionChannel, payload: Payload) -> bytes:
+    """An event of ``channel`` as JSON bytes (encoded now if it was not yet)."""
+    if type(payload) is bytes:
+        return payload
+    assert isinstance(payload, Event)
+    finalize(payload, channel.session_id, channel.trace_id)
+    return encode_event(payload)
+
+
 def _to_record(item: Item) -> SpoolRecord:
     if type(item) is tuple:
-        return SpoolRecord(EVENT, item[0].session_id, item[1])
+        return SpoolRecord(EVENT, item[0].session_id, _encoded(item[0], item[1]))
     op: Op = item  # type: ignore[assignment]
     return SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
 
@@ -603,16 +656,16 @@ class NullExporter:
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
         return SessionChannel(session_id, trace_id)
 
-    def offer(self, channel: SessionChannel, data: bytes) -> bool:
+    def offer(self, channel: SessionChannel, data: Payload) -> bool:
         return True
 
-    async def put(self, channel: SessionChannel, data: bytes) -> bool:
+    async def put(self, channel: SessionChannel, data: Payload) -> bool:
         return True
 
     def enqueue_op(self, op: Op) -> None:
         return None
 
-    def submit_threadsafe(self, channel: SessionChannel, data: bytes) -> bool:
+    def submit_threadsafe(self, channel: SessionChannel, data: Payload) -> bool:
         return True
 
     def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:

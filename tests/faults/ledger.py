@@ -27,8 +27,9 @@ class Ledger:
         self.recorded: dict[str, list[str]] = collections.defaultdict(list)
 
     async def record(self, session: ao.AsyncSession, event: ao.Event) -> None:
+        # The exporter makes ids when it sends; ensure_id() makes it now, so it can be ledgered.
+        self.recorded[session.session_id].append(event.ensure_id())
         await session.record(event)
-        self.recorded[session.session_id].append(event.id)
 
     async def check(
         self, collector: Any, client: ao.AsyncClient, scenario: str, injected: Any = ""

@@ -92,8 +92,8 @@ RECORDER = textwrap.dedent(
         async with client.session(tags=["spooled"]) as session:
             for i in range(1500):
                 event = ao.ToolEvent(name="t", params={"i": i})
+                ids.append(event.ensure_id())
                 await session.record(event)
-                ids.append(event.id)
                 if i % 100 == 0:
                     await asyncio.sleep(0.01)
         delivered = await client.close()

@@ -36,11 +36,13 @@ def test_event_ids_are_unique_uuid4_strings() -> None:
 )
 def test_each_event_class_has_its_wire_event_type(cls: type[ao.Event], event_type: str) -> None:
     event = cls()
-    wire = msgspec.json.decode(msgspec.json.encode(event))
+    wire = msgspec.json.decode(event.prepare("s-1", "0" * 32))
     assert event.event_type == event_type
     assert wire["event_type"] == event_type
     assert wire["id"] == event.id
+    assert UUID_RE.match(wire["id"])
     assert wire["init_timestamp"].endswith("Z")
+    assert wire["end_timestamp"].endswith("Z")
 
 
 def test_llm_event_wire_fields_follow_agentops_names() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from typing import Any
 
@@ -45,21 +46,26 @@ async def test_batches_are_cut_by_encoded_size(api: FakeApi, make_client: Any) -
     assert session.stats.delivered == 20
 
 
-async def test_an_event_larger_than_a_request_is_refused_at_record_naming_the_field(
-    api: FakeApi, make_client: Any
+async def test_an_event_larger_than_a_request_is_dropped_naming_the_field_and_nothing_else(
+    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_async")
     client = make_client(max_batch_bytes=2_000)
     async with client.session() as session:
         await session.record(ao.ActionEvent(params={"small": 0}))
-        with pytest.raises(ao.InvalidEvent, match=r"largest field is 'returns'.*raise max_batch"):
-            await session.record(ao.ActionEvent(returns="x" * 5_000))
+        await session.record(ao.ActionEvent(returns="x" * 5_000))  # encoded by the exporter
         with pytest.raises(ao.InvalidEvent, match="largest field is 'prompt'"):
-            session.record_threadsafe(ao.LLMEvent(prompt="y" * 5_000))
+            session.record_threadsafe(ao.LLMEvent(prompt="y" * 5_000))  # encoded right here
         await session.record(ao.ActionEvent(params={"small": 1}))
     await client.close()
     assert [e["params"]["small"] for e in api.events[session.session_id]] == [0, 1]
-    assert session.stats.recorded == session.stats.delivered == 2
-    assert session.stats.dropped == 0
+    assert session.stats.recorded == 3
+    assert session.stats.delivered == 2
+    assert session.stats.dropped == 1
+    assert client.stats.dropped_by_reason == {"event larger than max_batch_bytes (2000 bytes)": 1}
+    warning = next(r.getMessage() for r in caplog.records if "larger than" in r.getMessage())
+    assert re.search(r"ActionEvent is [\d,]+ bytes encoded.*largest field is 'returns'", warning)
+    assert "raise max_batch_bytes" in warning
 
 
 async def test_413_splits_the_batch_until_it_fits(api: FakeApi, client: ao.AsyncClient) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ import agentops_async as ao
 from .fake_api import FakeApi
 
 pytestmark = pytest.mark.asyncio
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 async def test_normal_exit_succeeds_and_sends_create_events_update_in_order(
@@ -251,3 +256,95 @@ async def test_client_is_bound_to_one_running_loop(client: ao.AsyncClient) -> No
 
     with pytest.raises(ao.ConfigError, match="another event loop"):
         await asyncio.to_thread(other_loop)
+
+
+async def test_ids_and_timestamps_are_filled_in_when_the_event_is_sent(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    before = time.time()
+    async with client.session() as session:
+        event = ao.ToolEvent(name="search")
+        assert event.id is None and isinstance(event.init_timestamp, float)
+        await session.record(event)
+        assert isinstance(event.end_timestamp, float) and event.end_timestamp >= before
+        given = ao.ToolEvent(
+            name="given",
+            id="11111111-2222-4333-8444-555555555555",
+            init_timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+            end_timestamp=1_767_323_106,  # an int epoch is accepted too
+        )
+        await session.record(given)
+    sent = {e["name"]: e for e in api.events[session.session_id]}
+    assert sent["search"]["id"] == event.id and UUID_RE.match(sent["search"]["id"])
+    for key in ("init_timestamp", "end_timestamp"):
+        moment = datetime.fromisoformat(sent["search"][key].replace("Z", "+00:00"))
+        assert before - 1 <= moment.timestamp() <= time.time() + 1
+    assert sent["search"]["session_id"] == session.session_id
+    assert sent["search"]["trace_id"] == session.trace_id
+    assert re.fullmatch(r"[0-9a-f]{16}", sent["search"]["span_id"])
+    assert sent["search"]["span_id"].endswith(sent["search"]["id"][-12:])
+    assert sent["given"]["id"] == "11111111-2222-4333-8444-555555555555"
+    assert sent["given"]["init_timestamp"] == "2026-01-02T03:04:05Z"
+    assert sent["given"]["end_timestamp"] == "2026-01-02T03:05:06Z"
+
+
+async def test_a_timestamp_of_the_wrong_type_names_the_field_and_loses_nothing_else(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        with pytest.raises(ao.InvalidEvent, match=r"ActionEvent\.end_timestamp must be a datetime"):
+            await session.record(ao.ActionEvent(end_timestamp={"when": "now"}))  # type: ignore[arg-type]
+        with pytest.raises(ao.InvalidEvent, match=r"ActionEvent\.init_timestamp must be"):
+            session.record_threadsafe(ao.ActionEvent(init_timestamp=True))
+        await session.record(ao.ActionEvent(action_type="kept"))
+    assert [e["action_type"] for e in api.events[session.session_id]] == ["kept"]
+    assert session.stats.recorded == 1
+
+
+async def test_record_queues_the_event_when_called_even_before_it_is_awaited(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        pending = session.record(ao.ActionEvent(action_type="eager"))
+        assert session.stats.recorded == 1
+        await pending
+    assert [e["action_type"] for e in api.events[session.session_id]] == ["eager"]
+
+
+async def test_values_json_cannot_hold_are_sent_as_repr_and_the_rest_of_the_batch_is_intact(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    async with client.session() as session:
+        for i in range(5):
+            params: dict[str, Any] = {"i": i}
+            if i == 2:
+                params["thing"] = Opaque()
+            await session.record(ao.ActionEvent(params=params))
+    sent = api.events[session.session_id]
+    assert [e["params"]["i"] for e in sent] == [0, 1, 2, 3, 4]
+    assert sent[2]["params"]["thing"] == "<opaque>"
+    assert session.stats.delivered == 5 and session.stats.dropped == 0
+
+
+async def test_the_sync_path_sends_the_event_as_it_was_when_recorded(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        params = {"q": "weather"}
+        await asyncio.to_thread(session.record_threadsafe, ao.ActionEvent(params=params))
+        params["q"] = "changed after recording"
+    assert api.events[session.session_id][0]["params"] == {"q": "weather"}
+
+
+async def test_an_error_event_links_its_trigger_by_id(api: FakeApi, client: ao.AsyncClient) -> None:
+    async with client.session() as session:
+        trigger = ao.ToolEvent(name="flaky")
+        await session.record(trigger)
+        error = ao.ErrorEvent.from_exception(ValueError("boom"), trigger_event=trigger)
+        await session.record(error)
+    sent = {e["event_type"]: e for e in api.events[session.session_id]}
+    assert sent["errors"]["trigger_event_id"] == sent["tools"]["id"] == trigger.id
