@@ -22,7 +22,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -273,18 +273,42 @@ _UTC = timezone.utc
 # ---------------------------------------------------------------------------------------------
 def finalize(event: Event, session_id: str, trace_id: str | None) -> None:
     """Fill in what the wire needs: the event id, the session's ids, timestamps as datetimes."""
-    if event.id is None:
-        event.id = new_event_id()
-    start = event.init_timestamp
-    if type(start) is float or type(start) is int:
-        event.init_timestamp = _from_timestamp(start, _UTC)
-    end = event.end_timestamp
-    if type(end) is float or type(end) is int:
-        event.end_timestamp = _from_timestamp(end, _UTC)
-    event.session_id = session_id
-    if event.span_id is None:  # captured OTel spans bring their own ids
-        event.trace_id = trace_id
-        event.span_id = span_id_for(event.id)
+    wire_events((event,), session_id, trace_id)
+
+
+def wire_events(
+    payloads: Sequence[Event | bytes], session_id: str, trace_id: str | None
+) -> list[Event | msgspec.Raw]:
+    """The events of one request, ready for one msgspec call.
+
+    Events get their id, the session's ids and datetime timestamps (in place: the exporter owns
+    them by now); already-encoded events (bytes) are wrapped as ``msgspec.Raw``. One loop with
+    everything inlined: the exporter runs it for every event (~0.5 us each).
+    """
+    prefix, counter, span_prefix = _id_prefix, _id_counter, _span_prefix
+    from_timestamp, utc, raw = _from_timestamp, _UTC, msgspec.Raw
+    out: list[Event | msgspec.Raw] = []
+    append = out.append
+    for payload in payloads:
+        if type(payload) is bytes:
+            append(raw(payload))
+            continue
+        event: Event = payload  # type: ignore[assignment]
+        event_id = event.id
+        if event_id is None:
+            event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see new_event_id
+        start = event.init_timestamp
+        if type(start) is float or type(start) is int:
+            event.init_timestamp = from_timestamp(start, utc)
+        end = event.end_timestamp
+        if type(end) is float or type(end) is int:
+            event.end_timestamp = from_timestamp(end, utc)
+        event.session_id = session_id
+        if event.span_id is None:  # captured OTel spans bring their own ids
+            event.trace_id = trace_id
+            event.span_id = span_prefix + event_id[-12:]
+        append(event)
+    return out
 
 
 _encode = msgspec.json.Encoder().encode

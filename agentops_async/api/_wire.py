@@ -97,6 +97,15 @@ def events_body(events: list[Event | msgspec.Raw]) -> bytes:
         return _encode_events(EventsEnvelope(raws))
 
 
+_PREFIX = b'{"events":['
+
+
+def join_bodies(bodies: list[bytes]) -> bytes:
+    """One ``{"events": [...]}`` body from several (each non-empty), in order."""
+    inner = [body[len(_PREFIX) : -2] for body in bodies]
+    return _PREFIX + b",".join(inner) + b"]}"
+
+
 _host_env: dict[str, Any] | None = None
 
 

@@ -19,7 +19,6 @@ import collections
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable
 from decimal import Decimal
 
 import msgspec
@@ -28,7 +27,7 @@ from .._config import Config
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
-from ..events import Event, describe_oversize, encode_event, finalize
+from ..events import Event, describe_oversize, encode_event, finalize, wire_events
 from ._spool import EVENT, Spool, SpoolRecord
 
 log = logging.getLogger("agentops_async")
@@ -114,6 +113,8 @@ class Exporter:
         self.api = api
         self._max_events = config.max_queue_size
         self._batch_size = config.max_batch_size
+        # offer() signals a full batch when it buffers the event that fills one.
+        self._batch_ready_at = config.max_batch_size - 1
         self._batch_bytes = config.max_batch_bytes
         self._flush_interval = config.flush_interval
         self._block = config.backpressure == "block"
@@ -149,7 +150,8 @@ class Exporter:
         # (so that offer() sends them to the slow path with no extra test of its own).
         self._limit = self._max_events
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        self._batch: list[Item] = []  # the batch being shipped (spooled again if close cuts it)
+        # The batch being shipped, by session (spooled again if close cuts it).
+        self._batch: dict[SessionChannel, list[Payload | Op]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -198,7 +200,7 @@ class Exporter:
         self._buffered_events = 0
         self._buf.clear()
         self._buf_channels.clear()
-        self._batch = []
+        self._batch = {}
         self._resolved = self._queued
         self._release_flush_waiters()
         for fut in self._room_waiters:
@@ -214,14 +216,14 @@ class Exporter:
         stores each event id once. Returns how many events could not be kept (counted dropped).
         """
         assert self._spool is not None
-        unsent = [*self._batch, *self._buffered_items()]
+        unsent = [*self._batch_items(), *self._buffered_items()]
         kept = self._spool.prepend([_to_record(item) for item in unsent])
         lost = 0
         for item in unsent[kept:]:
             if type(item) is tuple:
                 self.drop(item[0], "spool full (spool_max_bytes reached)")
                 lost += 1
-        for channel in self._batch_channels():
+        for channel in self._batch:
             channel.in_flight = 0
         self._spool.close()
         return lost
@@ -236,16 +238,16 @@ class Exporter:
     # -- producers ------------------------------------------------------------------------------
     def offer(self, channel: SessionChannel, data: Payload) -> bool:
         """Buffer one event if there is room (loop thread only); False when full."""
-        if self._buffered_events >= self._limit:
+        buffered = self._buffered_events
+        if buffered >= self._limit:
             return self._offer_slow(channel, data)
-        buf = self._buf
-        buf.append(data)
+        self._buf.append(data)
         self._buf_channels.append(channel)
-        self._buffered_events += 1
+        self._buffered_events = buffered + 1
         self._queued += 1
-        if len(buf) == 1:
+        if not buffered:  # (a buffer holding only session operations has its wake-up set)
             self._wake.set()
-        elif self._buffered_events == self._batch_size:  # the exporter never waits above it
+        elif buffered == self._batch_ready_at:  # the exporter never waits above it
             self._batch_ready.set()
         return True
 
@@ -366,14 +368,18 @@ class Exporter:
         channel.in_flight -= count
         self._count_dropped(count, reason, detail)
 
-    def _batch_channels(self) -> set[SessionChannel]:
-        """The sessions with events in the batch being shipped."""
-        return {item[0] for item in self._batch if type(item) is tuple}
+    def _batch_items(self) -> list[Item]:
+        """The batch being shipped, as items (for close and the spool)."""
+        return [
+            entry if type(entry) is Op else (channel, entry)  # type: ignore[misc]
+            for channel, entries in self._batch.items()
+            for entry in entries
+        ]
 
     def _abandon_in_flight(self, reason: str) -> int:
         """Count every event of the current batch not yet accounted for as dropped; how many."""
         lost = 0
-        for channel in self._batch_channels():
+        for channel in self._batch:
             lost += channel.in_flight
             channel.dropped += channel.in_flight
             channel.in_flight = 0
@@ -437,17 +443,17 @@ class Exporter:
                 self._batch_ready.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
-            items = self._batch = self._take_batch()
+            taken = self._take_batch()
             await asyncio.sleep(0)  # let the application run between taking and shipping
             try:
-                await self._ship(items)
+                await self._ship(self._batch)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
                 log.exception("agentops_async: exporter error; dropping the batch")
                 self._abandon_in_flight("internal exporter error")
-            self._batch = []
-            self._resolved += len(items)
+            self._batch = {}
+            self._resolved += taken
             self._release_flush_waiters()
 
     def _load_from_spool(self) -> None:
@@ -487,64 +493,78 @@ class Exporter:
             for channel, payload in zip(self._buf_channels, self._buf, strict=True)
         ]
 
-    def _take_batch(self) -> list[Item]:
+    def _take_batch(self) -> int:
+        """Move up to a batch of events (and the operations among them) into ``self._batch``,
+        grouped by session in queue order; returns how many items were taken."""
         buf, channels = self._buf, self._buf_channels
-        items: list[Item] = []
-        events = 0
-        while buf and events < self._batch_size:
+        batch: dict[SessionChannel, list[Payload | Op]] = {}
+        events = taken = 0
+        limit = self._batch_size
+        while buf and events < limit:
             payload = buf.popleft()
             channel = channels.popleft()
-            if type(payload) is Op:
-                items.append(payload)
-            else:
-                items.append((channel, payload))  # type: ignore[arg-type]
+            entries = batch.get(channel)
+            if entries is None:
+                entries = batch[channel] = []
+            entries.append(payload)
+            taken += 1
+            if type(payload) is not Op:
                 events += 1
                 channel.in_flight += 1
+        self._batch = batch
         self._buffered_events -= events
         self._wake_room_waiters()
-        return items
+        return taken
 
-    async def _ship(self, items: list[Item]) -> None:
-        by_session: dict[SessionChannel, list[Item]] = {}
-        for item in items:
-            channel = item[0] if type(item) is tuple else item.channel  # type: ignore[union-attr]
-            by_session.setdefault(channel, []).append(item)
-        if len(by_session) == 1:
-            ((channel, session_items),) = by_session.items()
-            await self._ship_session(channel, session_items)
+    async def _ship(self, batch: dict[SessionChannel, list[Payload | Op]]) -> None:
+        if len(batch) == 1:
+            ((channel, entries),) = batch.items()
+            await self._ship_session(channel, entries)
             return
         limit = asyncio.Semaphore(self._max_concurrency)
 
-        async def bounded(channel: SessionChannel, session_items: list[Item]) -> None:
+        async def bounded(channel: SessionChannel, entries: list[Payload | Op]) -> None:
             async with limit:
-                await self._ship_session(channel, session_items)
+                await self._ship_session(channel, entries)
 
-        await asyncio.gather(*(bounded(c, i) for c, i in by_session.items()))
+        await asyncio.gather(*(bounded(c, e) for c, e in batch.items()))
 
-    async def _ship_session(self, channel: SessionChannel, items: Iterable[Item]) -> None:
-        run: Batch = []
-        session_id, trace_id = channel.session_id, channel.trace_id
-        for count, item in enumerate(items, 1):
-            if not count % _YIELD_EVERY:
-                await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
-            if type(item) is Op:
+    async def _ship_session(self, channel: SessionChannel, entries: list[Payload | Op]) -> None:
+        """Send one session's part of the batch in order: runs of events between operations."""
+        run: list[Payload] = []
+        for entry in entries:
+            if type(entry) is Op:
                 if run:
-                    await self._send_events(channel, run)
+                    await self._send_run(channel, run)
                     run = []
-                await self._run_op(item)
-                continue
-            if channel.closed:
+                await self._run_op(entry)
+            elif channel.closed:
                 self._account_dropped(channel, 1, "event of an already-ended session")
-                continue
-            payload = item[1]  # type: ignore[index]
-            if type(payload) is bytes:
-                run.append(msgspec.Raw(payload))
             else:
-                event: Event = payload  # type: ignore[assignment]
-                finalize(event, session_id, trace_id)
-                run.append(event)
+                run.append(entry)  # type: ignore[arg-type]
         if run:
-            await self._send_events(channel, run)
+            await self._send_run(channel, run)
+
+    async def _send_run(self, channel: SessionChannel, run: list[Payload]) -> None:
+        """Fill in the wire fields of a run of events, a slice at a time, and send it."""
+        events: Batch = []
+        session_id, trace_id = channel.session_id, channel.trace_id
+        for start in range(0, len(run), _YIELD_EVERY):
+            if start:
+                await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
+            events += wire_events(run[start : start + _YIELD_EVERY], session_id, trace_id)
+        await self._send_events(channel, events)
+
+    async def _encode(self, events: Batch) -> bytes:
+        """The request body of ``events``: one msgspec call per slice, yielding between slices."""
+        if len(events) <= _YIELD_EVERY:
+            return wire.events_body(events)
+        parts = []
+        for start in range(0, len(events), _YIELD_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            parts.append(wire.events_body(events[start : start + _YIELD_EVERY]))
+        return wire.join_bodies(parts)
 
     async def _send_events(self, channel: SessionChannel, events: Batch) -> None:
         if channel.failure is None and channel.auth.jwt is None:
@@ -557,7 +577,7 @@ class Exporter:
                 channel, len(events), "session could not be created", channel.failure
             )
             return
-        body = wire.events_body(events)
+        body = await self._encode(events)
         if len(body) > self._batch_bytes:
             await self._send_oversized(channel, events, len(body))
             return

@@ -259,3 +259,29 @@ async def test_an_exporter_bug_does_not_stop_delivery(
         await session.record(ao.ActionEvent())
     assert session.stats.delivered == 2
     assert client.stats.dropped_by_reason == {"internal exporter error": 1}
+
+
+async def test_a_large_batch_mixing_both_paths_arrives_whole_and_in_order(
+    api: FakeApi, make_client: Any
+) -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    client = make_client(max_batch_size=1_000, flush_interval=60)
+    async with client.session() as session:
+        for i in range(1_000):  # > one encoding slice: encoded in slices and joined
+            params: dict[str, Any] = {"i": i}
+            if i == 700:
+                params["o"] = Opaque()  # makes its slice fall back to one event at a time
+            if i % 3:
+                await session.record(ao.ActionEvent(params=params))
+            else:  # encoded in the calling thread, embedded as it is
+                session.record_threadsafe(ao.ActionEvent(params=params))
+    await client.close()
+    assert event_batches(api) == [1_000]
+    sent = api.events[session.session_id]
+    assert [e["params"]["i"] for e in sent] == list(range(1_000))
+    assert sent[700]["params"]["o"] == "<opaque>"
+    assert len({e["id"] for e in sent}) == 1_000
+    assert session.stats.delivered == 1_000 and session.stats.dropped == 0
