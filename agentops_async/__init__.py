@@ -7,8 +7,6 @@ AgentOps-compatible API. See the README for the sync facade and the local collec
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 __version__ = "0.1.0"
 
 # The sync facade (scripts, notebooks, threads) and the decorators for both worlds. The sync
@@ -40,16 +38,16 @@ from .sync import Client, Session, end_session, init, start_session
 from .telemetry._exporter import ExportStats
 
 
-def record(event: Event) -> Awaitable[None]:
+async def record(event: Event) -> None:
     """Record ``event`` into the current session (of this task), or the only active one.
 
-    ``await record(event)``: see :meth:`AsyncSession.record`.
+    See :meth:`AsyncSession.record`.
 
     Raises:
         NoActiveSession: no session is current and none is active.
         AmbiguousSession: none is current and several are active: use ``session.record``.
     """
-    return resolve_session().record(event)
+    await resolve_session().record(event)
 
 
 __all__ = [

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextvars import Token
 from datetime import datetime
 from decimal import Decimal
@@ -125,7 +125,6 @@ class AsyncSession:
     """
 
     state = SessionStateProperty()
-    _done: asyncio.Future[None]  # already done: record() returns it when the event was queued
 
     def __init__(
         self,
@@ -204,8 +203,6 @@ class AsyncSession:
         self._max_event_bytes = config.max_batch_bytes - 16  # room for {"events":[...]}
         self._disabled = isinstance(exporter, NullExporter)
         self._recording = not self._disabled
-        self._done = asyncio.get_running_loop().create_future()  # what record() returns
-        self._done.set_result(None)
         self.init_timestamp = utcnow()
         self._t0 = time.monotonic()
         self._open_span(config.instrument_otel and not self._disabled)
@@ -324,25 +321,22 @@ class AsyncSession:
             )
 
     # -- recording ------------------------------------------------------------------------------
-    def record(self, event: Event) -> Awaitable[None]:
-        """Record ``event`` into this session: ``await session.record(event)``. Never waits for
-        the network.
+    async def record(self, event: Event) -> None:
+        """Record ``event`` into this session. Never waits for the network.
 
-        The event is checked and stamped (``end_timestamp``) when ``record()`` is called, and
-        encoded by the exporter when its batch is sent: do not change it, or the values it holds,
-        afterwards. With room in the queue the returned awaitable is already done (recording is
-        complete even before it is awaited). With ``backpressure="block"`` and a full queue it
-        waits for room (bounded by ``backpressure_timeout``), then drops the event; drops are
-        counted in :attr:`stats`.
+        The event is checked and stamped (``end_timestamp``) now, and encoded by the exporter
+        when its batch is sent: do not change it, or the values it holds, afterwards. With
+        ``backpressure="block"`` and a full queue it waits for room (bounded by
+        ``backpressure_timeout``), then drops the event; drops are counted in :attr:`stats`.
 
         Raises:
             SessionNotRunning: the session has not started or has ended.
             InvalidEvent: ``event`` is not an Event or a field has the wrong type.
         """
         # The hot path: every line here costs on each event (see benchmarks/bench_record.py).
-        # A plain function returning a done future costs ~50 ns less than a coroutine.
-        if not self._recording:
-            return self._not_recording(event)
+        if not self._recording:  # not running (raises), or disabled
+            self._not_recording(event)
+            return
         try:
             event._check(_now())
         except AttributeError:
@@ -352,19 +346,13 @@ class AsyncSession:
         counts = self._counts  # loop thread only: no lock (other threads count in _locked_counts)
         event_type = event.event_type
         counts[event_type] = counts.get(event_type, 0) + 1
-        if self._offer(self._channel, event):  # type: ignore[arg-type]
-            return self._done
-        return self._wait_for_room(event)
+        if not self._offer(self._channel, event):  # type: ignore[arg-type]
+            await self._exporter.put(self._channel, event)  # type: ignore[arg-type]
 
-    async def _wait_for_room(self, event: Event) -> None:
-        assert self._channel is not None
-        await self._exporter.put(self._channel, event)
-
-    def _not_recording(self, event: Event) -> Awaitable[None]:
+    def _not_recording(self, event: Event) -> None:
         if self._state_value is not _RUNNING:
             raise self._not_running("record an event")
-        _check(event)  # disabled: still a programming error to record a malformed event
-        return self._done
+        _check(event)  # disabled: recording a malformed event is still a programming error
 
     def record_nowait(self, event: Event) -> bool:
         """Record ``event`` from synchronous code running on the event loop (a callback).

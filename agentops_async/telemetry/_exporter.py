@@ -497,24 +497,44 @@ class Exporter:
         """Move up to a batch of events (and the operations among them) into ``self._batch``,
         grouped by session in queue order; returns how many items were taken."""
         buf, channels = self._buf, self._buf_channels
+        if len(buf) == self._buffered_events:  # events only (the common case): bulk moves
+            count = min(len(buf), self._batch_size)
+            if count == len(buf):
+                payloads, owners = list(buf), list(channels)
+                buf.clear()
+                channels.clear()
+            else:
+                payloads = [buf.popleft() for _ in range(count)]
+                owners = [channels.popleft() for _ in range(count)]
+            if owners.count(owners[0]) == count:  # and one session
+                owners[0].in_flight += count
+                self._batch = {owners[0]: payloads}
+                self._buffered_events -= count
+                self._wake_room_waiters()
+                return count
+        else:
+            payloads, owners = [], []
+            events = 0
+            while buf and events < self._batch_size:
+                payload = buf.popleft()
+                payloads.append(payload)
+                owners.append(channels.popleft())
+                if type(payload) is not Op:
+                    events += 1
         batch: dict[SessionChannel, list[Payload | Op]] = {}
-        events = taken = 0
-        limit = self._batch_size
-        while buf and events < limit:
-            payload = buf.popleft()
-            channel = channels.popleft()
+        events = 0
+        for channel, payload in zip(owners, payloads, strict=True):
             entries = batch.get(channel)
             if entries is None:
                 entries = batch[channel] = []
             entries.append(payload)
-            taken += 1
             if type(payload) is not Op:
                 events += 1
                 channel.in_flight += 1
         self._batch = batch
         self._buffered_events -= events
         self._wake_room_waiters()
-        return taken
+        return len(payloads)
 
     async def _ship(self, batch: dict[SessionChannel, list[Payload | Op]]) -> None:
         if len(batch) == 1:

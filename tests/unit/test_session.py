@@ -301,16 +301,6 @@ async def test_a_timestamp_of_the_wrong_type_names_the_field_and_loses_nothing_e
     assert session.stats.recorded == 1
 
 
-async def test_record_queues_the_event_when_called_even_before_it_is_awaited(
-    api: FakeApi, client: ao.AsyncClient
-) -> None:
-    async with client.session() as session:
-        pending = session.record(ao.ActionEvent(action_type="eager"))
-        assert session.stats.recorded == 1
-        await pending
-    assert [e["action_type"] for e in api.events[session.session_id]] == ["eager"]
-
-
 async def test_values_json_cannot_hold_are_sent_as_repr_and_the_rest_of_the_batch_is_intact(
     api: FakeApi, client: ao.AsyncClient
 ) -> None:
