@@ -101,9 +101,14 @@ _PREFIX = b'{"events":['
 
 
 def join_bodies(bodies: list[bytes]) -> bytes:
-    """One ``{"events": [...]}`` body from several (each non-empty), in order."""
-    inner = [body[len(_PREFIX) : -2] for body in bodies]
-    return _PREFIX + b",".join(inner) + b"]}"
+    """One ``{"events": [...]}`` body from several (each non-empty), in order, in one copy."""
+    pieces: list[bytes | memoryview] = [_PREFIX]
+    for body in bodies:
+        if len(pieces) > 1:
+            pieces.append(b",")
+        pieces.append(memoryview(body)[len(_PREFIX) : -2])
+    pieces.append(b"]}")
+    return b"".join(pieces)
 
 
 _host_env: dict[str, Any] | None = None

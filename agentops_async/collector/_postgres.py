@@ -97,14 +97,16 @@ _MIGRATIONS: list[str] = [
 ]
 
 _INSERT_EVENTS = """
-INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, model,
-                    prompt_tokens, completion_tokens, cost, data)
-SELECT s, i, t, it, et, m, pt, ct, c, d::json
+INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, data,
+                    model, prompt_tokens, completion_tokens, cost)
+SELECT s, i, t, it, et, d::json, m, pt, ct, c
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::bigint[], $8::bigint[], $9::float8[], $10::text[])
-     AS x(s, i, t, it, et, m, pt, ct, c, d)
+            $7::text[], $8::bigint[], $9::bigint[], $10::float8[])
+     AS x(s, i, t, it, et, d, m, pt, ct, c)
 ON CONFLICT (session_id, id) DO NOTHING
 """
+
+_NO_USAGE = (None, None, None, None)  # an EventRow's LLM usage columns, when it has none
 
 _SESSION_COLUMNS = (
     "seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts, state,"
@@ -262,15 +264,17 @@ class PostgresStorage:
 
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
         """One INSERT ... SELECT FROM unnest for the whole batch."""
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        data = [d if isinstance(d, str) else bytes(d).decode() for d in columns[9]]
+        full = [row if len(row) == 10 else row + _NO_USAGE for row in rows]
+        columns = [list(column) for column in zip(*full, strict=True)]
+        data = [d if isinstance(d, str) else bytes(d).decode() for d in columns[5]]
         if any("\\u0000" in d for d in data):  # a NUL somewhere in these events' strings
-            for index in (0, 1, 2, 3, 4, 5):
+            for index in (0, 1, 2, 3, 4, 6):
                 columns[index] = [_no_nul(v) for v in columns[index]]
         status: str = await self.pool.execute(
             _INSERT_EVENTS,
-            *columns[:9],
+            *columns[:5],
             data,
+            *columns[6:],
         )
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 

@@ -27,20 +27,32 @@ __all__ = [
 STATE_RUNNING = "RUNNING"
 
 
-EventRow = tuple[
-    str,  # session_id
-    str,  # id
-    str,  # event_type
-    str | None,  # init_timestamp
-    str | None,  # end_timestamp
-    str | None,  # model
-    int | None,  # prompt_tokens
-    int | None,  # completion_tokens
-    float | None,  # cost
-    str | msgspec.Raw,  # data: the event's JSON as the client sent it
-]
-"""One event as stored: the indexed columns, then the JSON. A plain tuple, in column order:
-building it is the only per-event work of the ingest path, so it must be cheap."""
+EventRow = (
+    tuple[
+        str,  # session_id
+        str,  # id
+        str,  # event_type
+        str | None,  # init_timestamp
+        str | None,  # end_timestamp
+        str | msgspec.Raw,  # data: the event's JSON as the client sent it
+    ]
+    | tuple[
+        str,
+        str,
+        str,
+        str | None,
+        str | None,
+        str | msgspec.Raw,
+        str | None,  # model
+        int | None,  # prompt_tokens
+        int | None,  # completion_tokens
+        float | None,  # cost
+    ]
+)
+"""One event as stored: the indexed columns, the JSON, then the LLM usage columns if it has any
+(a 6-tuple means they are all NULL). A plain tuple: building it is the only per-event work of the
+ingest path, so it must be cheap; and most events have no usage, so their rows do not carry (and
+SQLite does not bind) four NULLs."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Request bodies are decoded leniently where the AgentOps clients are loose (unknown fields are
 skipped, numbers may arrive as strings) and strictly where a wrong type would corrupt what we
 store. Events are kept as the raw JSON fragments the client sent (``msgspec.Raw``): the handler only
-pulls out the few indexed columns, so the per-event work stays tiny.
+pulls out the few indexed columns (:class:`EventHeadsIn`), so the per-event work stays tiny.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = [
     "AgentIn",
     "DeveloperErrorIn",
     "EventHead",
+    "EventHeadsIn",
     "EventsIn",
     "ProjectIn",
     "ReauthIn",
@@ -23,7 +24,7 @@ __all__ = [
     "SessionIn",
     "decode_agent",
     "decode_developer_error",
-    "decode_event_head",
+    "decode_event_heads",
     "decode_events",
     "decode_project",
     "decode_reauth",
@@ -54,14 +55,18 @@ class SessionIn(msgspec.Struct, kw_only=True):
     host_env: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class EventsIn(msgspec.Struct):
+class EventsIn(msgspec.Struct, gc=False):
     """``{"events": [...]}`` of create_events; each event stays a raw JSON fragment."""
 
     events: list[msgspec.Raw]
 
 
-class EventHead(msgspec.Struct, kw_only=True):
-    """The indexed columns of one event (the rest of its JSON is stored as sent)."""
+class EventHead(msgspec.Struct, kw_only=True, gc=False):
+    """The indexed columns of one event (the rest of its JSON is stored as sent).
+
+    Not tracked by the garbage collector (``gc=False``: scalars only, no cycles possible): a batch
+    makes a thousand of these, which otherwise trigger collections on the ingest path.
+    """
 
     id: str
     event_type: str
@@ -72,6 +77,16 @@ class EventHead(msgspec.Struct, kw_only=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost: float | None = None
+
+
+class EventHeadsIn(msgspec.Struct, gc=False):
+    """``{"events": [...]}`` of create_events read for the indexed columns only.
+
+    The handler decodes a body twice, as :class:`EventsIn` and as this: two passes in C cost less
+    than decoding each raw fragment again from Python.
+    """
+
+    events: list[EventHead]
 
 
 class ReauthIn(msgspec.Struct):
@@ -105,7 +120,7 @@ class DeveloperErrorIn(msgspec.Struct, kw_only=True):
 decode_session_envelope = msgspec.json.Decoder(SessionEnvelope).decode
 decode_session = msgspec.json.Decoder(SessionIn).decode
 decode_events = msgspec.json.Decoder(EventsIn).decode
-decode_event_head = msgspec.json.Decoder(EventHead, strict=False).decode
+decode_event_heads = msgspec.json.Decoder(EventHeadsIn, strict=False).decode
 decode_reauth = msgspec.json.Decoder(ReauthIn).decode
 decode_agent = msgspec.json.Decoder(AgentIn).decode
 decode_developer_error = msgspec.json.Decoder(DeveloperErrorIn, strict=False).decode

@@ -584,6 +584,7 @@ class Exporter:
             if start:
                 await asyncio.sleep(0)
             parts.append(wire.events_body(events[start : start + _YIELD_EVERY]))
+        await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
         return wire.join_bodies(parts)
 
     async def _send_events(self, channel: SessionChannel, events: Batch) -> None:

@@ -38,7 +38,7 @@ async def storage(database: str) -> AsyncIterator[Storage]:
 
 def _row(session_id: str, event_id: str, event_type: str = "actions") -> EventRow:
     data = f'{{"id": "{event_id}", "event_type": "{event_type}"}}'
-    return (session_id, event_id, event_type, None, None, None, None, None, None, data)
+    return (session_id, event_id, event_type, None, None, data)
 
 
 async def test_schema_and_secret_survive_a_reopen(database: str) -> None:
@@ -62,13 +62,34 @@ async def test_insert_events_is_idempotent_and_counts_new_rows(storage: Storage)
     project_id, _ = await new_project(storage, "p")
     session_id = str(uuid.uuid4())
     await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
-    rows = [_row(session_id, f"e{i}") for i in range(100)]
-    assert await storage.insert_events(rows) == 100
+    rows = [_row(session_id, f"e{i}") for i in range(1100)]  # more than one INSERT's worth
+    assert await storage.insert_events(rows) == 1100
     assert await storage.insert_events([*rows[50:], _row(session_id, "new")]) == 1
-    page = await storage.list_events(session_id, 0, 1000, None)
+    page = await storage.list_events(session_id, 0, 2000, None)
+    assert [data for _, data in page] == [row[5] for row in rows] + [_row(session_id, "new")[5]]
     assert [seq for seq, _ in page] == sorted(seq for seq, _ in page)
-    assert len(page) == 101
-    assert await storage.event_counts([session_id]) == {session_id: {"actions": 101}}
+    assert await storage.event_counts([session_id]) == {session_id: {"actions": 1101}}
+
+
+async def test_rows_with_and_without_usage_keep_arrival_order_and_usage(
+    storage: Storage,
+) -> None:
+    project_id, _ = await new_project(storage, "p")
+    session_id = str(uuid.uuid4())
+    await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
+    rows: list[EventRow] = []
+    for i in range(12):
+        if i % 3 == 2:
+            data = f'{{"id": "e{i}", "event_type": "llms"}}'
+            rows.append((session_id, f"e{i}", "llms", None, None, data, "gpt-4o", 10, 5, None))
+        else:
+            rows.append(_row(session_id, f"e{i}"))
+    assert await storage.insert_events(rows) == 12
+    page = await storage.list_events(session_id, 0, 100, None)
+    assert [data for _, data in page] == [row[5] for row in rows]
+    (usage,) = await storage.llm_usage([session_id])
+    assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == ("gpt-4o", 40, 20)
+    assert await storage.event_counts([session_id]) == {session_id: {"actions": 8, "llms": 4}}
 
 
 async def test_sessions_belong_to_one_project(storage: Storage) -> None:
@@ -138,7 +159,7 @@ async def test_concurrent_batches_are_all_stored_and_a_bad_one_fails_alone(
     session_id = str(uuid.uuid4())
     await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
     batches = [[_row(session_id, f"b{b}-e{i}") for i in range(50)] for b in range(20)]
-    bad: EventRow = (session_id, "bad", None, None, None, None, None, None, None, "{}")  # type: ignore[assignment]
+    bad: EventRow = (session_id, "bad", None, None, None, "{}")  # type: ignore[assignment]
     batches[7] = [*batches[7][:10], bad]
     results = await asyncio.gather(
         *(storage.insert_events(b) for b in batches), return_exceptions=True

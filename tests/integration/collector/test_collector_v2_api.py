@@ -210,6 +210,11 @@ async def test_expired_token_gets_401_and_reauthorization_works(
             "prompt_tokens",
         ),
         ("create_events", {"events": "nope"}, "events"),
+        (
+            "create_events",
+            b'{"events": [{"id": "x", "event_type": "a", "n": "\xff"}]}',
+            "events[0]",
+        ),
         ("update_session", {"session": {"tags": "not-a-list"}}, "tags"),
         ("update_session", {"session": {"end_timestamp": "yesterday"}}, "end_timestamp"),
         ("create_agent", {"name": "no id"}, "id"),
