@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 from decimal import Decimal
+from typing import NamedTuple
 
 import msgspec
 
@@ -87,6 +88,31 @@ Item = tuple[SessionChannel, Payload] | Op
 Batch = list[Event | msgspec.Raw]
 
 
+class Taken(NamedTuple):
+    """Items taken out of the buffer together, by session in queue order, and how many."""
+
+    entries: dict[SessionChannel, list[Payload | Op]]
+    size: int  # items taken (events and operations)
+
+
+class Run(NamedTuple):
+    """A run of one session's events, ready to send: the events and their request body."""
+
+    events: Batch
+    body: bytes
+
+
+# A batch ready to send: per session, its operations and runs of events, in order.
+Steps = dict[SessionChannel, list[Op | Run]]
+
+
+class Prepared(NamedTuple):
+    """A batch taken and prepared: what it took, and its steps."""
+
+    taken: Taken
+    steps: Steps
+
+
 class ExportStats(msgspec.Struct, frozen=True):
     """Counters of one client's exporter.
 
@@ -150,8 +176,9 @@ class Exporter:
         # (so that offer() sends them to the slow path with no extra test of its own).
         self._limit = self._max_events
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        # The batch being shipped, by session (spooled again if close cuts it).
-        self._batch: dict[SessionChannel, list[Payload | Op]] = {}
+        # The batches taken from the buffer and not finished yet, by session (spooled again if
+        # close cuts them): the one being sent, and the next one, prepared meanwhile.
+        self._batches: list[Taken] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -200,7 +227,7 @@ class Exporter:
         self._buffered_events = 0
         self._buf.clear()
         self._buf_channels.clear()
-        self._batch = {}
+        self._batches = []
         self._resolved = self._queued
         self._release_flush_waiters()
         for fut in self._room_waiters:
@@ -223,7 +250,7 @@ class Exporter:
             if type(item) is tuple:
                 self.drop(item[0], "spool full (spool_max_bytes reached)")
                 lost += 1
-        for channel in self._batch:
+        for channel in self._batch_channels():
             channel.in_flight = 0
         self._spool.close()
         return lost
@@ -369,17 +396,22 @@ class Exporter:
         self._count_dropped(count, reason, detail)
 
     def _batch_items(self) -> list[Item]:
-        """The batch being shipped, as items (for close and the spool)."""
+        """The batches taken and not finished, as items in order (for close and the spool)."""
         return [
             entry if type(entry) is Op else (channel, entry)  # type: ignore[misc]
-            for channel, entries in self._batch.items()
+            for taken in self._batches
+            for channel, entries in taken.entries.items()
             for entry in entries
         ]
 
+    def _batch_channels(self) -> set[SessionChannel]:
+        """The sessions with items in the batches taken and not finished."""
+        return {channel for taken in self._batches for channel in taken.entries}
+
     def _abandon_in_flight(self, reason: str) -> int:
-        """Count every event of the current batch not yet accounted for as dropped; how many."""
+        """Count every event of the batches taken not yet accounted for as dropped; how many."""
         lost = 0
-        for channel in self._batch:
+        for channel in self._batch_channels():
             lost += channel.in_flight
             channel.dropped += channel.in_flight
             channel.in_flight = 0
@@ -432,29 +464,63 @@ class Exporter:
 
     # -- the export task --------------------------------------------------------------------------
     async def _run(self) -> None:
+        ahead: Prepared | None = None
         while True:
-            if not self._buf and self._spool is not None and self._limit == 0:
-                self._load_from_spool()
-            if not self._buf:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self._buffered_events < self._batch_size and not self._flush_targets:
-                self._batch_ready.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
-            taken = self._take_batch()
-            await asyncio.sleep(0)  # let the application run between taking and shipping
+            if ahead is None:
+                if not await self._wait_for_items():
+                    continue
+                ahead = await self._take_and_prepare()
+            current, ahead = ahead, None
+            # With a full batch (or a flush) waiting, take and prepare it while this one is on
+            # the wire: the server's work and ours overlap. Sending stays one batch at a time,
+            # so each session's requests keep their order.
+            preparing: asyncio.Task[Prepared] | None = None
+            if self._buffered_events >= self._batch_size or (
+                self._flush_targets and self._buffered_events
+            ):
+                preparing = self.loop.create_task(self._take_and_prepare())
             try:
-                await self._ship(self._batch)
+                await self._ship(current.steps)
+                if preparing is not None:
+                    ahead = await preparing
             except asyncio.CancelledError:
+                if preparing is not None:
+                    preparing.cancel()  # what it took stays in self._batches, for close()
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
-                log.exception("agentops_async: exporter error; dropping the batch")
+                log.exception("agentops_async: exporter error; dropping the batches in flight")
+                if preparing is not None:
+                    preparing.cancel()
+                    with contextlib.suppress(BaseException):
+                        await preparing
+                ahead = None
                 self._abandon_in_flight("internal exporter error")
-            self._batch = {}
-            self._resolved += taken
+                self._resolved += sum(taken.size for taken in self._batches)
+                self._batches.clear()
+                self._release_flush_waiters()
+                continue
+            self._batches.remove(current.taken)
+            self._resolved += current.taken.size
             self._release_flush_waiters()
+
+    async def _wait_for_items(self) -> bool:
+        """Wait until a batch should be taken (full, flushed, or the interval passed)."""
+        if not self._buf and self._spool is not None and self._limit == 0:
+            self._load_from_spool()
+        if not self._buf:
+            self._wake.clear()
+            await self._wake.wait()
+            return False
+        if self._buffered_events < self._batch_size and not self._flush_targets:
+            self._batch_ready.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
+        return True
+
+    async def _take_and_prepare(self) -> Prepared:
+        taken = self._take_batch()
+        await asyncio.sleep(0)  # let the application run between taking and preparing
+        return Prepared(taken, await self._prepare(taken.entries))
 
     def _load_from_spool(self) -> None:
         """Move the oldest spooled items into the (empty) buffer; end spooling when drained."""
@@ -493,9 +559,9 @@ class Exporter:
             for channel, payload in zip(self._buf_channels, self._buf, strict=True)
         ]
 
-    def _take_batch(self) -> int:
-        """Move up to a batch of events (and the operations among them) into ``self._batch``,
-        grouped by session in queue order; returns how many items were taken."""
+    def _take_batch(self) -> Taken:
+        """Take up to a batch of events (and the operations among them) out of the buffer,
+        grouped by session in queue order; it stays in ``self._batches`` until finished."""
         buf, channels = self._buf, self._buf_channels
         if len(buf) == self._buffered_events:  # events only (the common case): bulk moves
             count = min(len(buf), self._batch_size)
@@ -508,10 +574,8 @@ class Exporter:
                 owners = [channels.popleft() for _ in range(count)]
             if owners.count(owners[0]) == count:  # and one session
                 owners[0].in_flight += count
-                self._batch = {owners[0]: payloads}
                 self._buffered_events -= count
-                self._wake_room_waiters()
-                return count
+                return self._taken({owners[0]: payloads}, count)
         else:
             payloads, owners = [], []
             events = 0
@@ -531,49 +595,68 @@ class Exporter:
             if type(payload) is not Op:
                 events += 1
                 channel.in_flight += 1
-        self._batch = batch
         self._buffered_events -= events
+        return self._taken(batch, len(payloads))
+
+    def _taken(self, entries: dict[SessionChannel, list[Payload | Op]], count: int) -> Taken:
+        taken = Taken(entries, count)
+        self._batches.append(taken)
         self._wake_room_waiters()
-        return len(payloads)
+        return taken
 
-    async def _ship(self, batch: dict[SessionChannel, list[Payload | Op]]) -> None:
-        if len(batch) == 1:
-            ((channel, entries),) = batch.items()
-            await self._ship_session(channel, entries)
-            return
-        limit = asyncio.Semaphore(self._max_concurrency)
+    async def _prepare(self, batch: dict[SessionChannel, list[Payload | Op]]) -> Steps:
+        """Turn each session's part of a batch into steps: operations, and runs of events with
+        their wire fields filled in and their request body encoded (a slice at a time)."""
+        steps: Steps = {}
+        for channel, entries in batch.items():
+            session_steps: list[Op | Run] = []
+            run: list[Payload] = []
+            for entry in entries:
+                if type(entry) is Op:
+                    if run:
+                        session_steps.append(await self._prepare_run(channel, run))
+                        run = []
+                    session_steps.append(entry)
+                else:
+                    run.append(entry)  # type: ignore[arg-type]
+            if run:
+                session_steps.append(await self._prepare_run(channel, run))
+            steps[channel] = session_steps
+        return steps
 
-        async def bounded(channel: SessionChannel, entries: list[Payload | Op]) -> None:
-            async with limit:
-                await self._ship_session(channel, entries)
-
-        await asyncio.gather(*(bounded(c, e) for c, e in batch.items()))
-
-    async def _ship_session(self, channel: SessionChannel, entries: list[Payload | Op]) -> None:
-        """Send one session's part of the batch in order: runs of events between operations."""
-        run: list[Payload] = []
-        for entry in entries:
-            if type(entry) is Op:
-                if run:
-                    await self._send_run(channel, run)
-                    run = []
-                await self._run_op(entry)
-            elif channel.closed:
-                self._account_dropped(channel, 1, "event of an already-ended session")
-            else:
-                run.append(entry)  # type: ignore[arg-type]
-        if run:
-            await self._send_run(channel, run)
-
-    async def _send_run(self, channel: SessionChannel, run: list[Payload]) -> None:
-        """Fill in the wire fields of a run of events, a slice at a time, and send it."""
+    async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> Run:
         events: Batch = []
         session_id, trace_id = channel.session_id, channel.trace_id
         for start in range(0, len(run), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             events += wire_events(run[start : start + _YIELD_EVERY], session_id, trace_id)
-        await self._send_events(channel, events)
+        await asyncio.sleep(0)
+        return Run(events, await self._encode(events))
+
+    async def _ship(self, steps: Steps) -> None:
+        if len(steps) == 1:
+            ((channel, session_steps),) = steps.items()
+            await self._ship_session(channel, session_steps)
+            return
+        limit = asyncio.Semaphore(self._max_concurrency)
+
+        async def bounded(channel: SessionChannel, session_steps: list[Op | Run]) -> None:
+            async with limit:
+                await self._ship_session(channel, session_steps)
+
+        await asyncio.gather(*(bounded(c, e) for c, e in steps.items()))
+
+    async def _ship_session(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
+        """Send one session's part of the batch in order."""
+        for step in steps:
+            if type(step) is Op:
+                await self._run_op(step)
+            elif channel.closed:
+                count = len(step.events)  # type: ignore[union-attr]
+                self._account_dropped(channel, count, "event of an already-ended session")
+            else:
+                await self._send_events(channel, step.events, step.body)  # type: ignore[union-attr]
 
     async def _encode(self, events: Batch) -> bytes:
         """The request body of ``events``: one msgspec call per slice, yielding between slices."""
@@ -587,7 +670,10 @@ class Exporter:
         await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
         return wire.join_bodies(parts)
 
-    async def _send_events(self, channel: SessionChannel, events: Batch) -> None:
+    async def _send_events(
+        self, channel: SessionChannel, events: Batch, body: bytes | None = None
+    ) -> None:
+        """Send ``events`` (encoded as ``body`` when given), splitting what the server refuses."""
         if channel.failure is None and channel.auth.jwt is None:
             try:  # a session replayed from the spool by a new process: fetch its JWT
                 await self.api.reauthorize(channel.auth)
@@ -598,7 +684,8 @@ class Exporter:
                 channel, len(events), "session could not be created", channel.failure
             )
             return
-        body = await self._encode(events)
+        if body is None:
+            body = await self._encode(events)
         if len(body) > self._batch_bytes:
             await self._send_oversized(channel, events, len(body))
             return

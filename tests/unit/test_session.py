@@ -338,3 +338,18 @@ async def test_an_error_event_links_its_trigger_by_id(api: FakeApi, client: ao.A
         await session.record(error)
     sent = {e["event_type"]: e for e in api.events[session.session_id]}
     assert sent["errors"]["trigger_event_id"] == sent["tools"]["id"] == trigger.id
+
+
+async def test_an_epoch_no_datetime_can_hold_is_sent_as_text_and_the_batch_arrives(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        await session.record(ao.ToolEvent(name="before"))
+        await session.record(ao.ToolEvent(name="odd", init_timestamp=1e20))
+        await session.record(ao.ToolEvent(name="after", end_timestamp=1_767_323_106.25))
+    sent = {e["name"]: e for e in api.events[session.session_id]}
+    assert set(sent) == {"before", "odd", "after"}
+    assert sent["odd"]["init_timestamp"] == "1e+20"
+    assert sent["odd"]["end_timestamp"].endswith("Z")
+    assert sent["after"]["end_timestamp"] == "2026-01-02T03:05:06.250000Z"
+    assert session.stats.delivered == 3
