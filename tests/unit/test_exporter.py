@@ -285,3 +285,18 @@ async def test_a_large_batch_mixing_both_paths_arrives_whole_and_in_order(
     assert sent[700]["params"]["o"] == "<opaque>"
     assert len({e["id"] for e in sent}) == 1_000
     assert session.stats.delivered == 1_000 and session.stats.dropped == 0
+
+
+async def test_batches_prepared_ahead_are_sent_one_at_a_time_in_order(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_batch_size=10)
+    async with client.session() as session:
+        for i in range(55):  # several full batches queued: each is prepared while one is sent
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await client.close()
+    paths = [path for path, _, _ in api.requests]
+    assert paths == ["/v2/create_session", *["/v2/create_events"] * 6, "/v2/update_session"]
+    assert event_batches(api) == [10, 10, 10, 10, 10, 5]
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(55))
+    assert session.stats.delivered == 55 and client.stats.pending == 0
