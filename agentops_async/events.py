@@ -284,11 +284,14 @@ def wire_events(
     ``datetime.fromtimestamp`` each).
     """
     prefix, counter, span_prefix = _id_prefix, _id_counter, _span_prefix
-    raw = msgspec.Raw
+    raw, one_time = msgspec.Raw, _datetime_or_text
+    batched = len(payloads) >= 8  # below that, one msgspec call costs more than it saves
     out: list[Event | msgspec.Raw] = []
     append = out.append
     starts: list[Event] = []
+    start_epochs: list[float] = []
     ends: list[Event] = []
+    end_epochs: list[float] = []
     for payload in payloads:
         if type(payload) is bytes:
             append(raw(payload))
@@ -297,25 +300,33 @@ def wire_events(
         event_id = event.id
         if event_id is None:
             event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see new_event_id
-        kind: type = type(event.init_timestamp)
-        if kind is float or kind is int:
-            starts.append(event)
-        kind = type(event.end_timestamp)
-        if kind is float or kind is int:
-            ends.append(event)
+        when = event.init_timestamp
+        if type(when) is float or type(when) is int:
+            if batched:
+                starts.append(event)
+                start_epochs.append(when)
+            else:
+                event.init_timestamp = one_time(when)
+        until = event.end_timestamp
+        if type(until) is float or type(until) is int:
+            if batched:
+                ends.append(event)
+                end_epochs.append(until)
+            else:
+                event.end_timestamp = one_time(until)
         event.session_id = session_id
         if event.span_id is None:  # captured OTel spans bring their own ids
             event.trace_id = trace_id
             event.span_id = span_prefix + event_id[-12:]
         append(event)
     if starts:
-        times = _datetimes([event.init_timestamp for event in starts])
-        for event, when in zip(starts, times, strict=True):
-            event.init_timestamp = when
+        times = _datetimes(start_epochs)
+        for index, event in enumerate(starts):
+            event.init_timestamp = times[index]
     if ends:
-        times = _datetimes([event.end_timestamp for event in ends])
-        for event, when in zip(ends, times, strict=True):
-            event.end_timestamp = when
+        times = _datetimes(end_epochs)
+        for index, event in enumerate(ends):
+            event.end_timestamp = times[index]
     return out
 
 
@@ -326,10 +337,13 @@ def _datetimes(epochs: list[Any]) -> list[datetime | str]:
     to judge, rather than losing the rest of the batch.
     """
     try:
-        converted: list[datetime | str] = msgspec.convert(epochs, list[datetime], strict=False)
+        converted: list[datetime | str] = msgspec.convert(epochs, _DATETIMES, strict=False)
         return converted
     except (msgspec.ValidationError, OverflowError, ValueError):
         return [_datetime_or_text(epoch) for epoch in epochs]
+
+
+_DATETIMES = list[datetime]
 
 
 def _datetime_or_text(epoch: float) -> datetime | str:

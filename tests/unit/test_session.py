@@ -353,3 +353,17 @@ async def test_an_epoch_no_datetime_can_hold_is_sent_as_text_and_the_batch_arriv
     assert sent["odd"]["end_timestamp"].endswith("Z")
     assert sent["after"]["end_timestamp"] == "2026-01-02T03:05:06.250000Z"
     assert session.stats.delivered == 3
+
+
+async def test_an_odd_epoch_in_a_large_batch_loses_nothing_else(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    async with client.session() as session:
+        for i in range(20):  # one slice converted in one msgspec call, which refuses 1e20
+            start = 1e20 if i == 7 else 1_767_323_106.0 + i
+            await session.record(ao.ToolEvent(name=f"t{i}", init_timestamp=start))
+    sent = {e["name"]: e for e in api.events[session.session_id]}
+    assert len(sent) == 20
+    assert sent["t7"]["init_timestamp"] == "1e+20"
+    assert sent["t8"]["init_timestamp"] == "2026-01-02T03:05:14Z"
+    assert all(e["end_timestamp"].endswith("Z") for e in sent.values())
