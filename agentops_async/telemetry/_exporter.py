@@ -34,7 +34,7 @@ from ._spool import EVENT, Spool, SpoolRecord
 log = logging.getLogger("agentops_async")
 
 CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
-_YIELD_EVERY = 128  # items the exporter handles between two yields to the event loop
+_YIELD_EVERY = 64  # items the exporter handles between two yields to the event loop
 QUEUE_FULL = "queue full (max_queue_size reached)"
 SHUTDOWN = "not acknowledged before the shutdown timeout"
 
