@@ -486,13 +486,13 @@ class Exporter:
             except asyncio.CancelledError:
                 if preparing is not None:
                     preparing.cancel()  # what it took stays in self._batches, for close()
+                    await asyncio.wait({preparing})
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
                 log.exception("agentops_async: exporter error; dropping the batches in flight")
                 if preparing is not None:
                     preparing.cancel()
-                    with contextlib.suppress(BaseException):
-                        await preparing
+                    await asyncio.wait({preparing})
                 ahead = None
                 self._abandon_in_flight("internal exporter error")
                 self._resolved += sum(taken.size for taken in self._batches)

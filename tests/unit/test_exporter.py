@@ -169,6 +169,22 @@ async def test_close_with_the_api_down_reports_every_unsent_event_as_dropped(
     assert dropped == {"not acknowledged before the shutdown timeout": 12}
 
 
+async def test_close_cutting_a_batch_in_flight_and_one_prepared_ahead_counts_each_event_once(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(shutdown_timeout=0.3, max_batch_size=5)
+    api.script("/v2/create_events", *([503] * 1000))
+    session = await client.start_session()
+    for i in range(12):  # one batch on the wire (retrying), the next prepared meanwhile, 2 queued
+        await session.record(ao.ActionEvent(params={"i": i}))
+    await session.end(wait=False)
+    assert await client.close() is False
+    assert client.stats.delivered == 0
+    assert session.stats.dropped == 12
+    assert client.stats.dropped_by_reason == {"not acknowledged before the shutdown timeout": 12}
+    assert client.stats.pending == 0
+
+
 async def test_create_session_refused_drops_its_events_with_the_reason(
     api: FakeApi, client: ao.AsyncClient
 ) -> None:
