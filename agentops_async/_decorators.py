@@ -11,6 +11,12 @@ What is recorded: the call's arguments (``params``, by parameter name, defaults 
 raises, the event is recorded without ``returns`` and followed by an
 :class:`~agentops_async.ErrorEvent` whose ``trigger_event_id`` points at it, and the exception
 propagates unchanged.
+
+Generator functions (plain and async) are recorded over their whole iteration: the event starts
+at the first item asked for and ends when the generator is exhausted, closed early, or raises;
+``returns`` is what it yielded (joined into one string when every item is a string, as for a
+streamed completion; else a list, of at most ``MAX_ITEMS`` items), also when it raised.
+``send()``/``throw()``/``close()`` (and their async forms) reach the generator unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, TypeVar, overload
 
 from .errors import AmbiguousSession, NoActiveSession
@@ -77,50 +83,199 @@ def _emit(session: AsyncSession, event: Event, exc: BaseException | None) -> Non
         log.debug("agentops_async: could not record %s: %s", event.event_type, error)
 
 
+MAX_ITEMS = 1_000  # items of a generator's output kept in ``returns``
+
+
+class _Output:
+    """What a generator yielded, bounded: the first MAX_ITEMS items and how many more."""
+
+    __slots__ = ("items", "more")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.more = 0
+
+    def add(self, item: Any) -> None:
+        if len(self.items) < MAX_ITEMS:
+            self.items.append(item)
+        else:
+            self.more += 1
+
+    def partial(self) -> Any:
+        """What was yielded before an error: None when nothing was."""
+        return self.value() if self.items else None
+
+    def value(self) -> Any:
+        if self.items and all(type(item) is str for item in self.items):
+            text = "".join(self.items)
+            return text + f"...<{self.more} more items>" if self.more else text
+        if self.more:
+            return [*self.items, f"...<{self.more} more items>"]
+        return self.items
+
+
+class _Recording:
+    """The event of one decorated call, from start to its end (or error)."""
+
+    __slots__ = ("event", "session")
+
+    def __init__(self, session: AsyncSession, event: Event) -> None:
+        self.session = session
+        self.event = event
+
+    def finish(self, returns: Any, exc: BaseException | None = None) -> None:
+        event = self.event
+        event.end_timestamp = utcnow()
+        event.returns = returns
+        _emit(self.session, event, exc if isinstance(exc, Exception) else None)
+
+
+def _start(
+    make_event: Callable[[], Event], signature: inspect.Signature | None, args: Any, kwargs: Any
+) -> _Recording | None:
+    session = _target_session()
+    if session is None:
+        return None
+    event = make_event()
+    event.params = _params_of(signature, args, kwargs)
+    return _Recording(session, event)
+
+
+def _decorate_generator(
+    func: Callable[..., Generator[Any, Any, Any]],
+    make_event: Callable[[], Event],
+    signature: inspect.Signature | None,
+) -> Callable[..., Generator[Any, Any, Any]]:
+    @functools.wraps(func)
+    def generator_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        recording = _start(make_event, signature, args, kwargs)
+        if recording is None:
+            return (yield from func(*args, **kwargs))
+        output = _Output()
+        try:
+            result = yield from _observed(func(*args, **kwargs), output)
+        except GeneratorExit:  # closed early by its consumer: what it yielded so far
+            recording.finish(output.value())
+            raise
+        except BaseException as exc:
+            recording.finish(output.partial(), exc)
+            raise
+        recording.finish(output.value())
+        return result
+
+    return generator_wrapper
+
+
+def _observed(inner: Generator[Any, Any, Any], output: _Output) -> Generator[Any, Any, Any]:
+    """``yield from inner``, noting each item it yields (send/throw/close pass through)."""
+    try:
+        item = next(inner)
+    except StopIteration as stop:
+        return stop.value
+    while True:
+        output.add(item)
+        try:
+            sent = yield item
+        except GeneratorExit:
+            inner.close()
+            raise
+        except BaseException as exc:
+            try:
+                item = inner.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                item = inner.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def _decorate_async_generator(
+    func: Callable[..., AsyncGenerator[Any, Any]],
+    make_event: Callable[[], Event],
+    signature: inspect.Signature | None,
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    @functools.wraps(func)
+    async def async_generator_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        recording = _start(make_event, signature, args, kwargs)
+        output = _Output()
+        inner = func(*args, **kwargs)
+        try:
+            try:
+                item = await inner.__anext__()
+            except StopAsyncIteration:
+                pass
+            else:
+                while True:
+                    output.add(item)
+                    try:
+                        sent = yield item
+                    except GeneratorExit:
+                        await inner.aclose()
+                        raise
+                    except BaseException as exc:
+                        try:
+                            item = await inner.athrow(exc)
+                        except StopAsyncIteration:
+                            break
+                    else:
+                        try:
+                            item = await inner.asend(sent)
+                        except StopAsyncIteration:
+                            break
+        except GeneratorExit:  # closed early by its consumer: what it yielded so far
+            if recording is not None:
+                recording.finish(output.value())
+            raise
+        except BaseException as exc:
+            if recording is not None:
+                recording.finish(output.partial(), exc)
+            raise
+        if recording is not None:
+            recording.finish(output.value())
+
+    return async_generator_wrapper
+
+
 def _decorate(func: Callable[..., Any], make_event: Callable[[], Event]) -> Callable[..., Any]:
     try:
         signature: inspect.Signature | None = inspect.signature(func)
     except (TypeError, ValueError):
         signature = None
 
+    if inspect.isgeneratorfunction(func):
+        return _decorate_generator(func, make_event, signature)
+    if inspect.isasyncgenfunction(func):
+        return _decorate_async_generator(func, make_event, signature)
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            session = _target_session()
-            if session is None:
+            recording = _start(make_event, signature, args, kwargs)
+            if recording is None:
                 return await func(*args, **kwargs)
-            event = make_event()
-            event.params = _params_of(signature, args, kwargs)
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
-                event.end_timestamp = utcnow()
-                _emit(session, event, exc if isinstance(exc, Exception) else None)
+                recording.finish(None, exc)
                 raise
-            event.returns = result
-            event.end_timestamp = utcnow()
-            _emit(session, event, None)
+            recording.finish(result)
             return result
 
         return async_wrapper
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        session = _target_session()
-        if session is None:
+        recording = _start(make_event, signature, args, kwargs)
+        if recording is None:
             return func(*args, **kwargs)
-        event = make_event()
-        event.params = _params_of(signature, args, kwargs)
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            event.end_timestamp = utcnow()
-            _emit(session, event, exc if isinstance(exc, Exception) else None)
+            recording.finish(None, exc)
             raise
-        event.returns = result
-        event.end_timestamp = utcnow()
-        _emit(session, event, None)
+        recording.finish(result)
         return result
 
     return wrapper

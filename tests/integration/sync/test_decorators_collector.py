@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +34,11 @@ async def fetch(url: str) -> dict[str, Any]:
 async def explode(reason: str) -> None:
     await asyncio.sleep(0)
     raise RuntimeError(reason)
+
+
+@ao.record_tool("complete")
+def complete(prompt: str) -> Iterator[str]:
+    yield from ("The", " answer", " is", " 42")
 
 
 class Planner:
@@ -115,3 +120,15 @@ def test_async_function_run_inside_a_sync_session_records_into_it(
 def test_decorated_function_without_a_session_just_runs() -> None:
     assert divide(8, 2) == 4
     assert asyncio.run(fetch("http://none"))["status"] == 200
+
+
+def test_a_streaming_generator_in_a_sync_session_is_one_event_with_the_joined_text(
+    collector: CollectorHandle, make_sync_client: MakeClient
+) -> None:
+    client = make_sync_client()
+    with client.session() as session:
+        assert "".join(complete("question")) == "The answer is 42"
+    (tool,) = collector.get_events_sync(session.session_id)
+    assert tool["name"] == "complete"
+    assert tool["params"] == {"prompt": "question"}
+    assert tool["returns"] == "The answer is 42"
