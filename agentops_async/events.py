@@ -84,11 +84,6 @@ def new_event_id() -> str:
     return _id_prefix + "%012x" % next(_id_counter)  # noqa: UP031 - fastest form here
 
 
-def span_id_for(event_id: str) -> str:
-    """The 16-hex-digit span id that an event with this id carries."""
-    return _span_prefix + event_id[-12:]
-
-
 # ---------------------------------------------------------------------------------------------
 # Making user values JSON-safe.
 # ---------------------------------------------------------------------------------------------
