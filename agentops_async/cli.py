@@ -4,6 +4,7 @@ Examples::
 
     agentops-async serve --port 8000 --database agentops.db
     agentops-async keys create my-project --database agentops.db
+    agentops-async keys add <project-id> / keys revoke <api-key> / keys list
     agentops-async sessions list --database agentops.db
     agentops-async sessions show <session-id> --endpoint http://127.0.0.1:8000 --api-key <key>
     agentops-async demo
@@ -62,7 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a project and print its new API key")
     create.add_argument("name", help="project name")
-    create.add_argument("--database", default=_database_default())
+    add = keys_sub.add_parser("add", help="print a new API key for an existing project")
+    add.add_argument("project_id", help="the project's id (see `keys list`)")
+    revoke = keys_sub.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("api_key", help="the key to revoke")
+    keys_sub.add_parser("list", help="list projects and their key counts")
+    for cmd in keys_sub.choices.values():
+        cmd.add_argument("--database", default=_database_default())
 
     sessions = sub.add_parser("sessions", help="look at stored sessions")
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         if args.command == "keys":
-            return asyncio.run(_keys_create(args.database, args.name))
+            return asyncio.run(_keys(args))
         if args.command == "sessions":
             return asyncio.run(_sessions(args))
         from ._demo import run_demo
@@ -173,16 +180,36 @@ async def _open(database: str) -> Any:
 # --- keys ----------------------------------------------------------------------------------
 
 
-async def _keys_create(database: str, name: str) -> int:
-    from .collector._app import new_project
+async def _keys(args: argparse.Namespace) -> int:
+    from .collector._app import hash_key, new_key, new_project
 
-    storage = await _open(database)
+    storage = await _open(args.database)
     try:
-        project_id, api_key = await new_project(storage, name)
+        if args.keys_command == "create":
+            project_id, api_key = await new_project(storage, args.name)
+            print(api_key)
+            print(f"project {args.name!r} ({project_id}) in {args.database}", file=sys.stderr)
+        elif args.keys_command == "add":
+            added = await new_key(storage, args.project_id)
+            if added is None:
+                raise _CliError(f"no project {args.project_id!r}: see `agentops-async keys list`")
+            print(added)
+        elif args.keys_command == "revoke":
+            project_id = await storage.revoke_key(hash_key(args.api_key.strip()))
+            if project_id is None:
+                raise _CliError("no live API key like that (unknown, or revoked already)")
+            print(
+                f"revoked (project {project_id}); running collectors refuse it within seconds",
+                file=sys.stderr,
+            )
+        else:
+            for project in await storage.list_projects():
+                print(
+                    f"{project.id}  {project.name}  keys: {project.live_keys} live, "
+                    f"{project.revoked_keys} revoked"
+                )
     finally:
         await storage.close()
-    print(api_key)
-    print(f"project {name!r} ({project_id}) in {database}", file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ log = logging.getLogger("agentops_async")
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 _MAX_ID_LENGTH = 200
 _CACHE_LIMIT = 100_000
+# How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
+# another collector on the same database) stops working within this many seconds.
+KEY_CACHE_SECONDS = 5.0
 
 _END_STATES = {
     "success": "SUCCEEDED",
@@ -95,6 +99,12 @@ async def new_project(storage: Storage, name: str) -> tuple[str, str]:
     api_key = str(uuid.uuid4())
     await storage.create_project(project_id, name, hash_key(api_key))
     return project_id, api_key
+
+
+async def new_key(storage: Storage, project_id: str) -> str | None:
+    """A fresh API key for an existing project (to rotate keys); None when there is none."""
+    api_key = str(uuid.uuid4())
+    return api_key if await storage.add_key(project_id, hash_key(api_key)) else None
 
 
 def canonical_uuid(value: object, what: str) -> str:
@@ -216,9 +226,9 @@ class _Api:
         self.storage = storage
         self.signer = signer
         self.settings = settings
-        # Both mappings never change once made (keys are not revoked, sessions never move), so
-        # caching them is safe even with several collectors on one database.
-        self._key_projects: dict[str, str] = {}
+        # Sessions never move between projects, so that mapping is cached for good; keys can be
+        # revoked, so what a key maps to is trusted for KEY_CACHE_SECONDS only.
+        self._key_projects: dict[str, tuple[str, float]] = {}
         self._session_projects: dict[str, str] = {}
 
     # --- authentication ------------------------------------------------------------------
@@ -227,14 +237,17 @@ class _Api:
         if not api_key:
             _fail(401, "missing API key (X-Agentops-Api-Key header)")
         digest = hash_key(api_key.strip())
-        project = self._key_projects.get(digest)
+        now = time.monotonic()
+        cached = self._key_projects.get(digest)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        project = await self.storage.project_for_key(digest)
         if project is None:
-            project = await self.storage.project_for_key(digest)
-            if project is None:
-                _fail(401, "invalid API key")
-            if len(self._key_projects) > _CACHE_LIMIT:
-                self._key_projects.clear()
-            self._key_projects[digest] = project
+            self._key_projects.pop(digest, None)
+            _fail(401, "invalid or revoked API key")
+        if len(self._key_projects) > _CACHE_LIMIT:
+            self._key_projects.clear()
+        self._key_projects[digest] = (project, now + KEY_CACHE_SECONDS)
         return project
 
     async def key_project(self, request: web.Request) -> str:

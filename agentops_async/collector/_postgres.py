@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._prices import Usage
-from ._storage import EventRow, SessionFilter, SessionRow, SessionWrite
+from ._storage import EventRow, ProjectKeys, SessionFilter, SessionRow, SessionWrite
 
 __all__ = ["PostgresStorage"]
 
@@ -93,6 +93,10 @@ _MIGRATIONS: list[str] = [
         data json NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now()
     );
+    """,
+    # 2: API keys can be revoked
+    """
+    ALTER TABLE api_keys ADD COLUMN revoked_at timestamptz
     """,
 ]
 
@@ -211,9 +215,38 @@ class PostgresStorage:
     async def project_for_key(self, key_hash: str) -> str | None:
         """The project of a key hash."""
         value: str | None = await self.pool.fetchval(
-            "SELECT project_id FROM api_keys WHERE key_hash = $1", key_hash
+            "SELECT project_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash
         )
         return value
+
+    async def add_key(self, project_id: str, key_hash: str) -> bool:
+        """Give an existing project one more API key; False when there is no such project."""
+        added: str | None = await self.pool.fetchval(
+            "INSERT INTO api_keys (key_hash, project_id)"
+            " SELECT $1, id FROM projects WHERE id = $2 RETURNING project_id",
+            key_hash,
+            project_id,
+        )
+        return added is not None
+
+    async def revoke_key(self, key_hash: str) -> str | None:
+        """Revoke an API key: its project id, or None when no live key has this hash."""
+        value: str | None = await self.pool.fetchval(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL"
+            " RETURNING project_id",
+            key_hash,
+        )
+        return value
+
+    async def list_projects(self) -> list[ProjectKeys]:
+        """Every project with its live and revoked key counts, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT p.id, p.name, count(k.key_hash) FILTER (WHERE k.revoked_at IS NULL) AS live,"
+            " count(k.key_hash) FILTER (WHERE k.revoked_at IS NOT NULL) AS revoked"
+            " FROM projects p LEFT JOIN api_keys k ON k.project_id = p.id"
+            " GROUP BY p.id ORDER BY p.created_at, p.id"
+        )
+        return [ProjectKeys(r["id"], r["name"], r["live"], r["revoked"]) for r in rows]
 
     async def upsert_session(self, write: SessionWrite) -> str:
         """Insert or update (same project only); returns the owning project."""

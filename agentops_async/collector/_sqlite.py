@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ._prices import Usage
-from ._storage import EventRow, SessionFilter, SessionRow, SessionWrite
+from ._storage import EventRow, ProjectKeys, SessionFilter, SessionRow, SessionWrite
 
 __all__ = ["SqliteStorage"]
 
@@ -99,6 +99,10 @@ _MIGRATIONS: list[str] = [
         data TEXT NOT NULL,
         created_at REAL NOT NULL
     );
+    """,
+    # 2: API keys can be revoked
+    """
+    ALTER TABLE api_keys ADD COLUMN revoked_at REAL
     """,
 ]
 
@@ -300,9 +304,53 @@ class SqliteStorage:
 
         def run(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(
-                "SELECT project_id FROM api_keys WHERE key_hash = ?", (key_hash,)
+                "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (key_hash,),
             ).fetchone()
             return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    async def add_key(self, project_id: str, key_hash: str) -> bool:
+        """Give an existing project one more API key; False when there is no such project."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                if conn.execute("SELECT 1 FROM projects WHERE id = ?", (project_id,)).fetchone():
+                    conn.execute(
+                        "INSERT INTO api_keys (key_hash, project_id, created_at) VALUES (?, ?, ?)",
+                        (key_hash, project_id, time.time()),
+                    )
+                    return True
+                return False
+
+        return await self._write(run)
+
+    async def revoke_key(self, key_hash: str) -> str | None:
+        """Revoke an API key: its project id, or None when no live key has this hash."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            with _transaction(conn):
+                row = conn.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE key_hash = ? AND revoked_at IS NULL"
+                    " RETURNING project_id",
+                    (time.time(), key_hash),
+                ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._write(run)
+
+    async def list_projects(self) -> list[ProjectKeys]:
+        """Every project with its live and revoked key counts, oldest first."""
+
+        def run(conn: sqlite3.Connection) -> list[ProjectKeys]:
+            rows = conn.execute(
+                "SELECT p.id, p.name, count(k.key_hash) FILTER (WHERE k.revoked_at IS NULL),"
+                " count(k.key_hash) FILTER (WHERE k.revoked_at IS NOT NULL)"
+                " FROM projects p LEFT JOIN api_keys k ON k.project_id = p.id"
+                " GROUP BY p.id ORDER BY p.created_at, p.id"
+            ).fetchall()
+            return [ProjectKeys(str(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
         return await self._read(run)
 

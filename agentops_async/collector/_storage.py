@@ -17,6 +17,7 @@ from ._prices import Usage
 
 __all__ = [
     "EventRow",
+    "ProjectKeys",
     "SessionFilter",
     "SessionRow",
     "SessionWrite",
@@ -95,6 +96,16 @@ class SessionWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class ProjectKeys:
+    """A project and how many of its API keys are live and revoked."""
+
+    id: str
+    name: str
+    live_keys: int
+    revoked_keys: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRow:
     """A stored session."""
 
@@ -143,7 +154,16 @@ class Storage(Protocol):
         """Store a new project with one API key (only its hash is stored)."""
 
     async def project_for_key(self, key_hash: str) -> str | None:
-        """The project id of an API key hash, or None."""
+        """The project id of a live (not revoked) API key hash, or None."""
+
+    async def add_key(self, project_id: str, key_hash: str) -> bool:
+        """Give an existing project one more API key; False when there is no such project."""
+
+    async def revoke_key(self, key_hash: str) -> str | None:
+        """Revoke an API key: its project id, or None when no live key has this hash."""
+
+    async def list_projects(self) -> list[ProjectKeys]:
+        """Every project with its live and revoked key counts, oldest first."""
 
     async def upsert_session(self, write: SessionWrite) -> str:
         """Create the session, or update it if it exists in the same project.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,52 @@ def test_keys_create_then_serve_and_list_sessions(tmp_path: Path) -> None:
                       "--api-key", other_key)  # fmt: skip
         assert hidden.returncode == 2
         assert "404" in hidden.stderr
+    finally:
+        process.stop()
+
+
+def test_a_revoked_key_is_refused_by_a_running_collector_and_a_new_key_takes_over(
+    tmp_path: Path,
+) -> None:
+    database = str(tmp_path / "keys.db")
+    old_key = _cli("keys", "create", "rotating", "--database", database).stdout.strip()
+    process = CollectorProcess(database, "sqlite", tmp_path / "serve.log").start()
+    try:
+        session_id = _create_session(process.url, old_key)  # the collector now caches this key
+        (listed,) = _cli("keys", "list", "--database", database).stdout.splitlines()
+        project_id = listed.split()[0]
+        assert listed.endswith("keys: 1 live, 0 revoked")
+        added = _cli("keys", "add", project_id, "--database", database)
+        assert added.returncode == 0, added.stderr
+        new_key = added.stdout.strip()
+
+        revoked = _cli("keys", "revoke", old_key, "--database", database)
+        assert revoked.returncode == 0, revoked.stderr
+        again = _cli("keys", "revoke", old_key, "--database", database)
+        assert again.returncode == 2 and "revoked already" in again.stderr
+
+        deadline = time.monotonic() + 15  # the collector trusts its key cache a few seconds
+        while True:
+            answer = http_request(
+                "POST",
+                f"{process.url}/v2/create_session",
+                json_body={"session": {"session_id": str(uuid.uuid4())}},
+                headers={"X-Agentops-Api-Key": old_key},
+            )
+            if answer.status == 401 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # polling a condition, bounded by the deadline
+        assert answer.status == 401
+        assert "revoked" in answer.body["message"]
+
+        shown = _cli("sessions", "show", session_id, "--endpoint", process.url,
+                     "--api-key", new_key)  # fmt: skip
+        assert shown.returncode == 0, shown.stderr  # the project's sessions, under the new key
+        assert (
+            _cli("keys", "list", "--database", database)
+            .stdout.strip()
+            .endswith("keys: 1 live, 1 revoked")
+        )
     finally:
         process.stop()
 

@@ -168,3 +168,20 @@ async def test_concurrent_batches_are_all_stored_and_a_bad_one_fails_alone(
     assert [r for i, r in enumerate(results) if i != 7] == [50] * 19
     counts = await storage.event_counts([session_id])
     assert counts[session_id]["actions"] == 19 * 50
+
+
+async def test_keys_can_be_added_to_a_project_and_revoked(storage: Storage) -> None:
+    project_id, first_key = await new_project(storage, "rotating")
+    second_key = str(uuid.uuid4())
+    assert await storage.add_key(project_id, hash_key(second_key)) is True
+    assert await storage.add_key(str(uuid.uuid4()), hash_key("x")) is False  # no such project
+
+    assert await storage.revoke_key(hash_key(first_key)) == project_id
+    assert await storage.revoke_key(hash_key(first_key)) is None  # revoked already
+    assert await storage.revoke_key(hash_key("never made")) is None
+    assert await storage.project_for_key(hash_key(first_key)) is None
+    assert await storage.project_for_key(hash_key(second_key)) == project_id
+
+    projects = {p.id: p for p in await storage.list_projects()}
+    assert (projects[project_id].name, projects[project_id].live_keys) == ("rotating", 1)
+    assert projects[project_id].revoked_keys == 1
