@@ -26,8 +26,6 @@ from ..events import (
     ErrorEvent,
     Event,
     describe_oversize,
-    encode_event,
-    finalize,
     safe_repr,
     utcnow,
 )
@@ -389,9 +387,9 @@ class AsyncSession:
             raise self._not_running("record an event")
         if self._disabled:
             return True
-        _check(event)
-        finalize(event, self.session_id, self.trace_id)
-        data = encode_event(event)
+        if not isinstance(event, Event):
+            raise _not_an_event(event)
+        data = event.prepare(self.session_id, self.trace_id)
         if len(data) > self._max_event_bytes:
             raise InvalidEvent(describe_oversize(event, len(data), self._max_event_bytes))
         with self._count_lock:  # may run in several threads at once

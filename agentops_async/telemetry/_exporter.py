@@ -139,8 +139,6 @@ class Exporter:
         self.api = api
         self._max_events = config.max_queue_size
         self._batch_size = config.max_batch_size
-        # offer() signals a full batch when it buffers the event that fills one.
-        self._batch_ready_at = config.max_batch_size - 1
         self._batch_bytes = config.max_batch_bytes
         self._flush_interval = config.flush_interval
         self._block = config.backpressure == "block"
@@ -274,7 +272,7 @@ class Exporter:
         self._queued += 1
         if not buffered:  # (a buffer holding only session operations has its wake-up set)
             self._wake.set()
-        elif buffered == self._batch_ready_at:  # the exporter never waits above it
+        elif buffered + 1 == self._batch_size:  # a full batch: the exporter never waits above it
             self._batch_ready.set()
         return True
 
