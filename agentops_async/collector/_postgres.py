@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._prices import Usage
-from ._storage import EventRow, ProjectKeys, SessionFilter, SessionRow, SessionWrite
+from ._storage import (
+    UPDATABLE_SESSION_FIELDS,
+    EventRow,
+    ProjectKeys,
+    SessionFilter,
+    SessionRow,
+    SessionWrite,
+)
 
 __all__ = ["PostgresStorage"]
 
@@ -117,17 +124,7 @@ _SESSION_COLUMNS = (
     " end_state, end_state_reason, tags::text, video, host_env::text"
 )
 
-_UPDATABLE = (
-    "init_timestamp",
-    "init_ts",
-    "end_timestamp",
-    "end_ts",
-    "state",
-    "end_state",
-    "end_state_reason",
-    "video",
-    "trace_id",
-)
+_UPDATABLE = UPDATABLE_SESSION_FIELDS  # host_env is set apart: it needs a ::json cast
 
 
 def _session_row(row: Any) -> SessionRow:

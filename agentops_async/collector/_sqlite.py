@@ -26,7 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ._prices import Usage
-from ._storage import EventRow, ProjectKeys, SessionFilter, SessionRow, SessionWrite
+from ._storage import (
+    UPDATABLE_SESSION_FIELDS,
+    EventRow,
+    ProjectKeys,
+    SessionFilter,
+    SessionRow,
+    SessionWrite,
+)
 
 __all__ = ["SqliteStorage"]
 
@@ -647,18 +654,7 @@ def _replace_tags(conn: sqlite3.Connection, session_id: str, tags: list[str]) ->
     )
 
 
-_UPDATABLE = (
-    "init_timestamp",
-    "init_ts",
-    "end_timestamp",
-    "end_ts",
-    "state",
-    "end_state",
-    "end_state_reason",
-    "video",
-    "trace_id",
-    "host_env",
-)
+_UPDATABLE = (*UPDATABLE_SESSION_FIELDS, "host_env")
 
 
 def _update_session(conn: sqlite3.Connection, write: SessionWrite) -> bool:

@@ -95,6 +95,21 @@ class SessionWrite:
         )
 
 
+# Scalar columns of a session that an update overwrites when the write carries them (host_env and
+# tags are handled by each backend: JSON and a side table).
+UPDATABLE_SESSION_FIELDS = (
+    "init_timestamp",
+    "init_ts",
+    "end_timestamp",
+    "end_ts",
+    "state",
+    "end_state",
+    "end_state_reason",
+    "video",
+    "trace_id",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectKeys:
     """A project and how many of its API keys are live and revoked."""
