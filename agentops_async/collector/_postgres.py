@@ -26,6 +26,7 @@ from ._storage import (
     SessionFilter,
     SessionRow,
     SessionWrite,
+    session_page_sql,
 )
 
 __all__ = ["PostgresStorage"]
@@ -328,29 +329,7 @@ class PostgresStorage:
 
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
-        where: list[str] = []
-        args: list[object] = []
-
-        def arg(value: object) -> str:
-            args.append(value)
-            return f"${len(args)}"
-
-        if flt.project_id is not None:
-            where.append(f"project_id = {arg(flt.project_id)}")
-        if flt.tag is not None:
-            where.append(f"id IN (SELECT session_id FROM session_tags WHERE tag = {arg(flt.tag)})")
-        if flt.state is not None:
-            where.append(f"state = {arg(flt.state)}")
-        if flt.since is not None:
-            where.append(f"init_ts >= {arg(flt.since)}")
-        if flt.until is not None:
-            where.append(f"init_ts < {arg(flt.until)}")
-        if flt.before_seq is not None:
-            where.append(f"seq < {arg(flt.before_seq)}")
-        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY seq DESC LIMIT {arg(flt.limit)}"
+        sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda n: f"${n}")
         return [_session_row(r) for r in await self.pool.fetch(sql, *args)]
 
     async def get_session(self, session_id: str) -> SessionRow | None:

@@ -33,6 +33,7 @@ from ._storage import (
     SessionFilter,
     SessionRow,
     SessionWrite,
+    session_page_sql,
 )
 
 __all__ = ["SqliteStorage"]
@@ -494,31 +495,7 @@ class SqliteStorage:
 
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
-        where: list[str] = []
-        args: list[object] = []
-        if flt.project_id is not None:
-            where.append("project_id = ?")
-            args.append(flt.project_id)
-        if flt.tag is not None:
-            where.append("id IN (SELECT session_id FROM session_tags WHERE tag = ?)")
-            args.append(flt.tag)
-        if flt.state is not None:
-            where.append("state = ?")
-            args.append(flt.state)
-        if flt.since is not None:
-            where.append("init_ts >= ?")
-            args.append(flt.since)
-        if flt.until is not None:
-            where.append("init_ts < ?")
-            args.append(flt.until)
-        if flt.before_seq is not None:
-            where.append("seq < ?")
-            args.append(flt.before_seq)
-        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(flt.limit)
+        sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda _: "?")
 
         def run(conn: sqlite3.Connection) -> list[SessionRow]:
             return [_session_row(r) for r in conn.execute(sql, args).fetchall()]

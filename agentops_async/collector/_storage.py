@@ -7,7 +7,7 @@ Everything above this seam (HTTP handlers, read API, CLI) is backend-agnostic.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,6 +151,39 @@ class SessionFilter:
     until: float | None = None
     before_seq: int | None = None
     limit: int = 50
+
+
+def session_page_sql(
+    flt: SessionFilter, columns: str, placeholder: Callable[[int], str]
+) -> tuple[str, list[object]]:
+    """The query of a page of sessions (newest first) and its arguments, for one SQL dialect.
+
+    ``placeholder(n)`` writes the n-th argument's marker (``?`` for SQLite, ``$n`` for asyncpg).
+    """
+    args: list[object] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return placeholder(len(args))
+
+    where: list[str] = []
+    if flt.project_id is not None:
+        where.append(f"project_id = {arg(flt.project_id)}")
+    if flt.tag is not None:
+        where.append(f"id IN (SELECT session_id FROM session_tags WHERE tag = {arg(flt.tag)})")
+    if flt.state is not None:
+        where.append(f"state = {arg(flt.state)}")
+    if flt.since is not None:
+        where.append(f"init_ts >= {arg(flt.since)}")
+    if flt.until is not None:
+        where.append(f"init_ts < {arg(flt.until)}")
+    if flt.before_seq is not None:
+        where.append(f"seq < {arg(flt.before_seq)}")
+    sql = f"SELECT {columns} FROM sessions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY seq DESC LIMIT {arg(flt.limit)}"
+    return sql, args
 
 
 class Storage(Protocol):
