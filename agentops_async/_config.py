@@ -68,9 +68,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         max_batch_size: Most events in one ``create_events`` request.
         max_batch_bytes: Most encoded bytes in one ``create_events`` request; larger batches split.
         flush_interval: Longest time (s) an event waits in the queue before it is sent.
-        backpressure: ``"block"``: a full queue makes ``await record()`` wait for room up to
-            ``backpressure_timeout`` and then drop; ``"drop"``: drop at once. Drops are counted.
-        backpressure_timeout: See ``backpressure``.
+        backpressure: What ``await record()`` does when the buffer is full (the API is down or
+            slower than recording). ``"drop"`` (the default): never waits; the event is dropped,
+            counted in ``stats`` and warned about once, or written to the disk spool when
+            ``spool_dir`` is set. ``"block"``: waits for room up to ``backpressure_timeout``, then
+            drops; only for batch jobs that prefer slowing down to losing events, never in a
+            request path (during an outage every record() would wait).
+        backpressure_timeout: Longest wait for room with ``backpressure="block"``.
         request_timeout: Timeout (s) of one HTTP request.
         max_retry_time: How long (s) one request is retried before its items are dropped (counted).
         shutdown_timeout: Bound (s) of ``close()`` and of ``end()``'s wait for acknowledgement.
@@ -92,7 +96,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_size: int = 1_000
     max_batch_bytes: int = 4 * 1024 * 1024
     flush_interval: float = 1.0
-    backpressure: Backpressure = "block"
+    backpressure: Backpressure = "drop"
     backpressure_timeout: float = 1.0
     request_timeout: float = 10.0
     max_retry_time: float = 300.0
@@ -109,8 +113,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         _check_non_negative(self, "backpressure_timeout", "max_retry_time")
         if self.backpressure not in ("block", "drop"):
             raise ConfigError(
-                f"backpressure={self.backpressure!r} is not valid: use 'block' or 'drop' "
-                "(keyword backpressure= or AGENTOPS_BACKPRESSURE)"
+                f"backpressure={self.backpressure!r} is not valid: use 'drop' (the default) or "
+                "'block' (keyword backpressure= or AGENTOPS_BACKPRESSURE)"
             )
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError(

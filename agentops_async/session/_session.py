@@ -323,9 +323,11 @@ class AsyncSession:
         """Record ``event`` into this session. Never waits for the network.
 
         The event is checked and stamped (``end_timestamp``) now, and encoded by the exporter
-        when its batch is sent: do not change it, or the values it holds, afterwards. With
-        ``backpressure="block"`` and a full queue it waits for room (bounded by
-        ``backpressure_timeout``), then drops the event; drops are counted in :attr:`stats`.
+        when its batch is sent: do not change it, or the values it holds, afterwards. When the
+        queue is full (the API is down or slow) the event is dropped at once, counted in
+        :attr:`stats` and warned about once, or written to the disk spool when ``spool_dir`` is
+        set; only the explicit ``backpressure="block"`` makes it wait for room (bounded by
+        ``backpressure_timeout``).
 
         Raises:
             SessionNotRunning: the session has not started or has ended.
