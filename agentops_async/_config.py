@@ -47,6 +47,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "backpressure_timeout": ("AGENTOPS_BACKPRESSURE_TIMEOUT", float),
     "request_timeout": ("AGENTOPS_REQUEST_TIMEOUT", float),
     "max_retry_time": ("AGENTOPS_MAX_RETRY_TIME", float),
+    "outage_warning_after": ("AGENTOPS_OUTAGE_WARNING_AFTER", float),
     "shutdown_timeout": ("AGENTOPS_SHUTDOWN_TIMEOUT", float),
     "instrument_otel": ("AGENTOPS_INSTRUMENT_OTEL", _parse_bool),
     "spool_dir": ("AGENTOPS_SPOOL_DIR", str),
@@ -80,6 +81,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         backpressure_timeout: Longest wait for room with ``backpressure="block"``.
         request_timeout: Timeout (s) of one HTTP request.
         max_retry_time: How long (s) one request is retried before its items are dropped (counted).
+        outage_warning_after: Seconds of failing delivery (no answer, or 429/502/503/504, and no
+            success since) after which one WARNING says so, with the reason and the pending
+            count; one INFO follows when delivery works again. Once per outage.
         shutdown_timeout: Bound (s) of ``close()`` and of ``end()``'s wait for acknowledgement.
         instrument_otel: Capture OpenTelemetry spans started inside a session (adds a span processor
             to the global SDK tracer provider, installing one if none is set).
@@ -103,6 +107,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     backpressure_timeout: float = 1.0
     request_timeout: float = 10.0
     max_retry_time: float = 300.0
+    outage_warning_after: float = 5.0
     shutdown_timeout: float = 10.0
     instrument_otel: bool = True
     log_session_stats: bool = True
@@ -113,6 +118,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
         _check_positive(self, "spool_max_bytes")
         _check_positive(self, "flush_interval", "request_timeout", "shutdown_timeout")
+        _check_positive(self, "outage_warning_after")
         _check_non_negative(self, "backpressure_timeout", "max_retry_time")
         if self.max_batch_size > MAX_EVENTS_PER_REQUEST:
             raise ConfigError(

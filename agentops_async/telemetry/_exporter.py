@@ -153,6 +153,7 @@ class Exporter:
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
+        api.outage.pending = lambda: self._queued - self._resolved  # for the outage warning
         self._delivered = 0
         self._dropped: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
