@@ -33,21 +33,24 @@ from .session import (
     get_active_sessions,
     get_current_session,
 )
-from .session._registry import resolve_session
+from .session._registry import require_current
 from .sync import Client, Session, end_session, init, start_session
 from .telemetry._exporter import ExportStats
 
 
 async def record(event: Event) -> None:
-    """Record ``event`` into the current session (of this task), or the only active one.
+    """Record ``event`` into the session current in this task (see :meth:`AsyncSession.record`).
 
-    See :meth:`AsyncSession.record`.
+    The current session is the one whose ``async with`` block (or ``start()``) this task runs
+    under, or the task that started this one did. A session that another task opened is never
+    used, even when it is the only one running: outside a session's block, keep the session
+    object and call ``await session.record(event)``.
 
     Raises:
-        NoActiveSession: no session is current and none is active.
-        AmbiguousSession: none is current and several are active: use ``session.record``.
+        NoActiveSession: no session is current in this task (or the current one has ended); the
+            message says how to pass the session instead.
     """
-    await resolve_session().record(event)
+    await require_current().record(event)
 
 
 __all__ = [

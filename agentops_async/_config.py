@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import msgspec
 
+from ._limits import MAX_EVENTS_PER_REQUEST, MAX_TAG_LENGTH
 from .errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://api.agentops.ai"
@@ -46,6 +47,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "backpressure_timeout": ("AGENTOPS_BACKPRESSURE_TIMEOUT", float),
     "request_timeout": ("AGENTOPS_REQUEST_TIMEOUT", float),
     "max_retry_time": ("AGENTOPS_MAX_RETRY_TIME", float),
+    "outage_warning_after": ("AGENTOPS_OUTAGE_WARNING_AFTER", float),
     "shutdown_timeout": ("AGENTOPS_SHUTDOWN_TIMEOUT", float),
     "instrument_otel": ("AGENTOPS_INSTRUMENT_OTEL", _parse_bool),
     "spool_dir": ("AGENTOPS_SPOOL_DIR", str),
@@ -63,16 +65,25 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         parent_key: Optional parent project key, sent as ``X-Agentops-Parent-Key``.
         endpoint: Base URL of the AgentOps-compatible API (the collector: ``http://127.0.0.1:8000``).
         enabled: ``False`` turns the client into a no-op even with a key (tests, CI).
-        default_tags: Tags added to every session.
+        default_tags: Tags added to every session (each at most ``MAX_TAG_LENGTH``, 256,
+            characters).
         max_queue_size: Bound of the export queue, in items. Memory stays bounded by it.
-        max_batch_size: Most events in one ``create_events`` request.
+        max_batch_size: Most events in one ``create_events`` request (at most
+            ``MAX_EVENTS_PER_REQUEST``, 10,000: the collector refuses larger requests).
         max_batch_bytes: Most encoded bytes in one ``create_events`` request; larger batches split.
         flush_interval: Longest time (s) an event waits in the queue before it is sent.
-        backpressure: ``"block"``: a full queue makes ``await record()`` wait for room up to
-            ``backpressure_timeout`` and then drop; ``"drop"``: drop at once. Drops are counted.
-        backpressure_timeout: See ``backpressure``.
+        backpressure: What ``await record()`` does when the buffer is full (the API is down or
+            slower than recording). ``"drop"`` (the default): never waits; the event is dropped,
+            counted in ``stats`` and warned about once, or written to the disk spool when
+            ``spool_dir`` is set. ``"block"``: waits for room up to ``backpressure_timeout``, then
+            drops; only for batch jobs that prefer slowing down to losing events, never in a
+            request path (during an outage every record() would wait).
+        backpressure_timeout: Longest wait for room with ``backpressure="block"``.
         request_timeout: Timeout (s) of one HTTP request.
         max_retry_time: How long (s) one request is retried before its items are dropped (counted).
+        outage_warning_after: Seconds of failing delivery (no answer, or 429/502/503/504, and no
+            success since) after which one WARNING says so, with the reason and the pending
+            count; one INFO follows when delivery works again. Once per outage.
         shutdown_timeout: Bound (s) of ``close()`` and of ``end()``'s wait for acknowledgement.
         instrument_otel: Capture OpenTelemetry spans started inside a session (adds a span processor
             to the global SDK tracer provider, installing one if none is set).
@@ -92,10 +103,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_size: int = 1_000
     max_batch_bytes: int = 4 * 1024 * 1024
     flush_interval: float = 1.0
-    backpressure: Backpressure = "block"
+    backpressure: Backpressure = "drop"
     backpressure_timeout: float = 1.0
     request_timeout: float = 10.0
     max_retry_time: float = 300.0
+    outage_warning_after: float = 5.0
     shutdown_timeout: float = 10.0
     instrument_otel: bool = True
     log_session_stats: bool = True
@@ -106,11 +118,20 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
         _check_positive(self, "spool_max_bytes")
         _check_positive(self, "flush_interval", "request_timeout", "shutdown_timeout")
+        _check_positive(self, "outage_warning_after")
         _check_non_negative(self, "backpressure_timeout", "max_retry_time")
+        if self.max_batch_size > MAX_EVENTS_PER_REQUEST:
+            raise ConfigError(
+                f"max_batch_size={self.max_batch_size!r} is above the limit of "
+                f"{MAX_EVENTS_PER_REQUEST} events per request (MAX_EVENTS_PER_REQUEST; the API "
+                f"refuses larger requests with 413): use max_batch_size <= "
+                f"{MAX_EVENTS_PER_REQUEST} ({_where('max_batch_size')})"
+            )
+        _check_tag_lengths(self.default_tags, "default_tags")
         if self.backpressure not in ("block", "drop"):
             raise ConfigError(
-                f"backpressure={self.backpressure!r} is not valid: use 'block' or 'drop' "
-                "(keyword backpressure= or AGENTOPS_BACKPRESSURE)"
+                f"backpressure={self.backpressure!r} is not valid: use 'drop' (the default) or "
+                "'block' (keyword backpressure= or AGENTOPS_BACKPRESSURE)"
             )
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError(
@@ -190,18 +211,36 @@ def load_config(
 
 
 def check_tags(tags: Any, field: str) -> list[str]:
-    """Normalise tags: a string or an iterable of strings. Names the field on error."""
+    """Normalise tags: a string or an iterable of strings. Names the field on error.
+
+    Raises:
+        ConfigError: not strings, or a tag longer than ``MAX_TAG_LENGTH`` characters (the
+            collector refuses such a session whole, so it is refused here, at the call).
+    """
     if isinstance(tags, str):
-        return [tags]
-    if isinstance(tags, (list, tuple, set, frozenset)):
+        checked = [tags]
+    elif isinstance(tags, (list, tuple, set, frozenset)):
         bad = [t for t in tags if not isinstance(t, str)]
-        if not bad:
-            return list(dict.fromkeys(tags))
+        if bad:
+            raise ConfigError(
+                f"{field} must be a list of strings; got non-string item(s) {bad[:3]!r}: "
+                "convert them with str() first"
+            )
+        checked = list(dict.fromkeys(tags))
+    else:
         raise ConfigError(
-            f"{field} must be a list of strings; got non-string item(s) {bad[:3]!r}: "
-            "convert them with str() first"
+            f"{field} must be a list of strings, got {type(tags).__name__}: "
+            f"pass e.g. {field}=['a', 'b']"
         )
-    raise ConfigError(
-        f"{field} must be a list of strings, got {type(tags).__name__}: "
-        f"pass e.g. {field}=['a', 'b']"
-    )
+    _check_tag_lengths(checked, field)
+    return checked
+
+
+def _check_tag_lengths(tags: Iterable[str], field: str) -> None:
+    for tag in tags:
+        if len(tag) > MAX_TAG_LENGTH:
+            raise ConfigError(
+                f"{field}: the tag {tag[:40]!r}... is {len(tag)} characters long, above the "
+                f"limit of {MAX_TAG_LENGTH} (MAX_TAG_LENGTH; the API refuses the whole session): "
+                "shorten it, and put long text in an event's params instead"
+            )

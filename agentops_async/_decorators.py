@@ -1,8 +1,10 @@
 """Decorators that record a function call as an event: ``@record_action`` and ``@record_tool``.
 
 They work on plain and ``async def`` functions, in both worlds: the event goes to the session that
-is current where the function runs (the task's ``AsyncSession``, or the thread's sync ``Session``),
-else to the only running one. Recording never waits (``record_threadsafe``: from the session's
+is current where the function runs (the task's ``AsyncSession``, or the thread's sync ``Session``);
+in sync code with none current, to the only running session of the sync facade (the scripts'
+fallback). In async code a session that another task opened is never used: with none current
+the function runs unrecorded. Recording never waits (``record_threadsafe``: from the session's
 own loop it is a plain buffer append) and never raises into the decorated code: with no session,
 or an ambiguous one, the call simply runs unrecorded (logged once at debug/warning level).
 
@@ -21,16 +23,17 @@ streamed completion; else a list, of at most ``MAX_ITEMS`` items), also when it 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, TypeVar, overload
 
-from .errors import AmbiguousSession, NoActiveSession
 from .events import ActionEvent, ErrorEvent, Event, ToolEvent, utcnow
-from .session._registry import resolve_session
+from .session._registry import get_current_session
 from .session._session import AsyncSession
+from .sync import _runtime
 
 __all__ = ["record_action", "record_tool"]
 
@@ -42,21 +45,38 @@ _warned_ambiguous = False
 
 
 def _target_session() -> AsyncSession | None:
-    """The session to record into, or None (the call then runs unrecorded)."""
+    """The session to record into, or None (the call then runs unrecorded).
+
+    The session current where the function runs; else, in sync code only (no event loop running
+    in this thread), the only running session of the sync facade, as its module-level helpers do.
+    In async code a session that another task opened is never used.
+    """
     global _warned_ambiguous
+    session = get_current_session()
+    if session is not None and session.is_running:
+        return session
+    if _in_async_code():
+        return None
+    running = _runtime.running_sessions()
+    if len(running) == 1:
+        only = running[0].async_session
+        return only if only.is_running else None
+    if running and not _warned_ambiguous:
+        _warned_ambiguous = True
+        log.warning(
+            "agentops_async: a decorated function ran with several sessions running and none "
+            "current there; it was not recorded (run it inside the session's `with` block)"
+        )
+    return None
+
+
+def _in_async_code() -> bool:
+    """True when an event loop runs in this thread (the caller is a coroutine or a callback)."""
     try:
-        session = resolve_session()
-    except NoActiveSession:
-        return None
-    except AmbiguousSession:
-        if not _warned_ambiguous:
-            _warned_ambiguous = True
-            log.warning(
-                "agentops_async: a decorated function ran with several sessions running and none "
-                "current there; it was not recorded (run it inside the session's `with` block)"
-            )
-        return None
-    return session if session.is_running else None
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _params_of(signature: inspect.Signature | None, args: Any, kwargs: Any) -> dict[str, Any]:

@@ -40,11 +40,16 @@ class SessionNotRunning(InvalidStateTransition):
 
 
 class NoActiveSession(AgentOpsError, LookupError):
-    """A module-level helper was called with no current session and no active one."""
+    """A module-level helper found no session to act on.
+
+    In async code (``await agentops_async.record()``): no session is current in this task; a
+    session another task opened is never used. In the sync facade: none is current in this
+    thread and none is running.
+    """
 
 
 class AmbiguousSession(AgentOpsError, LookupError):
-    """A module-level helper was called with no current session and several active ones."""
+    """A sync facade helper was called with no current session and several running ones."""
 
 
 class ApiError(AgentOpsError):

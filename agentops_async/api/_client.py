@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
+import yarl
 
 from .._config import Config
 from ..errors import ApiError
@@ -95,6 +96,91 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class OutageMonitor:
+    """Says once when delivery has been failing for a while, and once when it works again.
+
+    Each request's retries are logged at DEBUG only; this turns them into one WARNING per outage
+    (after ``warn_after`` seconds without a success, with the reason and what is pending) and
+    one INFO at the first success after it (with how long it lasted). A failure is an attempt
+    that got no usable answer (connection refused or reset, timeout, garbled answer) or an
+    "unavailable" status (429, 502, 503, 504). A plain 500 (usually about that request) and
+    refusals of what was sent (4xx) are not outages.
+    """
+
+    def __init__(self, endpoint: str, warn_after: float, max_retry_time: float) -> None:
+        self.endpoint = _without_credentials(endpoint)
+        self.warn_after = warn_after
+        self.max_retry_time = max_retry_time
+        # Items the exporter holds that are not resolved yet (set by the exporter).
+        self.pending: Callable[[], int] | None = None
+        self._since: float | None = None  # loop time of the first failure of this outage
+        self._reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._warned = False
+
+    @property
+    def failing(self) -> bool:
+        """True from the first failure to the next success."""
+        return self._since is not None
+
+    def failed(self, reason: str) -> None:
+        """An attempt failed (``reason`` is already redacted); starts the clock of an outage."""
+        self._reason = reason
+        if self._since is None:
+            loop = asyncio.get_running_loop()
+            self._since = loop.time()
+            self._timer = loop.call_later(self.warn_after, self._warn)
+
+    def succeeded(self) -> None:
+        """An attempt succeeded: the outage, if any, is over."""
+        if self._since is None:
+            return
+        lasted = asyncio.get_running_loop().time() - self._since
+        if self._warned:
+            log.info(
+                "agentops_async: delivery to %s recovered after %.1fs of failures",
+                self.endpoint,
+                lasted,
+            )
+        self.close()
+
+    def close(self) -> None:
+        """Forget the outage in progress (no log line)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._since = None
+        self._warned = False
+
+    def _warn(self) -> None:
+        self._timer = None
+        if self._since is None:
+            return
+        self._warned = True
+        lasted = asyncio.get_running_loop().time() - self._since
+        pending = self.pending() if self.pending is not None else None
+        held = f"{pending} item(s) pending" if pending is not None else "events pending"
+        log.warning(
+            "agentops_async: delivery to %s has been failing for %.1fs (last error: %s); %s "
+            "(events and session updates). Each request is retried with backoff for up to "
+            "max_retry_time=%gs, then its events are dropped and counted; an INFO line follows "
+            "when delivery works again",
+            self.endpoint,
+            lasted,
+            self._reason,
+            held,
+            self.max_retry_time,
+        )
+
+
+def _without_credentials(endpoint: str) -> str:
+    """``endpoint`` without a user or password in it (for log lines)."""
+    try:
+        return str(yarl.URL(endpoint).with_user(None))
+    except (TypeError, ValueError):
+        return "the API endpoint"
+
+
 class ApiClient:
     """Talks to an AgentOps v2 API. One instance per client, one aiohttp session, keep-alive.
 
@@ -110,6 +196,9 @@ class ApiClient:
         self._parent_key = config.parent_key
         self._timeout = aiohttp.ClientTimeout(total=config.request_timeout)
         self.retry = retry or RetryPolicy(max_elapsed=config.max_retry_time)
+        self.outage = OutageMonitor(
+            config.endpoint, config.outage_warning_after, self.retry.max_elapsed
+        )
         self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
@@ -123,6 +212,7 @@ class ApiClient:
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""
+        self.outage.close()
         if self._http is not None and not self._http.closed:
             await self._http.close()
 
@@ -200,11 +290,15 @@ class ApiClient:
                     payload = await resp.read()
                     if 200 <= status < 300:
                         try:
-                            return self._decode(path, payload, decode)
+                            answer = self._decode(path, payload, decode)
                         except ApiError as exc:
                             # A garbled 2xx is usually a proxy or gateway hiccup; retrying is safe
                             # because every call is idempotent on the server (ids made here).
                             status, reason = None, str(exc)
+                        else:
+                            if self.outage.failing:
+                                self.outage.succeeded()
+                            return answer
                     else:
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                         reason = f"HTTP {status}: {payload[:200].decode('utf-8', 'replace')}"
@@ -227,6 +321,8 @@ class ApiClient:
                     raise ApiError(f"{path} failed with a server error: {reason}", status=status)
             elif status is not None and status not in _OUTAGE_STATUSES:
                 raise ApiError(f"{path} refused: {reason}", status=status)
+            if status is None or status in _OUTAGE_STATUSES:
+                self.outage.failed(reason)
             delay = self.retry.delay(attempt, retry_after)
             if loop.time() + delay > give_up_at:
                 raise ApiError(

@@ -7,7 +7,7 @@ import threading
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
-from ..errors import AmbiguousSession, NoActiveSession
+from ..errors import NoActiveSession
 
 if TYPE_CHECKING:
     from ._session import AsyncSession
@@ -52,26 +52,30 @@ def get_active_sessions() -> list[AsyncSession]:
         return list(_active.values())
 
 
-def resolve_session() -> AsyncSession:
-    """The session module-level helpers act on: the current one, else the only active one.
+def require_current(what: str = "agentops_async.record()") -> AsyncSession:
+    """The running session current in this context: what the async module-level helpers act on.
+
+    There is deliberately no fallback to "the only active session": in async code that session
+    belongs to another task (another request of a web service), and an event recorded after a
+    request's ``async with`` block (post-processing, a background task) would land in it. The
+    sync facade keeps that fallback for scripts (``agentops_async.sync``).
+
+    Args:
+        what: The helper, for the error message.
 
     Raises:
-        NoActiveSession: no session is current and none is active.
-        AmbiguousSession: no session is current and several are active.
+        NoActiveSession: no session is current in this context, or the current one has ended.
     """
     session = _current.get()
     if session is not None and not session.state.is_terminal:
         return session
-    with _lock:
-        count = len(_active)
-        if count == 1:
-            return next(iter(_active.values()))
-    if count == 0:
-        raise NoActiveSession(
-            "no session is active: open one with `async with AsyncSession():` (or "
-            "client.session()) and record inside it, or call session.record() on a session object"
-        )
-    raise AmbiguousSession(
-        f"{count} sessions are active and none is current in this task: call record() on the "
-        "session object you mean (session.record(event)), or record inside its `async with` block"
+    if session is None:
+        problem = "no session is current in this task"
+    else:
+        problem = f"the session current in this task ({session.session_id}) has ended"
+    raise NoActiveSession(
+        f"{what}: {problem}, and sessions opened by other tasks are never used. Record inside "
+        "the session's `async with AsyncSession() as session:` block (tasks started inside it "
+        "inherit it), or keep the session object and call `await session.record(event)` (pass "
+        "it to the background task or callback that records)"
     )

@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .._config import check_tags
+from .._limits import MAX_ID_LENGTH
 from ..api import _wire as wire
 from ..errors import ConfigError, InvalidEvent, SessionNotRunning
 from ..events import (
@@ -133,7 +134,11 @@ class AsyncSession:
         video: str | None = None,
     ) -> None:
         self._client = client
-        self.session_id = str(session_id) if session_id is not None else str(uuid.uuid4())
+        self.session_id = (
+            _checked_id(str(session_id), "session_id")
+            if session_id is not None
+            else str(uuid.uuid4())
+        )
         self.tags: list[str] = _session_tags(tags, "tags")
         self.video = video
         self.end_state_reason: str | None = None
@@ -323,9 +328,11 @@ class AsyncSession:
         """Record ``event`` into this session. Never waits for the network.
 
         The event is checked and stamped (``end_timestamp``) now, and encoded by the exporter
-        when its batch is sent: do not change it, or the values it holds, afterwards. With
-        ``backpressure="block"`` and a full queue it waits for room (bounded by
-        ``backpressure_timeout``), then drops the event; drops are counted in :attr:`stats`.
+        when its batch is sent: do not change it, or the values it holds, afterwards. When the
+        queue is full (the API is down or slow) the event is dropped at once, counted in
+        :attr:`stats` and warned about once, or written to the disk spool when ``spool_dir`` is
+        set; only the explicit ``backpressure="block"`` makes it wait for room (bounded by
+        ``backpressure_timeout``).
 
         Raises:
             SessionNotRunning: the session has not started or has ended.
@@ -435,7 +442,9 @@ class AsyncSession:
         if not isinstance(name, str) or not name:
             raise InvalidEvent(f"create_agent(name=...) must be a non-empty str, got {name!r}")
         self._require_running("create an agent")
-        agent_id = str(agent_id) if agent_id is not None else str(uuid.uuid4())
+        agent_id = (
+            _checked_id(str(agent_id), "agent_id") if agent_id is not None else str(uuid.uuid4())
+        )
         if self._channel is not None:
             body = wire.encoder.encode(wire.AgentBody(id=agent_id, name=name))
             self._exporter.enqueue_op(Op(AGENT, self._channel, body))
@@ -535,6 +544,17 @@ def _session_tags(tags: Any, field: str) -> list[str]:
         return check_tags(tags, field)
     except ConfigError as exc:
         raise InvalidEvent(str(exc)) from None
+
+
+def _checked_id(value: str, field: str) -> str:
+    """A caller-chosen id, if the API can take it (1 to MAX_ID_LENGTH characters)."""
+    if not 0 < len(value) <= MAX_ID_LENGTH:
+        raise InvalidEvent(
+            f"{field}={value[:40]!r}{'...' if len(value) > 40 else ''} has {len(value)} "
+            f"characters: an id takes 1 to {MAX_ID_LENGTH} (MAX_ID_LENGTH; the API refuses "
+            f"others): pass a shorter {field}, or none to get a UUID"
+        )
+    return value
 
 
 def _check(event: Event) -> None:

@@ -5,8 +5,9 @@ running on one background event-loop thread per process (an anyio blocking porta
 first use. Nothing is implemented twice.
 
 The module-level helpers act on the *current* session of the calling thread (the one it started
-with ``start_session()`` or ``with Session():``), else on the only running session; with several
-running and none current they raise :class:`~agentops_async.AmbiguousSession`.
+with ``start_session()`` or ``with Session():``), else on the only running session of the sync
+facade (the scripts' fallback; sessions opened with the async API are never picked by it); with
+several running and none current they raise :class:`~agentops_async.AmbiguousSession`.
 
 ``Client``, ``Session``, ``init``, ``start_session`` and ``end_session`` are also exported by
 ``agentops_async`` itself. ``record``, ``add_tags``, ``set_tags``, ``get_active_sessions`` and
@@ -27,7 +28,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from ..errors import AgentOpsError, AmbiguousSession, NoActiveSession, SessionNotRunning
+from ..errors import AgentOpsError, AmbiguousSession, NoActiveSession
 from ..events import Event
 from ..session import _registry as registry
 from ..session._session import SessionStats
@@ -123,31 +124,32 @@ def get_current_session() -> Session | None:
 
 
 def _resolve(what: str) -> Session:
-    """The session a module-level helper acts on (the registry's rule), as a sync Session."""
-    try:
-        found = registry.resolve_session()
-    except AmbiguousSession:
-        count = len(registry.get_active_sessions())
-        raise AmbiguousSession(
-            f"{count} sessions are running and none is current in this thread, so "
-            f"agentops_async.sync.{what}() cannot tell which one you mean: call {what}() on the "
-            "session object instead (session = start_session(...); session."
-            f"{what}(...)), or call it inside that session's `with Session():` block"
-        ) from None
-    except NoActiveSession:
+    """The session a module-level helper acts on: the current one, else the only running sync one.
+
+    The fallback is the scripts' rule and only ever picks a session of the sync facade: a session
+    that async code opened (``AsyncSession``) is never used unless it is current here.
+    """
+    current = registry.get_current_session()
+    if current is not None and current.is_running:
+        session = runtime.session_for(current.session_id)
+        if session is None:
+            raise AgentOpsError(
+                f"agentops_async.sync.{what}(): session {current.session_id} was started by the "
+                "async API (AsyncSession); call its methods from async code (await "
+                "session.end(), ...)"
+            )
+        return session
+    running = runtime.running_sessions()
+    if len(running) == 1:
+        return running[0]
+    if not running:
         raise NoActiveSession(
             f"agentops_async.sync.{what}(): no session is running; start one with "
             "agentops_async.start_session() or `with agentops_async.Session():`"
-        ) from None
-    session = runtime.session_for(found.session_id)
-    if session is None and not found.is_running:
-        raise SessionNotRunning(
-            f"agentops_async.sync.{what}(): the current session {found.session_id} has ended "
-            "(in another thread); start a new session"
         )
-    if session is None:
-        raise AgentOpsError(
-            f"agentops_async.sync.{what}(): session {found.session_id} was started by the async "
-            "API (AsyncSession); call its methods from async code (await session.end(), ...)"
-        )
-    return session
+    raise AmbiguousSession(
+        f"{len(running)} sessions are running and none is current in this thread, so "
+        f"agentops_async.sync.{what}() cannot tell which one you mean: call {what}() on the "
+        f"session object instead (session = start_session(...); session.{what}(...)), or call "
+        "it inside that session's `with Session():` block"
+    )

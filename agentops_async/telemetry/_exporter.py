@@ -153,6 +153,7 @@ class Exporter:
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
+        api.outage.pending = lambda: self._queued - self._resolved  # for the outage warning
         self._delivered = 0
         self._dropped: collections.Counter[str] = collections.Counter()
         self._warned: set[str] = set()
@@ -290,7 +291,11 @@ class Exporter:
         return True
 
     async def put(self, channel: SessionChannel, data: Payload) -> bool:
-        """Buffer one event, waiting for room (backpressure) or dropping, as configured."""
+        """Buffer one event that did not fit: spool it, drop it, or wait for room, as configured.
+
+        With ``backpressure="drop"`` (the default) this never suspends: a request handler's
+        ``await record()`` must not wait on the network, least of all during an outage.
+        """
         if self.offer(channel, data):
             return True
         if self._closed:
@@ -317,7 +322,8 @@ class Exporter:
                         fut.cancel()
                 if self.offer(channel, data):
                     return True
-        self.drop(channel, QUEUE_FULL)
+        channel.dropped += 1
+        self._count_dropped(1, QUEUE_FULL, _queue_full_hint(self._block, self._block_timeout))
         return False
 
     def enqueue_op(self, op: Op) -> None:
@@ -751,6 +757,19 @@ class Exporter:
             if op.final:
                 channel.closed = True
                 self._channels.pop(channel.session_id, None)
+
+
+def _queue_full_hint(block: bool, timeout: float) -> str:
+    """What the queue-full warning says about why, and what to do."""
+    waited = (
+        f"waited backpressure_timeout={timeout:g}s for room"
+        if block
+        else "record() does not wait (backpressure='drop')"
+    )
+    fixes = "raise max_queue_size, or set spool_dir to keep events on disk during outages"
+    if not block:
+        fixes += ", or backpressure='block' to wait for room (never in a request path)"
+    return f"{waited}; the API is unreachable or slower than recording: {fixes}"
 
 
 def _encoded(channel: SessionChannel, payload: Payload) -> bytes:

@@ -175,6 +175,7 @@ async def test_100_sessions_through_mixed_faults_with_bounded_memory(
             collector.api_key,
             max_queue_size=bound,
             max_batch_size=500,
+            backpressure="block",
             backpressure_timeout=60,
         )
         ledger = Ledger()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agentops_async as ao
+from agentops_async._limits import MAX_TAG_LENGTH
 
 pytestmark = pytest.mark.asyncio
 
@@ -155,3 +156,30 @@ async def test_a_wrong_api_key_loses_the_session_visibly_not_silently(collector:
     assert session.stats.dropped == 5
     assert client.stats.dropped_by_reason == {"session could not be created": 5}
     assert await collector.get_session(session.session_id) is None
+
+
+async def test_tags_at_the_limit_are_stored_and_longer_ones_are_refused_at_the_call(
+    collector: Any,
+) -> None:
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+    widest = "\U0001f600" * MAX_TAG_LENGTH  # the most bytes a tag within the limit can have
+    too_long = "x" * (MAX_TAG_LENGTH + 1)
+    limit = rf"'xxxx.*{MAX_TAG_LENGTH + 1} characters long, above the limit of {MAX_TAG_LENGTH}"
+    try:
+        with pytest.raises(ao.InvalidEvent, match="tags: the tag " + limit):
+            client.session(tags=["ok", too_long])
+        async with client.session(tags=[widest]) as session:
+            with pytest.raises(ao.InvalidEvent, match=limit):
+                session.add_tags([too_long])
+            with pytest.raises(ao.InvalidEvent, match=limit):
+                session.set_tags(["ok", too_long])
+            await session.record(ao.ActionEvent(action_type="kept"))
+    finally:
+        await client.close()
+    stored = await collector.get_session(session.session_id)
+    assert stored is not None and stored["tags"] == [widest]
+    assert stored["end_state"] == "Success"
+    events = await collector.get_events(session.session_id)
+    assert [e["action_type"] for e in events] == ["kept"]

@@ -22,7 +22,9 @@ async def test_cancelling_a_record_blocked_on_backpressure_counts_the_event(
     api: FakeApi, make_client: Any
 ) -> None:
     hold = asyncio.Event()
-    client = make_client(max_queue_size=3, max_batch_size=3, backpressure_timeout=30)
+    client = make_client(
+        max_queue_size=3, max_batch_size=3, backpressure="block", backpressure_timeout=30
+    )
     session = await client.start_session()
     exporter = session._exporter
     original = exporter.api.create_events  # type: ignore[union-attr]

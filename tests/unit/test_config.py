@@ -4,6 +4,7 @@ import pytest
 
 import agentops_async as ao
 from agentops_async._config import load_config
+from agentops_async._limits import MAX_EVENTS_PER_REQUEST, MAX_TAG_LENGTH
 
 KEY = "11111111-2222-4333-8444-555555555555"
 
@@ -59,3 +60,41 @@ def test_reprs_never_show_the_api_key() -> None:
         assert KEY not in text
         assert "parent-secret" not in text
         assert "<set>" in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ"),
+    [
+        ({"max_batch_size": MAX_EVENTS_PER_REQUEST + 1}, {}),
+        ({}, {"AGENTOPS_MAX_BATCH_SIZE": str(MAX_EVENTS_PER_REQUEST * 2)}),
+    ],
+)
+def test_max_batch_size_above_the_events_per_request_limit_is_refused(
+    overrides: dict[str, object], environ: dict[str, str]
+) -> None:
+    with pytest.raises(ao.ConfigError) as raised:
+        load_config(overrides, environ=environ)
+    message = str(raised.value)
+    assert "max_batch_size=" in message
+    assert f"limit of {MAX_EVENTS_PER_REQUEST} events per request" in message
+    assert "AGENTOPS_MAX_BATCH_SIZE" in message
+    assert load_config({"max_batch_size": MAX_EVENTS_PER_REQUEST}, environ={}).max_batch_size == (
+        MAX_EVENTS_PER_REQUEST
+    )
+
+
+def test_default_tags_longer_than_the_tag_limit_are_refused_naming_the_tag() -> None:
+    long_tag = "t" * (MAX_TAG_LENGTH + 1)
+    for attempt in (
+        lambda: load_config({"default_tags": ["ok", long_tag]}, environ={}),
+        lambda: load_config({}, environ={"AGENTOPS_DEFAULT_TAGS": f"ok,{long_tag}"}),
+        lambda: ao.Config(default_tags=("ok", long_tag)),
+        lambda: ao.AsyncClient(enabled=False, default_tags=[long_tag]),
+    ):
+        with pytest.raises(ao.ConfigError, match=r"default_tags: the tag 'tttt") as raised:
+            attempt()
+        assert f"{MAX_TAG_LENGTH + 1} characters long" in str(raised.value)
+        assert f"limit of {MAX_TAG_LENGTH}" in str(raised.value)
+    assert load_config({"default_tags": ["t" * MAX_TAG_LENGTH]}, environ={}).default_tags == (
+        "t" * MAX_TAG_LENGTH,
+    )

@@ -125,10 +125,58 @@ async def test_full_queue_in_drop_mode_drops_and_counts_exactly(
     assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2, 3, 4]
 
 
+def completes_without_suspending(call: Any) -> None:
+    """Drive the coroutine ``call`` one step: it must finish there, never waiting on anything
+    (no future, no timer; a suspended call would yield to the loop instead)."""
+    try:
+        call.send(None)
+    except StopIteration:
+        return
+    call.close()
+    pytest.fail("the call suspended: it waited for something (room in the queue)")
+
+
+async def test_default_backpressure_never_waits_on_a_full_queue_and_warns_once(
+    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_async")
+    client = make_client(max_queue_size=5, flush_interval=60)  # the default backpressure
+    async with client.session() as session:
+        for i in range(5):
+            await session.record(ao.ActionEvent(params={"i": i}))  # the buffer is now full
+        for i in range(5, 9):
+            completes_without_suspending(session.record(ao.ActionEvent(params={"i": i})))
+            completes_without_suspending(ao.record(ao.ActionEvent(params={"i": i})))
+        assert client.stats.dropped_by_reason == {"queue full (max_queue_size reached)": 8}
+    await client.close()
+    assert (session.stats.recorded, session.stats.delivered, session.stats.dropped) == (13, 5, 8)
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2, 3, 4]
+    (warning,) = [r for r in caplog.records if "queue full" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+    for hint in ("backpressure='drop'", "max_queue_size", "spool_dir", "backpressure='block'"):
+        assert hint in warning.getMessage()
+
+
+async def test_default_backpressure_with_a_spool_keeps_the_overflow_without_waiting(
+    api: FakeApi, make_client: Any, tmp_path: Any
+) -> None:
+    client = make_client(max_queue_size=5, flush_interval=60, spool_dir=str(tmp_path))
+    async with client.session() as session:
+        for i in range(5):
+            await session.record(ao.ActionEvent(params={"i": i}))
+        for i in range(5, 9):
+            completes_without_suspending(session.record(ao.ActionEvent(params={"i": i})))
+    assert await client.close()
+    assert (session.stats.delivered, session.stats.dropped) == (9, 0)
+    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(9))
+
+
 async def test_full_queue_in_block_mode_waits_for_room_and_loses_nothing(
     api: FakeApi, make_client: Any
 ) -> None:
-    client = make_client(max_queue_size=5, max_batch_size=5, backpressure_timeout=10)
+    client = make_client(
+        max_queue_size=5, max_batch_size=5, backpressure="block", backpressure_timeout=10
+    )
     async with client.session() as session:
         for i in range(40):
             await session.record(ao.ActionEvent(params={"i": i}))

@@ -174,27 +174,8 @@ async def test_module_record_uses_the_current_session_of_each_task(
 
 
 async def test_module_record_without_a_session_is_a_clear_error(client: ao.AsyncClient) -> None:
-    with pytest.raises(ao.NoActiveSession, match="no session is active"):
+    with pytest.raises(ao.NoActiveSession, match="no session is current in this task"):
         await ao.record(ao.ActionEvent())
-
-
-async def test_module_record_with_several_active_and_none_current_is_ambiguous(
-    client: ao.AsyncClient,
-) -> None:
-    sessions: list[ao.AsyncSession] = []
-
-    async def open_one() -> None:  # started in another task: not current here
-        sessions.append(await client.start_session())
-
-    await asyncio.gather(open_one(), open_one())
-    with pytest.raises(ao.AmbiguousSession, match="2 sessions are active"):
-        await ao.record(ao.ActionEvent())
-    await sessions[0].end()
-    # With exactly one active session left, the legacy helper resolves to it.
-    await ao.record(ao.ActionEvent(action_type="only"))
-    await sessions[1].end()
-    assert sessions[1].event_counts == {"actions": 1}
-    assert ao.get_active_sessions() == []
 
 
 async def test_current_session_is_visible_inside_and_gone_after(client: ao.AsyncClient) -> None:
@@ -367,3 +348,20 @@ async def test_an_odd_epoch_in_a_large_batch_loses_nothing_else(
     assert sent["t7"]["init_timestamp"] == "1e+20"
     assert sent["t8"]["init_timestamp"] == "2026-01-02T03:05:14Z"
     assert all(e["end_timestamp"].endswith("Z") for e in sent.values())
+
+
+async def test_caller_chosen_ids_outside_the_id_limit_are_refused_at_the_call(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    with pytest.raises(
+        ao.InvalidEvent, match=r"session_id='s+'\.\.\. has 201 characters.*1 to 200"
+    ):
+        client.session(session_id="s" * 201)
+    with pytest.raises(ao.InvalidEvent, match=r"session_id='' has 0 characters"):
+        client.session(session_id="")
+    async with client.session(session_id="s" * 200) as session:
+        with pytest.raises(ao.InvalidEvent, match=r"agent_id='a+'\.\.\. has 201 characters"):
+            session.create_agent("planner", agent_id="a" * 201)
+        session.create_agent("planner", agent_id="a" * 200)
+    assert list(api.sessions) == ["s" * 200]
+    assert [body["id"] for _, _, body in api.calls("/v2/create_agent")] == ["a" * 200]

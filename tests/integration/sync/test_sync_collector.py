@@ -5,6 +5,7 @@ Every check reads back what the collector stored.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import subprocess
@@ -13,6 +14,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,54 @@ def test_seed_api_roundtrip(collector: CollectorHandle, make_sync_client: MakeCl
     assert sorted(_params(e)["i"] for e in events if e["event_type"] == "actions") == list(
         range(10)
     )
+
+
+@ao.record_tool("shout")
+def shout(text: str) -> str:
+    return text.upper()
+
+
+def test_script_helpers_fall_back_to_the_only_sync_session_never_an_async_one(
+    collector: CollectorHandle, make_sync_client: MakeClient
+) -> None:
+    client = make_sync_client()
+    request_open, release = threading.Event(), threading.Event()
+    request_ids: list[str] = []
+
+    def service() -> None:  # an async service in another thread, one request's session open
+        async def main() -> None:
+            api = ao.AsyncClient(
+                api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+            )
+            try:
+                async with api.session(tags=["request"]) as request:
+                    request_ids.append(request.session_id)
+                    request_open.set()
+                    await asyncio.to_thread(release.wait, 30)
+            finally:
+                await api.close()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=service)
+    thread.start()
+    try:
+        assert request_open.wait(30)
+        with ThreadPoolExecutor(1) as pool:  # started in another thread: not current here
+            script = pool.submit(client.start_session, ["script"]).result()
+        assert sync.get_current_session() is None
+        assert sync.record(ao.ActionEvent(action_type="fallback"))
+        assert shout("x") == "X"  # decorators in sync code use the same fallback
+        sync.add_tags(["more"])
+        stats = sync.end_session("Success")
+    finally:
+        release.set()
+        thread.join(30)
+    assert stats.session_id == script.session_id
+    events = collector.get_events_sync(script.session_id)
+    assert sorted(e.get("action_type") or e.get("name") for e in events) == ["fallback", "shout"]
+    assert collector.get_session_sync(script.session_id)["tags"] == ["script", "more"]
+    assert collector.get_events_sync(request_ids[0]) == []
 
 
 def test_with_session_exception_stores_fail_and_an_error_event(

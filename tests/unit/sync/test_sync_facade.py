@@ -10,6 +10,7 @@ import pytest
 
 import agentops_async as ao
 from agentops_async import sync
+from agentops_async._limits import MAX_TAG_LENGTH
 from agentops_async.sync import _runtime
 
 
@@ -217,3 +218,19 @@ def test_repr_does_not_show_the_api_key() -> None:
     client = ao.Client(api_key="secret-key-123", endpoint="http://127.0.0.1:9")
     assert "secret-key-123" not in repr(client)
     assert "secret-key-123" not in repr(client.session())
+
+
+def test_sync_tags_longer_than_the_limit_are_refused_at_the_call(
+    offline_client: ao.Client,
+) -> None:
+    too_long = "x" * (MAX_TAG_LENGTH + 1)
+    limit = f"{MAX_TAG_LENGTH + 1} characters long, above the limit of {MAX_TAG_LENGTH}"
+    with pytest.raises(ao.InvalidEvent, match=limit):
+        offline_client.session(tags=[too_long])
+    with offline_client.session(tags=["x" * MAX_TAG_LENGTH]) as session:
+        with pytest.raises(ao.InvalidEvent, match=limit):
+            session.add_tags([too_long])
+        with pytest.raises(ao.InvalidEvent, match=limit):
+            sync.set_tags(["ok", too_long])
+        sync.add_tags(["ok"])
+    assert session.tags == ["x" * MAX_TAG_LENGTH, "ok"]
