@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ._prices import Usage
+from ._prices import Usage, usage_row
 from ._storage import (
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -357,13 +357,14 @@ class PostgresStorage:
         if not session_ids:
             return []
         rows = await self.pool.fetch(
+            # sum(bigint) is numeric in PostgreSQL: it cannot overflow.
             "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
             " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
             " WHERE session_id = ANY($1::text[]) AND event_type = 'llms'"
             " GROUP BY session_id, model, cost IS NULL",
             list(session_ids),
         )
-        return [Usage(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
+        return [usage_row(*row) for row in rows]
 
     async def list_events(
         self, session_id: str, after_seq: int, limit: int, event_type: str | None

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ._prices import Usage
+from ._prices import Usage, usage_row
 from ._storage import (
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -539,13 +539,15 @@ class SqliteStorage:
         def run(conn: sqlite3.Connection) -> list[Usage]:
             marks = ",".join("?" * len(session_ids))
             rows = conn.execute(
-                "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
-                " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
+                # total(), not sum(): sum() of integers raises on int64 overflow, and one
+                # session's tokens must never make its reads fail.
+                "SELECT session_id, model, total(prompt_tokens), total(completion_tokens),"
+                " sum(cost) FROM events"
                 f" WHERE session_id IN ({marks}) AND event_type = 'llms'"
                 " GROUP BY session_id, model, cost IS NULL",
                 tuple(session_ids),
             ).fetchall()
-            return [Usage(s, m, int(p), int(c), cost) for s, m, p, c, cost in rows]
+            return [usage_row(*row) for row in rows]
 
         return await self._read(run)
 
