@@ -1,7 +1,8 @@
 """The collector's HTTP API: AgentOps v2, OTLP/HTTP traces, the read API and a tiny admin API.
 
 Every answer is JSON (the AgentOps clients parse even error bodies). Client mistakes are 4xx with a
-``{"message": ...}`` that names the field; anything unexpected is logged and answered with 500.
+``{"message": ...}`` that names the field; a storage outage (``StorageUnavailable``) is 503 with
+``Retry-After``; anything unexpected is logged and answered with 500.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from . import _wire as wire
 from ._jwt import Claims, ExpiredToken, InvalidToken, JwtSigner
 from ._prices import PriceTable, format_cost
 from ._reads import list_session_views, session_views
-from ._storage import STATE_RUNNING, EventRow, SessionFilter, SessionWrite, Storage
+from ._storage import (
+    STATE_RUNNING,
+    EventRow,
+    SessionFilter,
+    SessionWrite,
+    Storage,
+    StorageUnavailable,
+)
 
 __all__ = [
     "ApiError",
@@ -560,6 +568,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except ApiError as exc:
         return _json({"message": exc.message}, exc.status)
+    except StorageUnavailable as exc:
+        return _storage_unavailable(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -567,6 +577,43 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("collector: unexpected error in %s %s", request.method, request.path)
         return _json({"message": "internal server error"}, 500)
+
+
+class _OutageLog:
+    """One WARNING per ``interval`` seconds about storage outages, with how many were not logged."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._quiet = 0
+
+    def warn(self, request: web.Request, exc: StorageUnavailable) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._quiet += 1
+            return
+        quiet, self._quiet, self._next = self._quiet, 0, now + self.interval
+        more = f" (and {quiet} more since the last warning)" if quiet else ""
+        log.warning(
+            "collector: storage unavailable, answered 503 to %s %s%s: %s",
+            request.method,
+            request.path,
+            more,
+            exc.reason,
+        )
+
+
+_outage_log = _OutageLog()
+
+
+def _storage_unavailable(request: web.Request, exc: StorageUnavailable) -> web.Response:
+    """503 with Retry-After: the database is restarting, locked or full; clients retry."""
+    _outage_log.warn(request, exc)
+    response = _json(
+        {"message": f"storage temporarily unavailable, retry later: {exc.reason}"}, 503
+    )
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) -> web.Application:

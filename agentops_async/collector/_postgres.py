@@ -12,11 +12,13 @@ batch of events is one ``INSERT ... SELECT FROM unnest(...)`` statement, whateve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._prices import Usage, usage_row
 from ._storage import (
@@ -26,12 +28,65 @@ from ._storage import (
     SessionFilter,
     SessionRow,
     SessionWrite,
+    StorageUnavailable,
     session_page_sql,
 )
 
 __all__ = ["PostgresStorage"]
 
 log = logging.getLogger("agentops_async")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# SQLSTATE classes of failures that pass: connection exceptions (08), insufficient resources such
+# as a full disk or too many connections (53), operator intervention: shutting down, starting up,
+# admin shutdown (57), system and I/O errors (58), serialization failures and deadlocks (40).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_CONNECT_TIMEOUT = 5.0
+
+
+def unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` that ``exc`` means, or None if it is not transient.
+
+    The one place where PostgreSQL and asyncpg errors are classified; every public method of
+    :class:`PostgresStorage` raises what this returns (see :func:`_translated`).
+    """
+    import asyncpg
+
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate == "55P03":  # 55P03: lock timeout
+            return StorageUnavailable(f"postgres: {type(exc).__name__} ({sqlstate})")
+        return None
+    if (
+        isinstance(exc, asyncpg.InterfaceError)
+        and "connection" in str(exc)
+        and "closed" in str(exc)
+    ):
+        return StorageUnavailable("postgres: the connection was closed")
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):  # refused, reset, unreachable, timeout
+        return StorageUnavailable(f"postgres: cannot connect ({type(exc).__name__})")
+    return None
+
+
+def _translated(
+    method: Callable[Concatenate[PostgresStorage, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[PostgresStorage, P], Coroutine[Any, Any, T]]:
+    """``method`` raising :class:`StorageUnavailable` for the transient failures."""
+
+    @functools.wraps(method)
+    async def call(self: PostgresStorage, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except Exception as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return call
+
 
 _MIGRATION_LOCK = 0x4147454E544F5053  # "AGENTOPS": serialises migrations of concurrent collectors
 
@@ -174,7 +229,13 @@ class PostgresStorage:
         """Create the pool and migrate the schema under an advisory lock."""
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max)
+        # The pool replaces a connection the server closed (a restart) when it is next acquired.
+        # min_size=0: with a floor, asyncpg reconnects in the background during an outage and
+        # logs a traceback every second; without one, a request that needs a connection makes it
+        # (and is answered 503 while the server is away).
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=0, max_size=self._max, timeout=_CONNECT_TIMEOUT
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(
@@ -193,6 +254,7 @@ class PostgresStorage:
         if pool is not None:
             await pool.close()
 
+    @_translated
     async def get_secret(self, candidate: bytes) -> bytes:
         """The stored JWT secret, storing ``candidate`` first if there is none."""
         await self.pool.execute(
@@ -202,6 +264,7 @@ class PostgresStorage:
         value = await self.pool.fetchval("SELECT value FROM settings WHERE key = 'jwt_secret'")
         return bytes.fromhex(value)
 
+    @_translated
     async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
         """Store a project and its key."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -210,6 +273,7 @@ class PostgresStorage:
                 "INSERT INTO api_keys (key_hash, project_id) VALUES ($1, $2)", key_hash, project_id
             )
 
+    @_translated
     async def project_for_key(self, key_hash: str) -> str | None:
         """The project of a key hash."""
         value: str | None = await self.pool.fetchval(
@@ -217,6 +281,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def add_key(self, project_id: str, key_hash: str) -> bool:
         """Give an existing project one more API key; False when there is no such project."""
         added: str | None = await self.pool.fetchval(
@@ -227,6 +292,7 @@ class PostgresStorage:
         )
         return added is not None
 
+    @_translated
     async def revoke_key(self, key_hash: str) -> str | None:
         """Revoke an API key: its project id, or None when no live key has this hash."""
         value: str | None = await self.pool.fetchval(
@@ -236,6 +302,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def list_projects(self) -> list[ProjectKeys]:
         """Every project with its live and revoked key counts, oldest first."""
         rows = await self.pool.fetch(
@@ -246,6 +313,7 @@ class PostgresStorage:
         )
         return [ProjectKeys(r["id"], r["name"], r["live"], r["revoked"]) for r in rows]
 
+    @_translated
     async def upsert_session(self, write: SessionWrite) -> str:
         """Insert or update (same project only); returns the owning project."""
         write = _clean_write(write)
@@ -267,11 +335,13 @@ class PostgresStorage:
                 await _update_session(conn, write)
             return owner
 
+    @_translated
     async def update_session(self, write: SessionWrite) -> bool:
         """Update a session of the same project."""
         async with self.pool.acquire() as conn, conn.transaction():
             return await _update_session(conn, _clean_write(write))
 
+    @_translated
     async def session_project(self, session_id: str) -> str | None:
         """The owner of a session."""
         value: str | None = await self.pool.fetchval(
@@ -279,6 +349,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def sessions_for_traces(
         self, project_id: str, trace_ids: Sequence[str]
     ) -> dict[str, str]:
@@ -293,6 +364,7 @@ class PostgresStorage:
         )
         return {r[0]: r[1] for r in rows}
 
+    @_translated
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
         """One INSERT ... SELECT FROM unnest for the whole batch."""
         full = [row if len(row) == 10 else row + _NO_USAGE for row in rows]
@@ -309,6 +381,7 @@ class PostgresStorage:
         )
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
+    @_translated
     async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
         """Store an agent (ignored if known)."""
         await self.pool.execute(
@@ -318,6 +391,7 @@ class PostgresStorage:
             name,
         )
 
+    @_translated
     async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
         """Store an SDK error report."""
         await self.pool.execute(
@@ -327,11 +401,13 @@ class PostgresStorage:
             data,
         )
 
+    @_translated
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
         sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda n: f"${n}")
         return [_session_row(r) for r in await self.pool.fetch(sql, *args)]
 
+    @_translated
     async def get_session(self, session_id: str) -> SessionRow | None:
         """One session."""
         row = await self.pool.fetchrow(
@@ -339,6 +415,7 @@ class PostgresStorage:
         )
         return None if row is None else _session_row(row)
 
+    @_translated
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:
@@ -352,6 +429,7 @@ class PostgresStorage:
             counts.setdefault(sid, {})[event_type] = n
         return counts
 
+    @_translated
     async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
         """Token sums per session and model."""
         if not session_ids:
@@ -366,6 +444,7 @@ class PostgresStorage:
         )
         return [usage_row(*row) for row in rows]
 
+    @_translated
     async def list_events(
         self, session_id: str, after_seq: int, limit: int, event_type: str | None
     ) -> list[tuple[int, str]]:
