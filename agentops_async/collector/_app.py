@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import msgspec
 from aiohttp import web
 
+from .._limits import MAX_TAG_LENGTH
 from . import _otlp as otlp
 from . import _wire as wire
 from ._jwt import Claims, ExpiredToken, InvalidToken, JwtSigner
@@ -50,6 +51,9 @@ log = logging.getLogger("agentops_async")
 
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 _MAX_ID_LENGTH = 200
+# Ids are keys: PostgreSQL text cannot hold NUL, and replacing it would make "a\0b" and "a\ufffdb"
+# one id (the second event silently not stored). Refused alike on both backends.
+_ID_RULE = f"expected 1..{_MAX_ID_LENGTH} characters, without NUL (U+0000)"
 _CACHE_LIMIT = 100_000
 # How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
 # another collector on the same database) stops working within this many seconds.
@@ -194,8 +198,8 @@ def _event_rows(
         except UnicodeDecodeError as exc:
             _fail(400, f"invalid events[{index}]: {exc}")
         event_id = head.id
-        if not event_id or len(event_id) > _MAX_ID_LENGTH:
-            _fail(400, f"events[{index}].id: expected 1..{_MAX_ID_LENGTH} characters")
+        if not event_id or len(event_id) > _MAX_ID_LENGTH or "\x00" in event_id:
+            _fail(400, f"events[{index}].id: {_ID_RULE}")
         sid = head.session_id
         if sid is None or sid == own:
             sid = own
@@ -310,6 +314,13 @@ class _Api:
                 now = datetime.now(timezone.utc)
                 end_timestamp, end_ts = now.isoformat(), now.timestamp()
         host_env = bytes(session.host_env)
+        for index, tag in enumerate(session.tags or ()):
+            if len(tag) > MAX_TAG_LENGTH:
+                _fail(
+                    400,
+                    f"session.tags[{index}]: {len(tag)} characters, more than the limit of"
+                    f" {MAX_TAG_LENGTH} (MAX_TAG_LENGTH); shorten the tag",
+                )
         return SessionWrite(
             session_id=session_id,
             project_id=project_id,
@@ -416,8 +427,8 @@ class _Api:
             agent = wire.decode_agent(await self.body(request))
         except msgspec.DecodeError as exc:
             _decode_error("agent", exc)
-        if not agent.id or len(agent.id) > _MAX_ID_LENGTH:
-            _fail(400, f"id: expected 1..{_MAX_ID_LENGTH} characters")
+        if not agent.id or len(agent.id) > _MAX_ID_LENGTH or "\x00" in agent.id:
+            _fail(400, f"id: {_ID_RULE}")
         await self.storage.create_agent(claims.session_id, agent.id, agent.name)
         return _json({"status": "success"})
 

@@ -268,7 +268,9 @@ class PostgresStorage:
     async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
         """Store a project and its key."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO projects (id, name) VALUES ($1, $2)", project_id, name)
+            await conn.execute(
+                "INSERT INTO projects (id, name) VALUES ($1, $2)", project_id, _no_nul(name)
+            )
             await conn.execute(
                 "INSERT INTO api_keys (key_hash, project_id) VALUES ($1, $2)", key_hash, project_id
             )
@@ -387,8 +389,8 @@ class PostgresStorage:
         await self.pool.execute(
             "INSERT INTO agents (session_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             session_id,
-            agent_id,
-            name,
+            agent_id,  # never holds NUL: the API refuses such ids (a replaced one could collide)
+            _no_nul(name),
         )
 
     @_translated
@@ -404,6 +406,8 @@ class PostgresStorage:
     @_translated
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
+        # Tags are stored with NUL replaced; a filter on a tag with NUL matches them.
+        flt = dataclasses.replace(flt, tag=_no_nul(flt.tag))
         sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda n: f"${n}")
         return [_session_row(r) for r in await self.pool.fetch(sql, *args)]
 
@@ -463,7 +467,7 @@ class PostgresStorage:
                 " AND event_type = $3 ORDER BY seq LIMIT $4",
                 session_id,
                 after_seq,
-                event_type,
+                _no_nul(event_type),
                 limit,
             )
         return [(r[0], r[1]) for r in rows]
