@@ -28,7 +28,7 @@ from . import _otlp as otlp
 from . import _wire as wire
 from ._jwt import Claims, ExpiredToken, InvalidToken, JwtSigner
 from ._prices import PriceTable, format_cost
-from ._reads import list_session_views, session_views
+from ._reads import CursorCodec, InvalidCursor, list_session_views, session_views
 from ._storage import (
     STATE_RUNNING,
     EventRow,
@@ -238,6 +238,7 @@ class _Api:
         self.storage = storage
         self.signer = signer
         self.settings = settings
+        self.cursors = CursorCodec(signer.derive_key(b"read cursors"))
         # Sessions never move between projects, so that mapping is cached for good; keys can be
         # revoked, so what a key maps to is trusted for KEY_CACHE_SECONDS only.
         self._key_projects: dict[str, tuple[str, float]] = {}
@@ -442,6 +443,8 @@ class _Api:
         session_id = None
         if report.session_id is not None:
             session_id = canonical_uuid(report.session_id, "session_id")
+            if await self.owner_of(session_id) != project:  # as the read API: 404, not 403
+                _fail(404, "session_id: session not found")
         log.info("developer error from a client: %s: %s", report.type, report.message)
         await self.storage.add_developer_error(project, session_id, body.decode())
         return _json({"status": "success"})
@@ -507,17 +510,27 @@ class _Api:
                 _fail(400, f"state: expected one of {', '.join(sorted(_STATE_FILTERS))}")
             state = canonical
         cursor = query.get("cursor")
+        scope = f"sessions:{project}"
         flt = SessionFilter(
             project_id=project,
             tag=query.get("tag") or None,
             state=state or None,
             since=_time_param(query.get("since"), "since"),
             until=_time_param(query.get("until"), "until"),
-            before_seq=_int_param(cursor, "cursor", 0, 1, 2**62) if cursor else None,
+            before_id=self._cursor_position(scope, cursor),
             limit=_int_param(query.get("limit"), "limit", 50, 1, 500),
         )
-        views, next_cursor = await list_session_views(self.storage, self.settings.prices, flt)
+        views, after = await list_session_views(self.storage, self.settings.prices, flt)
+        next_cursor = None if after is None else self.cursors.encode(scope, after)
         return _json({"sessions": views, "next_cursor": next_cursor})
+
+    def _cursor_position(self, scope: str, cursor: str | None) -> str | None:
+        if not cursor:
+            return None
+        try:
+            return self.cursors.decode(scope, cursor)
+        except InvalidCursor:
+            _fail(400, "cursor: not a cursor of this listing; pass back its next_cursor unchanged")
 
     async def _own_session(self, request: web.Request) -> str:
         project = await self.key_project(request)
@@ -538,14 +551,15 @@ class _Api:
         session_id = await self._own_session(request)
         query = request.query
         limit = _int_param(query.get("limit"), "limit", 100, 1, 1000)
-        after = _int_param(query.get("cursor"), "cursor", 0, 0, 2**62)
+        scope = f"events:{session_id}"  # the session belongs to the caller's project
+        after = self._cursor_position(scope, query.get("cursor"))
         rows = await self.storage.list_events(
             session_id, after, limit + 1, query.get("event_type") or None
         )
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_cursor = str(rows[-1][0])
+            next_cursor = self.cursors.encode(scope, rows[-1][0])
         events = ",".join(data for _, data in rows)
         body = f'{{"events":[{events}],"next_cursor":{wire.encode(next_cursor).decode()}}}'
         return web.Response(text=body, content_type="application/json")

@@ -450,26 +450,21 @@ class PostgresStorage:
 
     @_translated
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
         """A page of a session's events in arrival order."""
-        if event_type is None:
-            rows = await self.pool.fetch(
-                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
-                " ORDER BY seq LIMIT $3",
-                session_id,
-                after_seq,
-                limit,
-            )
-        else:
-            rows = await self.pool.fetch(
-                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
-                " AND event_type = $3 ORDER BY seq LIMIT $4",
-                session_id,
-                after_seq,
-                _no_nul(event_type),
-                limit,
-            )
+        sql = "SELECT id, data::text FROM events WHERE session_id = $1"
+        args: list[object] = [session_id]
+        if after_id is not None:
+            args.append(after_id)
+            position = f"(SELECT seq FROM events WHERE session_id = $1 AND id = ${len(args)})"
+            sql += f" AND seq > {position}"
+        if event_type is not None:
+            args.append(_no_nul(event_type))
+            sql += f" AND event_type = ${len(args)}"
+        args.append(limit)
+        sql += f" ORDER BY seq LIMIT ${len(args)}"
+        rows = await self.pool.fetch(sql, *args)
         return [(r[0], r[1]) for r in rows]
 
 

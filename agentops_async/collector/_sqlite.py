@@ -616,19 +616,22 @@ class SqliteStorage:
         return await self._read(run)
 
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
         """A page of a session's events in arrival order."""
-        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
-        args: list[object] = [session_id, after_seq]
+        sql = "SELECT id, data FROM events WHERE session_id = ?"
+        args: list[object] = [session_id]
+        if after_id is not None:
+            sql += " AND seq > (SELECT seq FROM events WHERE session_id = ? AND id = ?)"
+            args += [session_id, after_id]
         if event_type is not None:
             sql += " AND event_type = ?"
             args.append(event_type)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
 
-        def run(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-            return [(int(s), str(d)) for s, d in conn.execute(sql, args).fetchall()]
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(i), str(d)) for i, d in conn.execute(sql, args).fetchall()]
 
         return await self._read(run)
 

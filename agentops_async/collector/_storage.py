@@ -163,14 +163,19 @@ class SessionRow:
 
 @dataclass(frozen=True, slots=True)
 class SessionFilter:
-    """Filters of a session listing; ``after_seq`` is the pagination cursor (newest first)."""
+    """Filters of a session listing; ``before_id`` is where the page starts (newest first).
+
+    ``before_id`` is the id of the last session of the previous page: the page lists the sessions
+    stored before it. A position within the project's own data, so a cursor made from it says
+    nothing about other projects.
+    """
 
     project_id: str | None
     tag: str | None = None
     state: str | None = None
     since: float | None = None
     until: float | None = None
-    before_seq: int | None = None
+    before_id: str | None = None
     limit: int = 50
 
 
@@ -198,8 +203,8 @@ def session_page_sql(
         where.append(f"init_ts >= {arg(flt.since)}")
     if flt.until is not None:
         where.append(f"init_ts < {arg(flt.until)}")
-    if flt.before_seq is not None:
-        where.append(f"seq < {arg(flt.before_seq)}")
+    if flt.before_id is not None:
+        where.append(f"seq < (SELECT seq FROM sessions WHERE id = {arg(flt.before_id)})")
     sql = f"SELECT {columns} FROM sessions"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -275,9 +280,13 @@ class Storage(Protocol):
         """LLM token usage per session and model (for cost)."""
 
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
-        """``(seq, event JSON)`` of a session's events in arrival order, after ``after_seq``."""
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
+        """``(id, event JSON)`` of a session's events in arrival order.
+
+        The page starts after the event ``after_id`` of the same session (the last one of the
+        previous page), or at the first event when it is None.
+        """
 
 
 def is_postgres_dsn(database: str) -> bool:
