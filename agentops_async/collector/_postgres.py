@@ -2,8 +2,12 @@
 
 JSON is stored in ``json`` columns, not ``jsonb``: they keep the text exactly as the client sent it
 (number formatting, key order, ``\u0000`` escapes, which jsonb rejects). PostgreSQL ``text`` cannot
-hold NUL characters, so in the indexed text columns (ids, types, models, tags...) a NUL is stored
-as U+FFFD; the JSON keeps the original.
+hold NUL characters, so in the indexed text columns (types, models, tags, names, filters...) a NUL
+is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that replacement would make
+two ids one: the API refuses NUL in them on both backends.
+
+Transient failures (the server restarting or unreachable, a full disk...) are classified in one
+place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
 
 Several stateless collectors may share one database: migrations take an advisory lock, the JWT
 secret is inserted once and read back, and every write is a single statement or transaction. A
