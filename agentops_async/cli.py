@@ -291,7 +291,7 @@ async def _sessions_db(args: argparse.Namespace) -> int:
         (view,) = await session_views(storage, prices, [row])
         events = None
         if args.events:
-            page = await storage.list_events(session_id, 0, 1000, None)
+            page = await storage.list_events(session_id, None, 1000, None)
             events = [msgspec.json.decode(data) for _, data in page]
         return _print_session(view.to_dict(), events, args.json)
     finally:

@@ -87,6 +87,7 @@ class PostgresServer:
     port: int
     user: str = "postgres"
     run_as: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -128,7 +129,9 @@ class PostgresServer:
         options.update(settings or {})
         last_error = ""
         for _ in range(3):  # a free port can be taken between picking and binding
-            server = cls(bin_dir=bin_dir, base_dir=base, port=free_port(), run_as=run_as)
+            server = cls(
+                bin_dir=bin_dir, base_dir=base, port=free_port(), run_as=run_as, options=options
+            )
             if not server.data_dir.exists():
                 server._run(
                     str(bin_dir / "initdb"),
@@ -142,27 +145,45 @@ class PostgresServer:
                     "UTF8",
                     "--no-sync",
                 )
-            opts = " ".join(f"-c {k}={v}" for k, v in options.items())
-            result = server._run(
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(server.data_dir),
-                "-l",
-                str(base / "server.log"),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                f"-p {server.port} {opts}",
-                "start",
-                check=False,
-            )
+            result = server._pg_ctl_start()
             if result.returncode == 0:
                 server._start_watchdog()
                 return server
             last_error = result.stderr + _tail(base / "server.log")
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"could not start PostgreSQL: {last_error}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        opts = " ".join(f"-c {k}={v}" for k, v in self.options.items())
+        return self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.base_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} {opts}",
+            "start",
+            check=False,
+        )
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server process, keeping its data (``pg_ctl stop -m mode``); see :meth:`resume`.
+
+        ``fast`` disconnects every client (they get "terminating connection due to administrator
+        command") and shuts down cleanly, as a restart or an upgrade does.
+        """
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server again on the same data directory and port, after :meth:`halt`."""
+        result = self._pg_ctl_start()
+        if result.returncode != 0:
+            log = _tail(self.base_dir / "server.log")
+            raise RuntimeError(f"could not restart PostgreSQL: {result.stderr}{log}")
 
     def _start_watchdog(self) -> None:
         """A detached shell that stops the server if this process dies without :meth:`stop`."""
@@ -280,6 +301,7 @@ class CollectorProcess:
         prices: ``--prices`` file.
         max_body_size: ``--max-body-size`` in bytes.
         extra_args: More ``serve`` arguments.
+        env: More environment variables of the server process.
     """
 
     database: str
@@ -289,6 +311,7 @@ class CollectorProcess:
     prices: str | Path | None = None
     max_body_size: int | None = None
     extra_args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
     admin_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -313,6 +336,7 @@ class CollectorProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env[ADMIN_TOKEN_ENV] = self.admin_token
+        env.update(self.env)
         for attempt in range(3):
             self.port = free_port()
             log = self.log_path.open("ab")

@@ -1,7 +1,8 @@
 """The collector's HTTP API: AgentOps v2, OTLP/HTTP traces, the read API and a tiny admin API.
 
 Every answer is JSON (the AgentOps clients parse even error bodies). Client mistakes are 4xx with a
-``{"message": ...}`` that names the field; anything unexpected is logged and answered with 500.
+``{"message": ...}`` that names the field; a storage outage (``StorageUnavailable``) is 503 with
+``Retry-After``; anything unexpected is logged and answered with 500.
 """
 
 from __future__ import annotations
@@ -22,12 +23,20 @@ from typing import Any, NoReturn
 import msgspec
 from aiohttp import web
 
+from .._limits import MAX_TAG_LENGTH
 from . import _otlp as otlp
 from . import _wire as wire
 from ._jwt import Claims, ExpiredToken, InvalidToken, JwtSigner
 from ._prices import PriceTable, format_cost
-from ._reads import list_session_views, session_views
-from ._storage import STATE_RUNNING, EventRow, SessionFilter, SessionWrite, Storage
+from ._reads import CursorCodec, InvalidCursor, list_session_views, session_views
+from ._storage import (
+    STATE_RUNNING,
+    EventRow,
+    SessionFilter,
+    SessionWrite,
+    Storage,
+    StorageUnavailable,
+)
 
 __all__ = [
     "ApiError",
@@ -42,6 +51,9 @@ log = logging.getLogger("agentops_async")
 
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
 _MAX_ID_LENGTH = 200
+# Ids are keys: PostgreSQL text cannot hold NUL, and replacing it would make "a\0b" and "a\ufffdb"
+# one id (the second event silently not stored). Refused alike on both backends.
+_ID_RULE = f"expected 1..{_MAX_ID_LENGTH} characters, without NUL (U+0000)"
 _CACHE_LIMIT = 100_000
 # How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
 # another collector on the same database) stops working within this many seconds.
@@ -186,8 +198,8 @@ def _event_rows(
         except UnicodeDecodeError as exc:
             _fail(400, f"invalid events[{index}]: {exc}")
         event_id = head.id
-        if not event_id or len(event_id) > _MAX_ID_LENGTH:
-            _fail(400, f"events[{index}].id: expected 1..{_MAX_ID_LENGTH} characters")
+        if not event_id or len(event_id) > _MAX_ID_LENGTH or "\x00" in event_id:
+            _fail(400, f"events[{index}].id: {_ID_RULE}")
         sid = head.session_id
         if sid is None or sid == own:
             sid = own
@@ -226,6 +238,7 @@ class _Api:
         self.storage = storage
         self.signer = signer
         self.settings = settings
+        self.cursors = CursorCodec(signer.derive_key(b"read cursors"))
         # Sessions never move between projects, so that mapping is cached for good; keys can be
         # revoked, so what a key maps to is trusted for KEY_CACHE_SECONDS only.
         self._key_projects: dict[str, tuple[str, float]] = {}
@@ -302,6 +315,13 @@ class _Api:
                 now = datetime.now(timezone.utc)
                 end_timestamp, end_ts = now.isoformat(), now.timestamp()
         host_env = bytes(session.host_env)
+        for index, tag in enumerate(session.tags or ()):
+            if len(tag) > MAX_TAG_LENGTH:
+                _fail(
+                    400,
+                    f"session.tags[{index}]: {len(tag)} characters, more than the limit of"
+                    f" {MAX_TAG_LENGTH} (MAX_TAG_LENGTH); shorten the tag",
+                )
         return SessionWrite(
             session_id=session_id,
             project_id=project_id,
@@ -408,8 +428,8 @@ class _Api:
             agent = wire.decode_agent(await self.body(request))
         except msgspec.DecodeError as exc:
             _decode_error("agent", exc)
-        if not agent.id or len(agent.id) > _MAX_ID_LENGTH:
-            _fail(400, f"id: expected 1..{_MAX_ID_LENGTH} characters")
+        if not agent.id or len(agent.id) > _MAX_ID_LENGTH or "\x00" in agent.id:
+            _fail(400, f"id: {_ID_RULE}")
         await self.storage.create_agent(claims.session_id, agent.id, agent.name)
         return _json({"status": "success"})
 
@@ -423,6 +443,8 @@ class _Api:
         session_id = None
         if report.session_id is not None:
             session_id = canonical_uuid(report.session_id, "session_id")
+            if await self.owner_of(session_id) != project:  # as the read API: 404, not 403
+                _fail(404, "session_id: session not found")
         log.info("developer error from a client: %s: %s", report.type, report.message)
         await self.storage.add_developer_error(project, session_id, body.decode())
         return _json({"status": "success"})
@@ -488,17 +510,27 @@ class _Api:
                 _fail(400, f"state: expected one of {', '.join(sorted(_STATE_FILTERS))}")
             state = canonical
         cursor = query.get("cursor")
+        scope = f"sessions:{project}"
         flt = SessionFilter(
             project_id=project,
             tag=query.get("tag") or None,
             state=state or None,
             since=_time_param(query.get("since"), "since"),
             until=_time_param(query.get("until"), "until"),
-            before_seq=_int_param(cursor, "cursor", 0, 1, 2**62) if cursor else None,
+            before_id=self._cursor_position(scope, cursor),
             limit=_int_param(query.get("limit"), "limit", 50, 1, 500),
         )
-        views, next_cursor = await list_session_views(self.storage, self.settings.prices, flt)
+        views, after = await list_session_views(self.storage, self.settings.prices, flt)
+        next_cursor = None if after is None else self.cursors.encode(scope, after)
         return _json({"sessions": views, "next_cursor": next_cursor})
+
+    def _cursor_position(self, scope: str, cursor: str | None) -> str | None:
+        if not cursor:
+            return None
+        try:
+            return self.cursors.decode(scope, cursor)
+        except InvalidCursor:
+            _fail(400, "cursor: not a cursor of this listing; pass back its next_cursor unchanged")
 
     async def _own_session(self, request: web.Request) -> str:
         project = await self.key_project(request)
@@ -519,14 +551,15 @@ class _Api:
         session_id = await self._own_session(request)
         query = request.query
         limit = _int_param(query.get("limit"), "limit", 100, 1, 1000)
-        after = _int_param(query.get("cursor"), "cursor", 0, 0, 2**62)
+        scope = f"events:{session_id}"  # the session belongs to the caller's project
+        after = self._cursor_position(scope, query.get("cursor"))
         rows = await self.storage.list_events(
             session_id, after, limit + 1, query.get("event_type") or None
         )
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_cursor = str(rows[-1][0])
+            next_cursor = self.cursors.encode(scope, rows[-1][0])
         events = ",".join(data for _, data in rows)
         body = f'{{"events":[{events}],"next_cursor":{wire.encode(next_cursor).decode()}}}'
         return web.Response(text=body, content_type="application/json")
@@ -560,6 +593,8 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except ApiError as exc:
         return _json({"message": exc.message}, exc.status)
+    except StorageUnavailable as exc:
+        return _storage_unavailable(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -567,6 +602,43 @@ async def _errors_as_json(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("collector: unexpected error in %s %s", request.method, request.path)
         return _json({"message": "internal server error"}, 500)
+
+
+class _OutageLog:
+    """One WARNING per ``interval`` seconds about storage outages, with how many were not logged."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._quiet = 0
+
+    def warn(self, request: web.Request, exc: StorageUnavailable) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._quiet += 1
+            return
+        quiet, self._quiet, self._next = self._quiet, 0, now + self.interval
+        more = f" (and {quiet} more since the last warning)" if quiet else ""
+        log.warning(
+            "collector: storage unavailable, answered 503 to %s %s%s: %s",
+            request.method,
+            request.path,
+            more,
+            exc.reason,
+        )
+
+
+_outage_log = _OutageLog()
+
+
+def _storage_unavailable(request: web.Request, exc: StorageUnavailable) -> web.Response:
+    """503 with Retry-After: the database is restarting, locked or full; clients retry."""
+    _outage_log.warn(request, exc)
+    response = _json(
+        {"message": f"storage temporarily unavailable, retry later: {exc.reason}"}, 503
+    )
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) -> web.Application:

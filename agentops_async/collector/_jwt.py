@@ -59,6 +59,10 @@ class JwtSigner:
     def __repr__(self) -> str:
         return f"JwtSigner(expiry={self.expiry!r})"
 
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A key for another use of the same secret (e.g. read cursors), apart from the tokens'."""
+        return hmac.new(self._secret, b"agentops-async key: " + purpose, hashlib.sha256).digest()
+
     def _sign(self, signing_input: bytes) -> bytes:
         digest = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=")

@@ -2,8 +2,12 @@
 
 JSON is stored in ``json`` columns, not ``jsonb``: they keep the text exactly as the client sent it
 (number formatting, key order, ``\u0000`` escapes, which jsonb rejects). PostgreSQL ``text`` cannot
-hold NUL characters, so in the indexed text columns (ids, types, models, tags...) a NUL is stored
-as U+FFFD; the JSON keeps the original.
+hold NUL characters, so in the indexed text columns (types, models, tags, names, filters...) a NUL
+is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that replacement would make
+two ids one: the API refuses NUL in them on both backends.
+
+Transient failures (the server restarting or unreachable, a full disk...) are classified in one
+place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
 
 Several stateless collectors may share one database: migrations take an advisory lock, the JWT
 secret is inserted once and read back, and every write is a single statement or transaction. A
@@ -12,13 +16,15 @@ batch of events is one ``INSERT ... SELECT FROM unnest(...)`` statement, whateve
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ._prices import Usage
+from ._prices import Usage, usage_row
 from ._storage import (
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -26,12 +32,65 @@ from ._storage import (
     SessionFilter,
     SessionRow,
     SessionWrite,
+    StorageUnavailable,
     session_page_sql,
 )
 
 __all__ = ["PostgresStorage"]
 
 log = logging.getLogger("agentops_async")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# SQLSTATE classes of failures that pass: connection exceptions (08), insufficient resources such
+# as a full disk or too many connections (53), operator intervention: shutting down, starting up,
+# admin shutdown (57), system and I/O errors (58), serialization failures and deadlocks (40).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_CONNECT_TIMEOUT = 5.0
+
+
+def unavailable(exc: BaseException) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` that ``exc`` means, or None if it is not transient.
+
+    The one place where PostgreSQL and asyncpg errors are classified; every public method of
+    :class:`PostgresStorage` raises what this returns (see :func:`_translated`).
+    """
+    import asyncpg
+
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        if sqlstate[:2] in _TRANSIENT_CLASSES or sqlstate == "55P03":  # 55P03: lock timeout
+            return StorageUnavailable(f"postgres: {type(exc).__name__} ({sqlstate})")
+        return None
+    if (
+        isinstance(exc, asyncpg.InterfaceError)
+        and "connection" in str(exc)
+        and "closed" in str(exc)
+    ):
+        return StorageUnavailable("postgres: the connection was closed")
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):  # refused, reset, unreachable, timeout
+        return StorageUnavailable(f"postgres: cannot connect ({type(exc).__name__})")
+    return None
+
+
+def _translated(
+    method: Callable[Concatenate[PostgresStorage, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[PostgresStorage, P], Coroutine[Any, Any, T]]:
+    """``method`` raising :class:`StorageUnavailable` for the transient failures."""
+
+    @functools.wraps(method)
+    async def call(self: PostgresStorage, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except Exception as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return call
+
 
 _MIGRATION_LOCK = 0x4147454E544F5053  # "AGENTOPS": serialises migrations of concurrent collectors
 
@@ -174,7 +233,13 @@ class PostgresStorage:
         """Create the pool and migrate the schema under an advisory lock."""
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._max)
+        # The pool replaces a connection the server closed (a restart) when it is next acquired.
+        # min_size=0: with a floor, asyncpg reconnects in the background during an outage and
+        # logs a traceback every second; without one, a request that needs a connection makes it
+        # (and is answered 503 while the server is away).
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=0, max_size=self._max, timeout=_CONNECT_TIMEOUT
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute(
@@ -193,6 +258,7 @@ class PostgresStorage:
         if pool is not None:
             await pool.close()
 
+    @_translated
     async def get_secret(self, candidate: bytes) -> bytes:
         """The stored JWT secret, storing ``candidate`` first if there is none."""
         await self.pool.execute(
@@ -202,14 +268,18 @@ class PostgresStorage:
         value = await self.pool.fetchval("SELECT value FROM settings WHERE key = 'jwt_secret'")
         return bytes.fromhex(value)
 
+    @_translated
     async def create_project(self, project_id: str, name: str, key_hash: str) -> None:
         """Store a project and its key."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO projects (id, name) VALUES ($1, $2)", project_id, name)
+            await conn.execute(
+                "INSERT INTO projects (id, name) VALUES ($1, $2)", project_id, _no_nul(name)
+            )
             await conn.execute(
                 "INSERT INTO api_keys (key_hash, project_id) VALUES ($1, $2)", key_hash, project_id
             )
 
+    @_translated
     async def project_for_key(self, key_hash: str) -> str | None:
         """The project of a key hash."""
         value: str | None = await self.pool.fetchval(
@@ -217,6 +287,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def add_key(self, project_id: str, key_hash: str) -> bool:
         """Give an existing project one more API key; False when there is no such project."""
         added: str | None = await self.pool.fetchval(
@@ -227,6 +298,7 @@ class PostgresStorage:
         )
         return added is not None
 
+    @_translated
     async def revoke_key(self, key_hash: str) -> str | None:
         """Revoke an API key: its project id, or None when no live key has this hash."""
         value: str | None = await self.pool.fetchval(
@@ -236,6 +308,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def list_projects(self) -> list[ProjectKeys]:
         """Every project with its live and revoked key counts, oldest first."""
         rows = await self.pool.fetch(
@@ -246,6 +319,7 @@ class PostgresStorage:
         )
         return [ProjectKeys(r["id"], r["name"], r["live"], r["revoked"]) for r in rows]
 
+    @_translated
     async def upsert_session(self, write: SessionWrite) -> str:
         """Insert or update (same project only); returns the owning project."""
         write = _clean_write(write)
@@ -267,11 +341,13 @@ class PostgresStorage:
                 await _update_session(conn, write)
             return owner
 
+    @_translated
     async def update_session(self, write: SessionWrite) -> bool:
         """Update a session of the same project."""
         async with self.pool.acquire() as conn, conn.transaction():
             return await _update_session(conn, _clean_write(write))
 
+    @_translated
     async def session_project(self, session_id: str) -> str | None:
         """The owner of a session."""
         value: str | None = await self.pool.fetchval(
@@ -279,6 +355,7 @@ class PostgresStorage:
         )
         return value
 
+    @_translated
     async def sessions_for_traces(
         self, project_id: str, trace_ids: Sequence[str]
     ) -> dict[str, str]:
@@ -293,6 +370,7 @@ class PostgresStorage:
         )
         return {r[0]: r[1] for r in rows}
 
+    @_translated
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
         """One INSERT ... SELECT FROM unnest for the whole batch."""
         full = [row if len(row) == 10 else row + _NO_USAGE for row in rows]
@@ -309,15 +387,17 @@ class PostgresStorage:
         )
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
+    @_translated
     async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
         """Store an agent (ignored if known)."""
         await self.pool.execute(
             "INSERT INTO agents (session_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             session_id,
-            agent_id,
-            name,
+            agent_id,  # never holds NUL: the API refuses such ids (a replaced one could collide)
+            _no_nul(name),
         )
 
+    @_translated
     async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
         """Store an SDK error report."""
         await self.pool.execute(
@@ -327,11 +407,15 @@ class PostgresStorage:
             data,
         )
 
+    @_translated
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
+        # Tags are stored with NUL replaced; a filter on a tag with NUL matches them.
+        flt = dataclasses.replace(flt, tag=_no_nul(flt.tag))
         sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda n: f"${n}")
         return [_session_row(r) for r in await self.pool.fetch(sql, *args)]
 
+    @_translated
     async def get_session(self, session_id: str) -> SessionRow | None:
         """One session."""
         row = await self.pool.fetchrow(
@@ -339,6 +423,7 @@ class PostgresStorage:
         )
         return None if row is None else _session_row(row)
 
+    @_translated
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:
@@ -352,40 +437,38 @@ class PostgresStorage:
             counts.setdefault(sid, {})[event_type] = n
         return counts
 
+    @_translated
     async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
         """Token sums per session and model."""
         if not session_ids:
             return []
         rows = await self.pool.fetch(
+            # sum(bigint) is numeric in PostgreSQL: it cannot overflow.
             "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
             " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
             " WHERE session_id = ANY($1::text[]) AND event_type = 'llms'"
             " GROUP BY session_id, model, cost IS NULL",
             list(session_ids),
         )
-        return [Usage(r[0], r[1], int(r[2]), int(r[3]), r[4]) for r in rows]
+        return [usage_row(*row) for row in rows]
 
+    @_translated
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
         """A page of a session's events in arrival order."""
-        if event_type is None:
-            rows = await self.pool.fetch(
-                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
-                " ORDER BY seq LIMIT $3",
-                session_id,
-                after_seq,
-                limit,
-            )
-        else:
-            rows = await self.pool.fetch(
-                "SELECT seq, data::text FROM events WHERE session_id = $1 AND seq > $2"
-                " AND event_type = $3 ORDER BY seq LIMIT $4",
-                session_id,
-                after_seq,
-                event_type,
-                limit,
-            )
+        sql = "SELECT id, data::text FROM events WHERE session_id = $1"
+        args: list[object] = [session_id]
+        if after_id is not None:
+            args.append(after_id)
+            position = f"(SELECT seq FROM events WHERE session_id = $1 AND id = ${len(args)})"
+            sql += f" AND seq > {position}"
+        if event_type is not None:
+            args.append(_no_nul(event_type))
+            sql += f" AND event_type = ${len(args)}"
+        args.append(limit)
+        sql += f" ORDER BY seq LIMIT ${len(args)}"
+        rows = await self.pool.fetch(sql, *args)
         return [(r[0], r[1]) for r in rows]
 
 

@@ -8,12 +8,13 @@ unknown models cost nothing. An LLM event that carries its own ``cost`` keeps it
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from pathlib import Path
 
-__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "Usage", "format_cost"]
+__all__ = ["DEFAULT_PRICES", "ModelPrice", "PriceTable", "Usage", "format_cost", "usage_row"]
 
 _MILLION = Decimal(1_000_000)
 
@@ -38,6 +39,25 @@ class Usage:
     """Sum of the ``cost`` fields of events that carried one (their tokens are not priced)."""
 
 
+def usage_row(
+    session_id: str, model: str | None, prompt: object, completion: object, cost: object
+) -> Usage:
+    """A :class:`Usage` from a row of a storage's usage query (sums as the database gives them).
+
+    Tolerates whatever an older collector may have stored: a sum that is not a finite number
+    counts as zero tokens, or as no explicit cost (checked in :meth:`PriceTable.session_costs`).
+    """
+    explicit = None if cost is None else float(cost)  # type: ignore[arg-type]
+    return Usage(session_id, model, _count(prompt), _count(completion), explicit)
+
+
+def _count(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError, OverflowError):  # None, NaN, infinity
+        return 0
+
+
 def _price(prompt: str, completion: str) -> ModelPrice:
     return ModelPrice(Decimal(prompt), Decimal(completion))
 
@@ -60,9 +80,20 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
 }
 
 
+_NANO = Decimal("0.000000001")
+
+
 def format_cost(cost: Decimal) -> str:
-    """A cost as a plain decimal string (no exponent), e.g. ``"0.000123"``."""
-    text = format(cost.quantize(Decimal("0.000000001")).normalize(), "f")
+    """A cost as a plain decimal string (no exponent), e.g. ``"0.000123"``.
+
+    Any value formats: the precision grows with the magnitude (the default 28 digits cannot
+    quantize a cost of 1e20 to nine decimals), and a non-finite one reads as ``"0"``.
+    """
+    if not cost.is_finite():
+        return "0"
+    with localcontext() as context:
+        context.prec = max(28, cost.adjusted() + 12)
+        text = format(cost.quantize(_NANO).normalize(), "f")
     return text if text != "-0" else "0"
 
 
@@ -122,7 +153,10 @@ class PriceTable:
         totals: dict[str, Decimal] = {}
         for row in usage:
             if row.explicit_cost is not None:
-                cost = Decimal(str(row.explicit_cost))
+                # Stored before ingest refused them, an infinite or NaN sum must not break a
+                # read: it counts as no cost.
+                explicit = row.explicit_cost
+                cost = Decimal(repr(explicit)) if math.isfinite(explicit) else Decimal(0)
             else:
                 cost = self.cost_of(row.model, row.prompt_tokens, row.completion_tokens)
             totals[row.session_id] = totals.get(row.session_id, Decimal(0)) + cost

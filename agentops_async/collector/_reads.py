@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +14,57 @@ import msgspec
 from ._prices import PriceTable, format_cost
 from ._storage import SessionFilter, SessionRow, Storage
 
-__all__ = ["SessionView", "list_session_views", "session_views"]
+__all__ = ["CursorCodec", "InvalidCursor", "SessionView", "list_session_views", "session_views"]
+
+
+class InvalidCursor(ValueError):
+    """A cursor that this listing did not make (another project's, altered, or garbled)."""
+
+
+class CursorCodec:
+    """Opaque, signed read-API cursors.
+
+    A cursor names the last item of the previous page by its id (which the caller has just
+    read), never by a database-wide sequence number, so it tells a project nothing about the
+    others. It is signed for one scope (a project's session list, or one session's events):
+    a cursor from another scope or altered is refused.
+
+    Args:
+        key: The HMAC key (derived from the collector's secret, so that every collector on the
+            same database accepts the cursors of the others, across restarts).
+    """
+
+    _MAC_SIZE = 12
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "CursorCodec(<key>)"
+
+    def _mac(self, scope: str, position: bytes) -> bytes:
+        message = scope.encode() + b"\x00" + position
+        return hmac.new(self._key, message, hashlib.sha256).digest()[: self._MAC_SIZE]
+
+    def encode(self, scope: str, position: str) -> str:
+        """The cursor of ``position`` (an id) within ``scope``."""
+        raw = position.encode("utf-8", "surrogatepass")
+        return base64.urlsafe_b64encode(self._mac(scope, raw) + raw).rstrip(b"=").decode()
+
+    def decode(self, scope: str, cursor: str) -> str:
+        """The position of a cursor made by :meth:`encode` for the same scope.
+
+        Raises:
+            InvalidCursor: The cursor was not made for this scope by this key.
+        """
+        try:
+            data = base64.urlsafe_b64decode(cursor.encode("ascii") + b"=" * (-len(cursor) % 4))
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            raise InvalidCursor("not a cursor") from None
+        mac, raw = data[: self._MAC_SIZE], data[self._MAC_SIZE :]
+        if len(mac) != self._MAC_SIZE or not hmac.compare_digest(mac, self._mac(scope, raw)):
+            raise InvalidCursor("not a cursor of this listing")
+        return raw.decode("utf-8", "surrogatepass")
 
 
 class SessionView(msgspec.Struct, kw_only=True):
@@ -80,19 +134,20 @@ async def session_views(
 async def list_session_views(
     storage: Storage, prices: PriceTable, flt: SessionFilter
 ) -> tuple[list[SessionView], str | None]:
-    """A page of session views and the cursor of the next page (None on the last page)."""
+    """A page of session views and where the next page starts (``SessionFilter.before_id``;
+    None on the last page)."""
     page = SessionFilter(
         project_id=flt.project_id,
         tag=flt.tag,
         state=flt.state,
         since=flt.since,
         until=flt.until,
-        before_seq=flt.before_seq,
+        before_id=flt.before_id,
         limit=flt.limit + 1,
     )
     rows = await storage.list_sessions(page)
-    next_cursor = None
+    next_position = None
     if len(rows) > flt.limit:
         rows = rows[: flt.limit]
-        next_cursor = str(rows[-1].seq)
-    return await session_views(storage, prices, rows), next_cursor
+        next_position = rows[-1].id
+    return await session_views(storage, prices, rows), next_position

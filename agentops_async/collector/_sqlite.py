@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ._prices import Usage
+from ._prices import Usage, usage_row
 from ._storage import (
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -33,6 +33,7 @@ from ._storage import (
     SessionFilter,
     SessionRow,
     SessionWrite,
+    StorageUnavailable,
     session_page_sql,
 )
 
@@ -157,10 +158,47 @@ def _session_row(row: tuple[object, ...]) -> SessionRow:
     return SessionRow(*values)  # type: ignore[arg-type]
 
 
-def _connect(path: str, autocheckpoint: bool = True) -> sqlite3.Connection:
+DEFAULT_BUSY_TIMEOUT = 10.0
+
+# Result codes (the low byte of an extended code) of failures that pass: another connection holds
+# a lock past busy_timeout, the disk is full, the file system failed. A retry later succeeds.
+_BUSY, _LOCKED, _NOMEM, _IOERR, _FULL, _CANTOPEN, _PROTOCOL = 5, 6, 7, 10, 13, 14, 15
+_TRANSIENT = {
+    _BUSY: "the database is locked by another connection (busy timeout passed)",
+    _LOCKED: "the database is locked by another connection",
+    _FULL: "the disk is full",
+    _IOERR: "disk I/O error",
+    _CANTOPEN: "cannot open the database file",
+    _PROTOCOL: "the database lock protocol failed",
+    _NOMEM: "out of memory",
+}
+
+
+def unavailable(exc: sqlite3.Error) -> StorageUnavailable | None:
+    """The :class:`StorageUnavailable` that ``exc`` means, or None if it is not transient.
+
+    The one place where SQLite errors are classified: every path to the database goes through
+    ``SqliteStorage._read``, ``_write`` or ``insert_events``, which raise what this returns.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    reason = _TRANSIENT.get(code & 0xFF) if isinstance(code, int) else None
+    if reason is None and isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)  # sqlite3 before 3.11 has no codes: the stable messages of the same codes
+        if "locked" in text or "busy" in text:
+            reason = _TRANSIENT[_BUSY]
+        elif "disk is full" in text:
+            reason = _TRANSIENT[_FULL]
+        elif "disk I/O error" in text:
+            reason = _TRANSIENT[_IOERR]
+    return None if reason is None else StorageUnavailable(f"sqlite: {reason}")
+
+
+def _connect(
+    path: str, autocheckpoint: bool = True, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per operation.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     if path != ":memory:":
         # Only takes effect on a new, empty file; 16 KiB pages cut insert and checkpoint cost ~15%.
         conn.execute("PRAGMA page_size = 16384")
@@ -196,10 +234,13 @@ class SqliteStorage:
 
     Args:
         path: The database file; created with its schema on :meth:`open`.
+        busy_timeout: Seconds a write waits for a lock held by another connection (the CLI,
+            another process) before the request is answered 503 (the client retries).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="agentops-sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="agentops-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -219,6 +260,11 @@ class SqliteStorage:
             raise RuntimeError("storage is not open")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, conn)
+        except sqlite3.Error as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             self._dirty.set()
 
@@ -227,17 +273,27 @@ class SqliteStorage:
         if conn is None:
             raise RuntimeError("storage is not open")
         pool = self._reader_pool if conn is not self._writer else self._writer_pool
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, conn)
+        except sqlite3.Error as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     async def open(self) -> None:
         """Open both connections and migrate the schema."""
         loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._writer_pool, _connect, self.path, False)
+        self._writer = await loop.run_in_executor(
+            self._writer_pool, _connect, self.path, False, self.busy_timeout
+        )
         await loop.run_in_executor(self._writer_pool, _migrate, self._writer)
         if self.path == ":memory:":
             self._reader = self._writer  # a private memory database has one connection
         else:
-            self._reader = await loop.run_in_executor(self._reader_pool, _connect, self.path)
+            self._reader = await loop.run_in_executor(
+                self._reader_pool, _connect, self.path, True, self.busy_timeout
+            )
             self._checkpointer = asyncio.create_task(
                 self._checkpoint_after_writes(), name="agentops-sqlite-checkpoint"
             )
@@ -253,8 +309,8 @@ class SqliteStorage:
                     # the database after a long ingest). Finished on the writer thread, between
                     # two transactions, the checkpoint completes and the next write restarts it.
                     await self._write(_checkpoint_passive)
-            except sqlite3.Error:
-                log.warning("sqlite WAL checkpoint failed", exc_info=True)
+            except (sqlite3.Error, StorageUnavailable) as exc:
+                log.warning("sqlite WAL checkpoint failed: %s", exc)
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
@@ -443,6 +499,11 @@ class SqliteStorage:
             self._writer_pool.submit(self._flush_events, conn, loop)
         try:
             return await stored
+        except sqlite3.Error as exc:
+            translated = unavailable(exc)
+            if translated is None:
+                raise
+            raise translated from exc
         finally:
             self._dirty.set()
 
@@ -454,8 +515,11 @@ class SqliteStorage:
         try:
             counts = _insert_batches(conn, [rows for rows, _ in jobs])
         except Exception as exc:
-            if len(jobs) == 1:
-                loop.call_soon_threadsafe(_settle, jobs[0][1], None, exc)
+            if len(jobs) == 1 or (isinstance(exc, sqlite3.Error) and unavailable(exc)):
+                # One batch, or the database is unavailable (locked, disk full): each would fail
+                # alike, after as long a wait; they all get this error at once.
+                for _, future in jobs:
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
                 return
             # One bad batch must not fail the others: retry them one by one.
             for rows, future in jobs:
@@ -539,30 +603,35 @@ class SqliteStorage:
         def run(conn: sqlite3.Connection) -> list[Usage]:
             marks = ",".join("?" * len(session_ids))
             rows = conn.execute(
-                "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
-                " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
+                # total(), not sum(): sum() of integers raises on int64 overflow, and one
+                # session's tokens must never make its reads fail.
+                "SELECT session_id, model, total(prompt_tokens), total(completion_tokens),"
+                " sum(cost) FROM events"
                 f" WHERE session_id IN ({marks}) AND event_type = 'llms'"
                 " GROUP BY session_id, model, cost IS NULL",
                 tuple(session_ids),
             ).fetchall()
-            return [Usage(s, m, int(p), int(c), cost) for s, m, p, c, cost in rows]
+            return [usage_row(*row) for row in rows]
 
         return await self._read(run)
 
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
         """A page of a session's events in arrival order."""
-        sql = "SELECT seq, data FROM events WHERE session_id = ? AND seq > ?"
-        args: list[object] = [session_id, after_seq]
+        sql = "SELECT id, data FROM events WHERE session_id = ?"
+        args: list[object] = [session_id]
+        if after_id is not None:
+            sql += " AND seq > (SELECT seq FROM events WHERE session_id = ? AND id = ?)"
+            args += [session_id, after_id]
         if event_type is not None:
             sql += " AND event_type = ?"
             args.append(event_type)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
 
-        def run(conn: sqlite3.Connection) -> list[tuple[int, str]]:
-            return [(int(s), str(d)) for s, d in conn.execute(sql, args).fetchall()]
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(i), str(d)) for i, d in conn.execute(sql, args).fetchall()]
 
         return await self._read(run)
 
@@ -620,7 +689,10 @@ class _transaction:
         self._conn.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O)
+            self._conn.execute("ROLLBACK")
 
 
 def _replace_tags(conn: sqlite3.Connection, session_id: str, tags: list[str]) -> None:

@@ -7,6 +7,7 @@ Everything above this seam (HTTP handlers, read API, CLI) is backend-agnostic.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,10 +23,30 @@ __all__ = [
     "SessionRow",
     "SessionWrite",
     "Storage",
+    "StorageUnavailable",
     "open_storage",
 ]
 
 STATE_RUNNING = "RUNNING"
+SQLITE_BUSY_TIMEOUT_ENV = "AGENTOPS_COLLECTOR_SQLITE_BUSY_TIMEOUT"
+
+
+class StorageUnavailable(Exception):
+    """The database cannot serve requests for a while; the same request will succeed later.
+
+    Each backend raises it, from its driver's error, for the failures that pass (the database
+    restarting or unreachable, a lock held past the busy timeout, a full disk, an I/O error) and
+    for nothing else; the HTTP layer answers it with 503 and ``Retry-After``, which clients retry.
+
+    Attributes:
+        reason: What happened, short and free of secrets (for the answer and the log).
+        retry_after: Seconds after which a retry makes sense.
+    """
+
+    def __init__(self, reason: str, retry_after: int = 2) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 EventRow = (
@@ -142,14 +163,19 @@ class SessionRow:
 
 @dataclass(frozen=True, slots=True)
 class SessionFilter:
-    """Filters of a session listing; ``after_seq`` is the pagination cursor (newest first)."""
+    """Filters of a session listing; ``before_id`` is where the page starts (newest first).
+
+    ``before_id`` is the id of the last session of the previous page: the page lists the sessions
+    stored before it. A position within the project's own data, so a cursor made from it says
+    nothing about other projects.
+    """
 
     project_id: str | None
     tag: str | None = None
     state: str | None = None
     since: float | None = None
     until: float | None = None
-    before_seq: int | None = None
+    before_id: str | None = None
     limit: int = 50
 
 
@@ -177,8 +203,8 @@ def session_page_sql(
         where.append(f"init_ts >= {arg(flt.since)}")
     if flt.until is not None:
         where.append(f"init_ts < {arg(flt.until)}")
-    if flt.before_seq is not None:
-        where.append(f"seq < {arg(flt.before_seq)}")
+    if flt.before_id is not None:
+        where.append(f"seq < (SELECT seq FROM sessions WHERE id = {arg(flt.before_id)})")
     sql = f"SELECT {columns} FROM sessions"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -254,9 +280,13 @@ class Storage(Protocol):
         """LLM token usage per session and model (for cost)."""
 
     async def list_events(
-        self, session_id: str, after_seq: int, limit: int, event_type: str | None
-    ) -> list[tuple[int, str]]:
-        """``(seq, event JSON)`` of a session's events in arrival order, after ``after_seq``."""
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
+        """``(id, event JSON)`` of a session's events in arrival order.
+
+        The page starts after the event ``after_id`` of the same session (the last one of the
+        previous page), or at the first event when it is None.
+        """
 
 
 def is_postgres_dsn(database: str) -> bool:
@@ -269,6 +299,9 @@ def open_storage(database: str) -> Storage:
 
     ``sqlite:///path`` and plain paths are SQLite files; ``:memory:`` is a private in-memory
     database. The returned storage is not open yet: ``await storage.open()``.
+
+    ``AGENTOPS_COLLECTOR_SQLITE_BUSY_TIMEOUT`` (seconds, default 10) sets how long a SQLite write
+    waits for a lock that another process holds before the request is answered 503.
     """
     if is_postgres_dsn(database):
         from ._postgres import PostgresStorage
@@ -277,4 +310,13 @@ def open_storage(database: str) -> Storage:
     from ._sqlite import SqliteStorage
 
     path = database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else database
+    busy_timeout = os.environ.get(SQLITE_BUSY_TIMEOUT_ENV, "").strip()
+    if busy_timeout:
+        try:
+            seconds = float(busy_timeout)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= 3600:
+            raise ValueError(f"{SQLITE_BUSY_TIMEOUT_ENV}: expected seconds in [0, 3600]")
+        return SqliteStorage(path, busy_timeout=seconds)
     return SqliteStorage(path)

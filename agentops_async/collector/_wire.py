@@ -8,11 +8,15 @@ pulls out the few indexed columns (:class:`EventHeadsIn`), so the per-event work
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import msgspec
 
+from .._limits import MAX_INT
+
 __all__ = [
+    "MAX_COST",
     "AgentIn",
     "DeveloperErrorIn",
     "EventHead",
@@ -33,6 +37,16 @@ __all__ = [
     "encode",
     "encoder",
 ]
+
+MAX_COST = 1e12
+"""Largest ``cost`` (US dollars) of one LLM event the collector accepts."""
+
+# Numbers that are stored in columns and summed by the read side: refused at ingest (400 naming the
+# field) when they could break a read: non-finite or absurd costs, token counts that are negative
+# or do not fit in the databases' signed 64-bit integers. The bounds are checked inside msgspec's
+# decode (in C), so they cost nothing measurable per event.
+Cost = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_COST)]
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
 
 
 class SessionEnvelope(msgspec.Struct):
@@ -74,9 +88,9 @@ class EventHead(msgspec.Struct, kw_only=True, gc=False):
     end_timestamp: str | None = None
     session_id: str | None = None
     model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: float | None = None
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+    cost: Cost | None = None
 
 
 class EventHeadsIn(msgspec.Struct, gc=False):
@@ -120,13 +134,45 @@ class DeveloperErrorIn(msgspec.Struct, kw_only=True):
 decode_session_envelope = msgspec.json.Decoder(SessionEnvelope).decode
 decode_session = msgspec.json.Decoder(SessionIn).decode
 decode_events = msgspec.json.Decoder(EventsIn).decode
-decode_event_heads = msgspec.json.Decoder(EventHeadsIn, strict=False).decode
+_event_heads_decoder = msgspec.json.Decoder(EventHeadsIn, strict=False)
 decode_reauth = msgspec.json.Decoder(ReauthIn).decode
 decode_agent = msgspec.json.Decoder(AgentIn).decode
 decode_developer_error = msgspec.json.Decoder(DeveloperErrorIn, strict=False).decode
 decode_project = msgspec.json.Decoder(ProjectIn).decode
 
 encoder = msgspec.json.Encoder()
+
+_AT_FIELD = re.compile(r" - at `\$\.(?P<field>[^`]+)`$")
+_NUMBER_RULES = {
+    "cost": f"must be a finite number in [0, {MAX_COST:g}] (US dollars)",
+    "prompt_tokens": f"must be an integer in [0, {MAX_INT}] (signed 64-bit)",
+    "completion_tokens": f"must be an integer in [0, {MAX_INT}] (signed 64-bit)",
+}
+
+
+def decode_event_heads(body: bytes) -> EventHeadsIn:
+    """The indexed columns of a create_events body.
+
+    Raises:
+        msgspec.ValidationError: A field is missing or of the wrong type, or a number is out of
+            its range; the message starts with the field (``events[3].cost: must be ...``).
+    """
+    try:
+        return _event_heads_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise msgspec.ValidationError(_explain(str(exc))) from None
+
+
+def _explain(message: str) -> str:
+    """A decode error of an event's number as ``<field>: <its documented range>``."""
+    match = _AT_FIELD.search(message)
+    if match is None:
+        return message
+    field = match["field"]
+    rule = _NUMBER_RULES.get(field.rsplit(".", 1)[-1])
+    if rule is None:
+        return message
+    return f"{field}: {rule}"
 
 
 def encode(value: Any) -> bytes:

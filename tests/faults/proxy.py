@@ -55,6 +55,7 @@ class FaultProxy:
         self.rules: list[Fault] = []
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
+        self.upstream_statuses: Counter[int] = Counter()  # what the collector itself answered
         self.expired_tokens: set[str] = set()  # an expired JWT stays expired, like a real one
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -152,7 +153,10 @@ class FaultProxy:
             ) as answer:
                 payload = await answer.read()
                 self.forwarded += 1
+                self.upstream_statuses[answer.status] += 1
                 kept = {"Content-Type": answer.headers.get("Content-Type", "application/json")}
+                if "Retry-After" in answer.headers:
+                    kept["Retry-After"] = answer.headers["Retry-After"]
                 return answer.status, payload, kept
         except aiohttp.ClientError:
             return (

@@ -65,9 +65,11 @@ async def test_insert_events_is_idempotent_and_counts_new_rows(storage: Storage)
     rows = [_row(session_id, f"e{i}") for i in range(1100)]  # more than one INSERT's worth
     assert await storage.insert_events(rows) == 1100
     assert await storage.insert_events([*rows[50:], _row(session_id, "new")]) == 1
-    page = await storage.list_events(session_id, 0, 2000, None)
+    page = await storage.list_events(session_id, None, 2000, None)
     assert [data for _, data in page] == [row[5] for row in rows] + [_row(session_id, "new")[5]]
-    assert [seq for seq, _ in page] == sorted(seq for seq, _ in page)
+    assert [event_id for event_id, _ in page] == [f"e{i}" for i in range(1100)] + ["new"]
+    after = await storage.list_events(session_id, "e1098", 10, None)  # pages start after an id
+    assert [event_id for event_id, _ in after] == ["e1099", "new"]
     assert await storage.event_counts([session_id]) == {session_id: {"actions": 1101}}
 
 
@@ -85,7 +87,7 @@ async def test_rows_with_and_without_usage_keep_arrival_order_and_usage(
         else:
             rows.append(_row(session_id, f"e{i}"))
     assert await storage.insert_events(rows) == 12
-    page = await storage.list_events(session_id, 0, 100, None)
+    page = await storage.list_events(session_id, None, 100, None)
     assert [data for _, data in page] == [row[5] for row in rows]
     (usage,) = await storage.llm_usage([session_id])
     assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == ("gpt-4o", 40, 20)
