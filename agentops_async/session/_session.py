@@ -32,7 +32,6 @@ from ..events import (
 from ..telemetry._exporter import (
     AGENT,
     CREATE,
-    QUEUE_FULL,
     UPDATE,
     Exporter,
     NullExporter,
@@ -356,7 +355,8 @@ class AsyncSession:
     def record_nowait(self, event: Event) -> bool:
         """Record ``event`` from synchronous code running on the event loop (a callback).
 
-        Never waits: with a full queue the event is dropped and counted. Returns False then.
+        Never waits: when the event cannot be buffered (a full queue, a closed client, or an
+        event loop that has closed) it is dropped and counted. Returns False then.
         """
         if self._state_value is not _RUNNING:
             raise self._not_running("record an event")
@@ -369,7 +369,7 @@ class AsyncSession:
         assert channel is not None
         if self._offer(channel, event):
             return True
-        self._exporter.drop(channel, QUEUE_FULL)
+        self._exporter.refuse(channel)  # counted with the reason (full, closed, loop closed)
         return False
 
     def record_threadsafe(self, event: Event) -> bool:
