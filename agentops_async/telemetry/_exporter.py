@@ -75,13 +75,14 @@ class SessionChannel:
 class Op:
     """A session lifecycle operation queued in order with the session's events."""
 
-    __slots__ = ("body", "channel", "final", "kind")
+    __slots__ = ("body", "channel", "final", "kind", "resolved")
 
     def __init__(self, kind: str, channel: SessionChannel, body: bytes, final: bool = False):
         self.kind = kind
         self.channel = channel
         self.body = body
         self.final = final
+        self.resolved = False  # sent (or its failure counted): never taken back or counted again
 
 
 # An event of a session (checked, not yet encoded; or encoded, from another thread or the spool).
@@ -586,7 +587,9 @@ class Exporter:
             self._sessions_not_ended += 1  # the server shows the session RUNNING
 
     def _drop_items(self, items: list[Item], reason: str, warn: bool = True) -> int:
-        """Count ``items`` (events and operations) as dropped for ``reason``; returns the events."""
+        """Count ``items`` (events and operations) as dropped for ``reason``, and resolved;
+        returns how many events they held."""
+        self._resolved += len(items)
         events = 0
         for item in items:
             if type(item) is tuple:
@@ -606,10 +609,10 @@ class Exporter:
 
         A session's part of the batches is sent in order, one batch at a time: the events not
         accounted for yet (delivered or dropped; ``channel.in_flight`` of them) are the last ones
-        of its part. The operations from its last accounted event on may or may not have reached
-        the server: they are taken back too (create/update session set the same state again,
-        and event ids make a re-sent event stored once). Empties ``self._batches``; what is not
-        taken back is resolved.
+        of its part; they are taken back with the operations not resolved yet (one cut while on
+        the wire is sent again: create/update session set the same state again, and event ids
+        make a re-sent event stored once). Empties ``self._batches``; what is not taken back is
+        resolved.
         """
         batches, self._batches = self._batches, []
         unsent: list[dict[SessionChannel, int]] = [{} for _ in batches]
@@ -636,8 +639,12 @@ class Exporter:
                                 first = position + 1
                                 break
                 for entry in entries[first:]:
-                    items.append(entry if type(entry) is Op else (channel, entry))  # type: ignore[arg-type]
-                kept += len(entries) - first
+                    if type(entry) is not Op:
+                        items.append((channel, entry))  # type: ignore[arg-type]
+                        kept += 1
+                    elif not entry.resolved:
+                        items.append(entry)
+                        kept += 1
             finished += taken.size - kept
         for channel in left:
             channel.in_flight = 0
@@ -997,10 +1004,11 @@ class Exporter:
                 f"op:{op.kind}:{exc.status}",
                 f"{op.kind} for session {channel.session_id} failed: {exc}",
             )
-        finally:
-            if op.final:
-                channel.closed = True
-                self._channels.pop(channel.session_id, None)
+        # Not in a finally: an operation cut by cancellation is not resolved (it is sent again).
+        op.resolved = True
+        if op.final:
+            channel.closed = True
+            self._channels.pop(channel.session_id, None)
 
 
 def _encoded(channel: SessionChannel, payload: Payload) -> bytes:
