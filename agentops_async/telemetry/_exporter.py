@@ -236,11 +236,17 @@ class Exporter:
             self.api.close_now()  # the loop may close next: nothing can be awaited any more
             held = self._queued - self._resolved
             if held:
-                log.warning(
-                    "agentops_async: the exporter task was cancelled with %d item(s) pending (was "
-                    "the event loop shut down before `await client.close()`?); they are kept and "
-                    "sent when the client is next used, or at interpreter exit",
+                # A loop shutting down with the client open is the pytest and asyncio.run()
+                # pattern, handled (INFO); a live loop cancelling our task is a surprise.
+                log.log(
+                    logging.INFO if self._loop_ending else logging.WARNING,
+                    "agentops_async: the exporter task was cancelled with %d item(s) pending "
+                    "(%s); they are kept and sent by a new task when the client is next used, "
+                    "or at interpreter exit",
                     held,
+                    "its event loop is shutting down before `await client.close()`"
+                    if self._loop_ending
+                    else "by someone else, on a running loop",
                 )
         else:
             exc = task.exception()
