@@ -213,6 +213,7 @@ class AsyncClient:
             else:  # stopped but not closed: the task is still there, finish on that loop
                 loop.run_until_complete(close)
         except Exception:
+            close.close()  # when it never ran (no warning about a coroutine never awaited)
             log.exception("agentops_async: could not close the client at exit")
 
 

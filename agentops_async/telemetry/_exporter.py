@@ -438,15 +438,18 @@ class Exporter:
         if self._task is None or self.loop.is_closed():
             if self._ensure_running():
                 return self.offer(channel, data)
-            if self.loop.is_closed() or self._buffered_events >= self._max_events:
+            if self.loop.is_closed():
                 return False  # no loop left to deliver from (see refuse())
             # The loop is shutting down (its tasks are being cancelled): keep the event, within
-            # the bound, for the client's next loop or for interpreter exit.
-            self._buf.append(data)
-            self._buf_channels.append(channel)
-            self._buffered_events += 1
-            self._queued += 1
-            return True
+            # the bound (or behind what is spooled), for the client's next loop or exit.
+            if self._spool is None or self._spool.empty:
+                if self._buffered_events >= self._max_events:
+                    return False
+                self._buf.append(data)
+                self._buf_channels.append(channel)
+                self._buffered_events += 1
+                self._queued += 1
+                return True
         if self._spool is None:
             return False
         if not self._spool.append(SpoolRecord(EVENT, channel.session_id, _encoded(channel, data))):
@@ -499,7 +502,7 @@ class Exporter:
             self._drop_op(op)
             return
         self._ensure_running()  # else it waits in the buffer for the next loop, or exit
-        if self._limit == 0 and self._spool is not None:  # keep order behind spooled items
+        if self._spool is not None and not self._spool.empty:  # keep order behind spooled items
             record = SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
             self._spool.append(record, force=True)
             self._queued += 1
