@@ -408,7 +408,8 @@ class AsyncSession:
         self._exporter.submit_threadsafe(self._channel, data)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is acknowledged by the API.
+        """Wait until everything recorded so far is resolved: acknowledged by the API, or
+        counted as dropped (see :attr:`stats`).
 
         Returns False if ``timeout`` (default: the client's shutdown_timeout) passed first.
         """
