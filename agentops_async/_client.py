@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401 - imported before our exit hook is registered
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -184,19 +186,22 @@ class AsyncClient:
                 self._exporter = exporter
             return exporter
 
-    def _close_at_exit(self) -> None:
+    def _close_at_exit(self, last_chance: bool) -> None:
         """Interpreter exit: close this client if it is open, bounded by shutdown_timeout.
 
         By now ``asyncio.run()`` has typically closed the loop the client ran on; what it still
         holds is in memory, so it is delivered from a fresh, short-lived loop (or spooled, or
-        counted and logged by close()).
+        counted and logged by close()). A loop still running in another thread is left to its
+        owner (the sync facade closes its own clients), and only reported at the ``last_chance``.
         """
         exporter = self._exporter
         if not isinstance(exporter, Exporter) or exporter.closed:
             return
         loop = exporter.loop
         if loop.is_running():
-            # It runs in another (daemon) thread: touching it from here is not safe.
+            # It runs in another thread: touching it from here is not safe.
+            if not last_chance:
+                return
             pending = exporter.stats().pending
             if pending:
                 log.warning(
@@ -222,14 +227,27 @@ class AsyncClient:
 _open_clients: set[AsyncClient] = set()
 
 
-def _close_open_clients_at_exit() -> None:
+def _close_open_clients_at_main_exit() -> None:
     """Close every client that was not closed (the default one above all: nobody else can)."""
     for client in list(_open_clients):
-        client._close_at_exit()
+        client._close_at_exit(last_chance=False)
 
 
-# Registered at import, so it runs after the sync facade's exit hooks (registered later; atexit
-# runs hooks in reverse order), which close the sync clients on their own loop thread.
+def _close_open_clients_at_exit() -> None:
+    """What the first hook could not close (loops running in threads until now)."""
+    for client in list(_open_clients):
+        client._close_at_exit(last_chance=True)
+
+
+# The first hook runs when the main thread finishes, before concurrent.futures shuts its thread
+# pools down (asyncio resolves host names in one: later, connecting to a named host fails).
+# Registered after concurrent.futures.thread's own hook (imported above), so it runs before it.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    with contextlib.suppress(RuntimeError):  # imported while the interpreter shuts down
+        _register_thread_exit(_close_open_clients_at_main_exit)
+# The second, at interpreter exit. Registered at import, so it runs after the sync facade's exit
+# hooks (registered later; atexit runs hooks in reverse order), which close the sync clients.
 atexit.register(_close_open_clients_at_exit)
 
 

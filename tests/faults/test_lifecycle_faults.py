@@ -153,7 +153,9 @@ def ledger_row(scenario: str, recorded: int, stored: list[str], reported: int) -
 async def test_exit_without_close_delivers_and_ends_the_session(
     collector: Any, tmp_path: Path
 ) -> None:
-    env = {"AGENTOPS_API_KEY": collector.api_key, "AGENTOPS_API_ENDPOINT": collector.url}
+    # A host name, not an IP: asyncio resolves it in a thread pool, which exit shuts down early.
+    endpoint = collector.url.replace("127.0.0.1", "localhost")
+    env = {"AGENTOPS_API_KEY": collector.api_key, "AGENTOPS_API_ENDPOINT": endpoint}
     out, _ = await asyncio.to_thread(run_handler, tmp_path, env, 500)
     stored = [e["id"] for e in await collector.get_events(out["session_id"])]
     ledger_row("exit without close", len(out["ids"]), stored, 0)
