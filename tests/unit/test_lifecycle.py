@@ -228,3 +228,18 @@ async def test_close_with_a_spool_says_how_many_events_went_to_disk_and_a_new_cl
     assert params_of(api, session) == list(range(12))
     assert api.sessions[session.session_id]["end_state"] == "Success"
     assert second.stats.dropped == 0 and second.stats.spooled == 0
+
+
+@pytest.mark.asyncio
+async def test_records_and_session_updates_after_close_are_counted_with_that_reason(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client()
+    session = await client.start_session()
+    assert await client.close()
+    assert session.record_nowait(ao.ActionEvent()) is False
+    assert session.record_threadsafe(ao.ActionEvent()) is False
+    await session.end()  # its final update can no longer be sent: counted
+    stats = client.stats
+    assert stats.dropped_by_reason == {"recorded after the client was closed": 2}
+    assert (stats.ops_dropped, stats.sessions_not_ended) == (1, 1)
