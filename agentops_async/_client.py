@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures.thread  # noqa: F401 - imported before our exit hook is registered
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -30,8 +33,12 @@ class AsyncClient:
     them. Without an API key (or with ``enabled=False``) the client is disabled and every call is a
     cheap no-op.
 
-    The exporter task and HTTP session start lazily on first use, on the running loop; a client
-    serves one event loop at a time (use one client per loop, or the sync facade).
+    The exporter task and HTTP session start on first use on the running loop (``async with
+    client``, ``flush()``, a session's start), and so does the replay of a disk spool. A client
+    serves one event loop at a time (use one client per loop, or the sync facade). Used again
+    after its loop has closed without ``close()`` (e.g. across ``asyncio.run()`` calls), it
+    carries what it still held over to the new loop and delivers it there. A client that is
+    never closed is closed at interpreter exit, bounded by ``shutdown_timeout``.
 
     Example:
         >>> async def main() -> None:
@@ -90,7 +97,10 @@ class AsyncClient:
 
     # -- delivery ---------------------------------------------------------------------------------
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is acknowledged; False if ``timeout`` passed."""
+        """Wait until everything recorded so far is resolved; False if ``timeout`` passed.
+
+        Resolved means acknowledged by the API or counted as dropped (see :attr:`stats`).
+        """
         if self._exporter is None:
             if not (self.config.spool_dir and self.config.active):
                 return True
@@ -102,10 +112,23 @@ class AsyncClient:
     async def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending (bounded by ``timeout``), stop the exporter, close HTTP.
 
-        Returns True when everything was acknowledged; the rest is counted as dropped in
-        :attr:`stats`. The client can be used again afterwards (it starts a new exporter).
+        What cannot be delivered in time is counted as dropped, or written to the disk spool
+        when ``spool_dir`` is set, and summed up in one log line (a WARNING for what is lost, an
+        INFO line for what went to the spool).
+
+        Returns:
+            True when everything recorded before the call was resolved within ``timeout`` (each
+            event acknowledged by the API, or dropped earlier and counted in :attr:`stats`) and
+            close() itself had to drop or spool nothing. True does not mean "nothing was ever
+            dropped": check ``stats.dropped`` for that. False: :attr:`stats` says what and why
+            (``dropped_by_reason``, ``ops_dropped``, ``sessions_not_ended``, ``spooled``). The
+            client can be used again afterwards (it starts a new exporter, with new counters).
         """
+        exporter = self._exporter
+        if isinstance(exporter, Exporter) and exporter.loop.is_closed():
+            self._exporter_for_running_loop()  # what its closed loop left is delivered from here
         exporter, self._exporter = self._exporter, None
+        _open_clients.discard(self)
         if exporter is None:
             return True
         limit = self.config.shutdown_timeout if timeout is None else timeout
@@ -113,6 +136,8 @@ class AsyncClient:
         return await exporter.close(limit)
 
     async def __aenter__(self) -> AsyncClient:
+        if self.config.active:
+            self._exporter_for_running_loop()  # starts delivery, and the replay of a spool
         return self
 
     async def __aexit__(
@@ -135,6 +160,7 @@ class AsyncClient:
         I/O. The child runs without the disk spool: the directory belongs to the parent."""
         self._exporter = None
         self._last = None
+        _open_clients.discard(self)
         if self.config.spool_dir:
             self.config = msgspec.structs.replace(self.config, spool_dir=None)
             log.warning("agentops_async: forked child: the disk spool is off in this process")
@@ -149,15 +175,80 @@ class AsyncClient:
                         "this AsyncClient already runs on another event loop: make one client per "
                         "loop, or close it there first (await client.close())"
                     )
-                exporter = None  # its loop is gone; nothing more can be sent through it
+                exporter.reattach(loop)  # its loop is gone: what it held is sent from this one
             if exporter is None:
                 if self.config.active:
                     exporter = Exporter(self.config, loop, ApiClient(self.config))
                     exporter.start()
+                    _open_clients.add(self)
                 else:
                     exporter = NullExporter()
                 self._exporter = exporter
             return exporter
+
+    def _close_at_exit(self, last_chance: bool) -> None:
+        """Interpreter exit: close this client if it is open, bounded by shutdown_timeout.
+
+        By now ``asyncio.run()`` has typically closed the loop the client ran on; what it still
+        holds is in memory, so it is delivered from a fresh, short-lived loop (or spooled, or
+        counted and logged by close()). A loop still running in another thread is left to its
+        owner (the sync facade closes its own clients), and only reported at the ``last_chance``.
+        """
+        exporter = self._exporter
+        if not isinstance(exporter, Exporter) or exporter.closed:
+            return
+        loop = exporter.loop
+        if loop.is_running():
+            # It runs in another thread: touching it from here is not safe.
+            if not last_chance:
+                return
+            pending = exporter.stats().pending
+            if pending:
+                log.warning(
+                    "agentops_async: at exit, %d item(s) are pending on an event loop still "
+                    "running in another thread: they are lost; close the client on that loop "
+                    "(await client.close()) before the process exits",
+                    pending,
+                )
+            return
+        close = self.close(self.config.shutdown_timeout)
+        try:
+            if loop.is_closed():
+                asyncio.run(close)
+            else:  # stopped but not closed: the task is still there, finish on that loop
+                loop.run_until_complete(close)
+        except Exception:
+            close.close()  # when it never ran (no warning about a coroutine never awaited)
+            log.exception("agentops_async: could not close the client at exit")
+
+
+# Clients with a running exporter, to close at interpreter exit; close() takes them off. Held
+# strongly: a client the application dropped without closing may still hold events.
+_open_clients: set[AsyncClient] = set()
+
+
+def _close_open_clients_at_main_exit() -> None:
+    """Close every client that was not closed (the default one above all: nobody else can)."""
+    for client in list(_open_clients):
+        client._close_at_exit(last_chance=False)
+
+
+def _close_open_clients_at_exit() -> None:
+    """What the first hook could not close (loops running in threads until now)."""
+    for client in list(_open_clients):
+        client._close_at_exit(last_chance=True)
+
+
+# The first hook runs when the main thread finishes, before concurrent.futures shuts its thread
+# pools down (asyncio resolves host names in one: later, connecting to a named host fails).
+# Registered after concurrent.futures.thread's own hook (imported above), so it runs before it.
+_register_thread_exit = getattr(threading, "_register_atexit", None)
+if _register_thread_exit is not None:
+    with contextlib.suppress(RuntimeError):  # imported while the interpreter shuts down
+        _register_thread_exit(_close_open_clients_at_main_exit)
+# The second, at interpreter exit. Registered at import, so it runs after the sync facade's exit
+# hooks (registered later; atexit runs hooks in reverse order), which close the sync clients.
+atexit.register(_close_open_clients_at_exit)
 
 
 def _warn_disabled(config: Config) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
@@ -209,6 +210,23 @@ class ApiClient:
             connector = aiohttp.TCPConnector(limit=32, keepalive_timeout=30)
             self._http = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._http
+
+    def close_now(self) -> None:
+        """Close the HTTP session without awaiting anything: for a loop that is going away.
+
+        The connections are closed (their transports finish closing on the loop, if it still
+        runs); a later call opens a new session, on whatever loop is running then.
+        """
+        http, self._http = self._http, None
+        if http is None or http.closed:
+            return
+        connector = http.connector
+        http.detach()
+        if connector is not None:
+            # BaseConnector.close() is this synchronous part plus an awaitable for the TLS
+            # shutdowns, which nothing can await here.
+            with contextlib.suppress(Exception):
+                connector._close()
 
     async def close(self) -> None:
         """Close the HTTP session (idempotent)."""

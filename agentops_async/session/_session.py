@@ -33,7 +33,6 @@ from ..events import (
 from ..telemetry._exporter import (
     AGENT,
     CREATE,
-    QUEUE_FULL,
     UPDATE,
     Exporter,
     NullExporter,
@@ -363,7 +362,8 @@ class AsyncSession:
     def record_nowait(self, event: Event) -> bool:
         """Record ``event`` from synchronous code running on the event loop (a callback).
 
-        Never waits: with a full queue the event is dropped and counted. Returns False then.
+        Never waits: when the event cannot be buffered (a full queue, a closed client, or an
+        event loop that has closed) it is dropped and counted. Returns False then.
         """
         if self._state_value is not _RUNNING:
             raise self._not_running("record an event")
@@ -376,7 +376,7 @@ class AsyncSession:
         assert channel is not None
         if self._offer(channel, event):
             return True
-        self._exporter.drop(channel, QUEUE_FULL)
+        self._exporter.refuse(channel)  # counted with the reason (full, closed, loop closed)
         return False
 
     def record_threadsafe(self, event: Event) -> bool:
@@ -415,7 +415,8 @@ class AsyncSession:
         self._exporter.submit_threadsafe(self._channel, data)
 
     async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is acknowledged by the API.
+        """Wait until everything recorded so far is resolved: acknowledged by the API, or
+        counted as dropped (see :attr:`stats`).
 
         Returns False if ``timeout`` (default: the client's shutdown_timeout) passed first.
         """

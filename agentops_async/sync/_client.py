@@ -86,7 +86,10 @@ class Client:
 
     # -- delivery ---------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is acknowledged; False if ``timeout`` passed."""
+        """Wait until everything recorded so far is resolved; False if ``timeout`` passed.
+
+        Resolved means acknowledged by the API or counted as dropped (see :attr:`stats`).
+        """
         if not runtime.started():
             return True
         done: bool = runtime.call(self.async_client.flush, timeout, what="Client.flush()")
@@ -95,7 +98,15 @@ class Client:
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending (bounded by ``timeout``), stop the exporter, close HTTP.
 
-        The client can be used again afterwards. Exit does this for every client.
+        What cannot be delivered in time is counted as dropped (or written to the spool when
+        ``spool_dir`` is set) and summed up in one log line. The client can be used again
+        afterwards. Exit does this for every client.
+
+        Returns:
+            True when everything recorded before the call was resolved within ``timeout`` (each
+            event acknowledged by the API, or dropped earlier and counted in :attr:`stats`) and
+            close() itself had to drop or spool nothing. It does not mean "nothing was ever
+            dropped": check ``stats.dropped``.
         """
         if not runtime.started():
             return True

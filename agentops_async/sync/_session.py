@@ -246,7 +246,8 @@ class Session:
         return agent
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything recorded so far is acknowledged; False if ``timeout`` passed."""
+        """Wait until everything recorded so far is resolved (acknowledged by the API, or counted
+        as dropped); False if ``timeout`` passed."""
         self._check_owned("flush")
         done: bool = runtime.call(self._async.flush, timeout, what="Session.flush()")
         return done

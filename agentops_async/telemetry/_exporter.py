@@ -19,6 +19,7 @@ import collections
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -37,6 +38,9 @@ CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
 _YIELD_EVERY = 64  # items the exporter handles between two yields to the event loop
 QUEUE_FULL = "queue full (max_queue_size reached)"
 SHUTDOWN = "not acknowledged before the shutdown timeout"
+AFTER_CLOSE = "recorded after the client was closed"
+LOOP_CLOSED = "event loop closed before delivery"
+SPOOL_FULL = "spool full (spool_max_bytes reached)"
 
 
 class SessionChannel:
@@ -71,13 +75,14 @@ class SessionChannel:
 class Op:
     """A session lifecycle operation queued in order with the session's events."""
 
-    __slots__ = ("body", "channel", "final", "kind")
+    __slots__ = ("body", "channel", "final", "kind", "resolved")
 
     def __init__(self, kind: str, channel: SessionChannel, body: bytes, final: bool = False):
         self.kind = kind
         self.channel = channel
         self.body = body
         self.final = final
+        self.resolved = False  # sent (or its failure counted): never taken back or counted again
 
 
 # An event of a session (checked, not yet encoded; or encoded, from another thread or the spool).
@@ -122,6 +127,12 @@ class ExportStats(msgspec.Struct, frozen=True):
         dropped: Events that will never be delivered (each counted once, by reason).
         dropped_by_reason: ``dropped`` broken down by reason.
         pending: Items accepted and not yet resolved.
+        ops_dropped: Session operations (create/update session, create agent) that never reached
+            the API.
+        sessions_not_ended: Sessions whose final update never reached the API: the server
+            shows them RUNNING.
+        spooled: Events that ``close()`` left in the disk spool, for the next process using the
+            same ``spool_dir`` (not lost, not delivered yet).
     """
 
     queued: int
@@ -129,6 +140,9 @@ class ExportStats(msgspec.Struct, frozen=True):
     dropped: int
     dropped_by_reason: dict[str, int]
     pending: int
+    ops_dropped: int = 0
+    sessions_not_ended: int = 0
+    spooled: int = 0
 
 
 class Exporter:
@@ -156,6 +170,12 @@ class Exporter:
         api.outage.pending = lambda: self._queued - self._resolved  # for the outage warning
         self._delivered = 0
         self._dropped: collections.Counter[str] = collections.Counter()
+        self._ops_dropped = 0
+        self._sessions_not_ended = 0
+        self._spooled = 0  # events left in the spool by close()
+        self._spooled_ops = 0
+        self._closing = False  # close() sums up its drops in one warning of its own
+        self._loop_ending = False  # the loop cancelled our task: it is shutting down
         self._warned: set[str] = set()
         self._channels: dict[str, SessionChannel] = {}
 
@@ -187,9 +207,116 @@ class Exporter:
             left = self._spool.open()
             if left:
                 self._queued += left  # resolved as they are replayed
-                self._limit = 0
                 self._wake.set()
-        self._task = self.loop.create_task(self._run(), name="agentops_async-exporter")
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start a new export task on ``self.loop``, watched by :meth:`_task_ended`."""
+        # While the spool holds items, new ones queue behind them (limit 0: the slow path).
+        spooling = self._spool is not None and not self._spool.empty
+        self._limit = 0 if spooling else self._max_events
+        self._loop_ending = False
+        task = self.loop.create_task(self._run(), name="agentops_async-exporter")
+        task.add_done_callback(self._task_ended)
+        self._task = task
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of the export task. Only :meth:`close` ends it on purpose: any other
+        end is accounted for here, so that the task never dies silently."""
+        if task is not self._task or self._closed:
+            return
+        self._task = None
+        self._limit = 0  # offer() takes the slow path, which starts a new task
+        if task.cancelled():
+            # Cancelled by someone else: typically asyncio.run() (or a test runner) finishing
+            # with the client still open. Nothing is lost yet: what the batches held goes back
+            # in front of the buffer, for the next task on this loop, on the client's next loop
+            # (reattach), or at interpreter exit.
+            self._loop_ending = _loop_is_ending(self.loop, task)
+            self._requeue(self._reclaim_batches())
+            self.api.close_now()  # the loop may close next: nothing can be awaited any more
+            held = self._queued - self._resolved
+            if held:
+                # A loop shutting down with the client open is the pytest and asyncio.run()
+                # pattern, handled (INFO); a live loop cancelling our task is a surprise.
+                log.log(
+                    logging.INFO if self._loop_ending else logging.WARNING,
+                    "agentops_async: the exporter task was cancelled with %d item(s) pending "
+                    "(%s); they are kept and sent by a new task when the client is next used, "
+                    "or at interpreter exit",
+                    held,
+                    "its event loop is shutting down before `await client.close()`"
+                    if self._loop_ending
+                    else "by someone else, on a running loop",
+                )
+        else:
+            exc = task.exception()
+            reason = f"exporter task failed ({type(exc).__name__})"
+            lost = self._drop_items(self._reclaim_batches(), reason, warn=False)
+            log.warning(
+                "agentops_async: the exporter task failed; %d event(s) of the batches in flight "
+                "are dropped (counted as %r); a new task takes over at the next call",
+                lost,
+                reason,
+                exc_info=exc,
+            )
+        self._release_flush_waiters(everyone=True)
+        self._wake_room_waiters()
+
+    def _ensure_running(self) -> bool:
+        """Make sure an export task serves this exporter: start a new one after an unexpected
+        end, or move to the running loop when ours has closed. False when none can run now."""
+        if self._task is not None and not self.loop.is_closed():
+            return True
+        if self._closed:
+            return False
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # sync code, outside any loop
+            return False
+        if running is self.loop:
+            if self._loop_ending:
+                return False  # the loop is shutting down: a new task would be destroyed pending
+            log.info("agentops_async: starting a new exporter task")
+            self._spawn()
+        elif self.loop.is_closed():
+            self.reattach(running)
+        else:
+            return False
+        return True
+
+    def reattach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Move this exporter to ``loop`` (the running one) after its own loop has closed.
+
+        What it held carries over and is delivered from the new loop: the buffer, the batches
+        taken and not finished, events handed over by other threads, the sessions' channels
+        (with their JWTs) and the counters. Events keep their ids, so whatever had reached the
+        server before is stored once.
+        """
+        if self._task is not None:  # the loop closed without cancelling it (loop.close() alone)
+            self._task = None
+            self._requeue(self._reclaim_batches())
+        self.api.close_now()
+        held = self._queued - self._resolved + len(self._thread_buf)
+        self.loop = loop
+        self._loop_thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._batch_ready = asyncio.Event()
+        # Futures of the closed loop: whoever awaited them went away with it.
+        self._flush_targets = []
+        self._room_waiters.clear()
+        self._spawn()
+        if self._buf:
+            self._wake.set()
+        if self._buffered_events >= self._batch_size:
+            self._batch_ready.set()
+        self._drain_thread_buf()
+        if held:
+            log.info(
+                "agentops_async: the client's previous event loop closed with %d item(s) "
+                "pending; delivering them from this loop",
+                held,
+            )
 
     @property
     def closed(self) -> bool:
@@ -199,12 +326,20 @@ class Exporter:
     async def close(self, timeout: float) -> bool:
         """Deliver what is buffered (bounded by ``timeout``), stop the task, close HTTP.
 
-        Returns True when everything was acknowledged; what was not is counted as dropped.
+        What could not be delivered in time is counted as dropped (or, with a spool, written to
+        it for the next process) and summed up in one log line.
+
+        Returns:
+            True when everything accepted before the call was resolved within ``timeout`` (each
+            event acknowledged by the API, or dropped earlier and counted in :meth:`stats`) and
+            close() itself had to drop or spool nothing (no event, no session operation).
         """
         if self._closed:
             return True
+        before = self._dropped.copy()
+        ops_before, not_ended_before = self._ops_dropped, self._sessions_not_ended
         done = await self.flush(timeout)
-        self._closed = True
+        self._closed = self._closing = True
         self._limit = 0  # every later offer() takes the slow path, which refuses it
         task, self._task = self._task, None
         if task is not None:
@@ -216,43 +351,63 @@ class Exporter:
                 if current is not None and getattr(current, "cancelling", lambda: 0)():
                     raise  # our caller is being cancelled too, not just the exporter task
         self._drain_thread_buf()
+        unsent = [*self._reclaim_batches(), *self._take_buffered()]
         if self._spool is not None:
-            lost = self._spool_unsent()
+            self._spool_unsent(unsent)
         else:
-            lost = self._abandon_in_flight(SHUTDOWN) + self._buffered_events
-            for item in self._buffered_items():
-                if type(item) is tuple:
-                    self.drop(item[0], SHUTDOWN)
-        self._buffered_events = 0
-        self._buf.clear()
-        self._buf_channels.clear()
-        self._batches = []
+            self._drop_items(unsent, SHUTDOWN)
         self._resolved = self._queued
         self._release_flush_waiters()
         for fut in self._room_waiters:
             if not fut.done():
                 fut.set_result(None)
         await self.api.close()
-        return done and not lost
+        lost = self._report_close(before, ops_before, not_ended_before)
+        self._closing = False
+        return done and not lost and not self._spooled
 
-    def _spool_unsent(self) -> int:
-        """At close: put the cut batch and the buffer back in front of the spool; count the rest.
+    def _report_close(self, before: collections.Counter[str], ops: int, not_ended: int) -> bool:
+        """One warning with everything close() could not deliver, one line about the spool;
+        True when close() lost something."""
+        lost = self._dropped - before
+        lost_events = sum(lost.values())
+        lost_ops = self._ops_dropped - ops
+        if lost_events or lost_ops:
+            message = f"close() could not deliver {lost_events:,} event(s)"
+            if lost:
+                message += " (" + ", ".join(f"{n:,} {r}" for r, n in lost.most_common()) + ")"
+            if lost_ops:
+                message += (
+                    f" and {lost_ops:,} session operation(s) "
+                    f"({self._sessions_not_ended - not_ended:,} session(s) left RUNNING on the "
+                    "server)"
+                )
+            total = sum(self._dropped.values())
+            if total != lost_events:
+                message += f"; {total:,} event(s) dropped in all since the client started"
+            log.warning("agentops_async: %s; see client.stats", message)
+        if self._spool is not None and self._spooled + self._spooled_ops:
+            log.info(
+                "agentops_async: close(): %d event(s) and %d session operation(s) are in the "
+                "spool %s, for the next process that uses it",
+                self._spooled,
+                self._spooled_ops,
+                self._spool.directory,
+            )
+        return bool(lost_events or lost_ops)
 
-        Events of the cut batch that did arrive are sent again by the next process; the server
-        stores each event id once. Returns how many events could not be kept (counted dropped).
+    def _spool_unsent(self, unsent: list[Item]) -> None:
+        """At close: put what was not delivered in front of the spool; count what does not fit.
+
+        Operations whose fate is unknown (sent when close cut the batch) are sent again by the
+        next process; the server treats them as the same operation.
         """
         assert self._spool is not None
-        unsent = [*self._batch_items(), *self._buffered_items()]
         kept = self._spool.prepend([_to_record(item) for item in unsent])
-        lost = 0
-        for item in unsent[kept:]:
-            if type(item) is tuple:
-                self.drop(item[0], "spool full (spool_max_bytes reached)")
-                lost += 1
-        for channel in self._batch_channels():
-            channel.in_flight = 0
+        self._drop_items(unsent[kept:], SPOOL_FULL)
+        self._spooled = self._spool.events
+        self._spooled_ops = self._spool.records - self._spool.events
         self._spool.close()
-        return lost
 
     # -- channels -----------------------------------------------------------------------------
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
@@ -278,11 +433,28 @@ class Exporter:
         return True
 
     def _offer_slow(self, channel: SessionChannel, data: Payload) -> bool:
-        """The buffer is full, or items are going to the spool: spool the event if possible."""
-        if self._closed or self._spool is None:
+        """The buffer is full, items are going to the spool, or no export task runs."""
+        if self._closed:
+            return False
+        if self._task is None or self.loop.is_closed():
+            if self._ensure_running():
+                return self.offer(channel, data)
+            if self.loop.is_closed():
+                return False  # no loop left to deliver from (see refuse())
+            # The loop is shutting down (its tasks are being cancelled): keep the event, within
+            # the bound (or behind what is spooled), for the client's next loop or exit.
+            if self._spool is None or self._spool.empty:
+                if self._buffered_events >= self._max_events:
+                    return False
+                self._buf.append(data)
+                self._buf_channels.append(channel)
+                self._buffered_events += 1
+                self._queued += 1
+                return True
+        if self._spool is None:
             return False
         if not self._spool.append(SpoolRecord(EVENT, channel.session_id, _encoded(channel, data))):
-            self.drop(channel, "spool full (spool_max_bytes reached)")
+            self.drop(channel, SPOOL_FULL)
             return True  # accounted for: do not wait for room or count it twice
         if self._limit:
             self._limit = 0
@@ -298,8 +470,8 @@ class Exporter:
         """
         if self.offer(channel, data):
             return True
-        if self._closed:
-            self.drop(channel, "recorded after the client was closed")
+        if self._closed or self._task is None or self.loop.is_closed():
+            self.refuse(channel)  # nothing would ever make room
             return False
         if self._block:
             deadline = self.loop.time() + self._block_timeout
@@ -322,8 +494,7 @@ class Exporter:
                         fut.cancel()
                 if self.offer(channel, data):
                     return True
-        channel.dropped += 1
-        self._count_dropped(1, QUEUE_FULL, _queue_full_hint(self._block, self._block_timeout))
+        self.refuse(channel)
         return False
 
     def enqueue_op(self, op: Op) -> None:
@@ -333,8 +504,10 @@ class Exporter:
         self._drain_thread_buf()
         if self._closed:
             self._warn_once("closed", "a session operation arrived after the client was closed")
+            self._drop_op(op)
             return
-        if self._limit == 0 and self._spool is not None:  # keep order behind spooled items
+        self._ensure_running()  # else it waits in the buffer for the next loop, or exit
+        if self._spool is not None and not self._spool.empty:  # keep order behind spooled items
             record = SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
             self._spool.append(record, force=True)
             self._queued += 1
@@ -350,32 +523,52 @@ class Exporter:
         if threading.get_ident() == self._loop_thread:
             if self.offer(channel, data):
                 return True
-            self.drop(channel, QUEUE_FULL)
+            self.refuse(channel)
             return False
-        if self._spool is None and (
-            self._buffered_events + len(self._thread_buf) >= self._max_events or self._closed
-        ):
-            # Counted on the loop so that the counters have a single writer.
-            self.loop.call_soon_threadsafe(self.drop, channel, QUEUE_FULL)
+        if self._closed or self.loop.is_closed():
+            self._call_on_loop(self.refuse, channel)
+            return False
+        full = self._buffered_events + len(self._thread_buf) >= self._max_events
+        if self._spool is None and full:
+            self._call_on_loop(self.drop, channel, QUEUE_FULL)
             return False
         self._thread_buf.append((channel, data))
         if not self._thread_wakeup:
             self._thread_wakeup = True
-            self.loop.call_soon_threadsafe(self._drain_thread_buf)
+            # The loop may close meanwhile: the event then waits in _thread_buf for reattach()
+            # or exit, which drain it.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._drain_thread_buf)
         return True
+
+    def _call_on_loop(self, func: Callable[..., None], *args: object) -> None:
+        """Run ``func`` on the loop (the counters have a single writer), or here when it closed."""
+        try:
+            self.loop.call_soon_threadsafe(func, *args)
+        except RuntimeError:  # the loop is closed: nothing else writes the counters now
+            func(*args)
 
     def _drain_thread_buf(self) -> None:
         # Clear the flag before popping: a producer that appends after the last pop and sees the
         # flag down schedules another drain, so nothing is stranded.
         self._thread_wakeup = False
         buf = self._thread_buf
-        reason = "recorded after the client was closed" if self._closed else QUEUE_FULL
         while buf:
             channel, data = buf.popleft()
             if not self.offer(channel, data):
-                self.drop(channel, reason)
+                self.refuse(channel)
 
     # -- accounting -------------------------------------------------------------------------------
+    def refuse(self, channel: SessionChannel) -> None:
+        """Count an event that could not be buffered, with the reason why."""
+        if self._closed:
+            self.drop(channel, AFTER_CLOSE)
+        elif self.loop.is_closed():
+            self.drop(channel, LOOP_CLOSED)
+        else:
+            channel.dropped += 1
+            self._count_dropped(1, QUEUE_FULL, _queue_full_hint(self._block, self._block_timeout))
+
     def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
         """Count ``count`` events of ``channel`` that will not be delivered (loop thread)."""
         if channel is not None:
@@ -385,6 +578,8 @@ class Exporter:
     def _count_dropped(self, count: int, reason: str, detail: str | None = None) -> None:
         # ``reason`` is a stable key for the counters; ``detail`` (logged once) says more.
         self._dropped[reason] += count
+        if self._closing:
+            return  # close() sums its drops up in one warning
         more = f" ({detail})" if detail else ""
         self._warn_once(
             reason,
@@ -399,29 +594,96 @@ class Exporter:
         channel.in_flight -= count
         self._count_dropped(count, reason, detail)
 
-    def _batch_items(self) -> list[Item]:
-        """The batches taken and not finished, as items in order (for close and the spool)."""
-        return [
-            entry if type(entry) is Op else (channel, entry)  # type: ignore[misc]
-            for taken in self._batches
-            for channel, entries in taken.entries.items()
-            for entry in entries
-        ]
+    def _drop_op(self, op: Op) -> None:
+        """Count a session operation that will never reach the API."""
+        self._ops_dropped += 1
+        if op.final and op.channel.failure is None:
+            self._sessions_not_ended += 1  # the server shows the session RUNNING
 
-    def _batch_channels(self) -> set[SessionChannel]:
-        """The sessions with items in the batches taken and not finished."""
-        return {channel for taken in self._batches for channel in taken.entries}
+    def _drop_items(self, items: list[Item], reason: str, warn: bool = True) -> int:
+        """Count ``items`` (events and operations) as dropped for ``reason``, and resolved;
+        returns how many events they held."""
+        self._resolved += len(items)
+        events = 0
+        for item in items:
+            if type(item) is tuple:
+                item[0].dropped += 1
+                events += 1
+            else:
+                self._drop_op(item)  # type: ignore[arg-type]
+        if events:
+            if warn:
+                self._count_dropped(events, reason)
+            else:
+                self._dropped[reason] += events
+        return events
 
-    def _abandon_in_flight(self, reason: str) -> int:
-        """Count every event of the batches taken not yet accounted for as dropped; how many."""
-        lost = 0
-        for channel in self._batch_channels():
-            lost += channel.in_flight
-            channel.dropped += channel.in_flight
+    def _reclaim_batches(self) -> list[Item]:
+        """Take back, in queue order, what the unfinished batches have not finished with.
+
+        A session's part of the batches is sent in order, one batch at a time: the events not
+        accounted for yet (delivered or dropped; ``channel.in_flight`` of them) are the last ones
+        of its part; they are taken back with the operations not resolved yet (one cut while on
+        the wire is sent again: create/update session set the same state again, and event ids
+        make a re-sent event stored once). Empties ``self._batches``; what is not taken back is
+        resolved.
+        """
+        batches, self._batches = self._batches, []
+        unsent: list[dict[SessionChannel, int]] = [{} for _ in batches]
+        left: dict[SessionChannel, int] = {}
+        for index in range(len(batches) - 1, -1, -1):  # the newest batch is the least sent
+            for channel, entries in batches[index].entries.items():
+                remaining = left.setdefault(channel, channel.in_flight)
+                events = sum(1 for entry in entries if type(entry) is not Op)
+                unsent[index][channel] = min(events, remaining)
+                left[channel] = remaining - unsent[index][channel]
+        items: list[Item] = []
+        finished = 0
+        for taken, plan in zip(batches, unsent, strict=True):
+            kept = 0
+            for channel, entries in taken.entries.items():
+                skip = sum(1 for entry in entries if type(entry) is not Op) - plan[channel]
+                first = 0
+                if skip:
+                    seen = 0
+                    for position, entry in enumerate(entries):
+                        if type(entry) is not Op:
+                            seen += 1
+                            if seen == skip:
+                                first = position + 1
+                                break
+                for entry in entries[first:]:
+                    if type(entry) is not Op:
+                        items.append((channel, entry))  # type: ignore[arg-type]
+                        kept += 1
+                    elif not entry.resolved:
+                        items.append(entry)
+                        kept += 1
+            finished += taken.size - kept
+        for channel in left:
             channel.in_flight = 0
-        if lost:
-            self._count_dropped(lost, reason)
-        return lost
+        self._resolved += finished
+        return items
+
+    def _requeue(self, items: list[Item]) -> None:
+        """Put ``items`` back in front of the buffer, in order."""
+        for item in reversed(items):
+            if type(item) is tuple:
+                channel, payload = item
+                self._buffered_events += 1
+            else:
+                op: Op = item  # type: ignore[assignment]
+                channel, payload = op.channel, op  # type: ignore[assignment]
+            self._buf.appendleft(payload)
+            self._buf_channels.appendleft(channel)
+
+    def _take_buffered(self) -> list[Item]:
+        """Empty the buffer; returns what it held, as items in order."""
+        items = self._buffered_items()
+        self._buf.clear()
+        self._buf_channels.clear()
+        self._buffered_events = 0
+        return items
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -436,11 +698,15 @@ class Exporter:
             dropped=sum(self._dropped.values()),
             dropped_by_reason=dict(self._dropped),
             pending=self._queued - self._resolved,
+            ops_dropped=self._ops_dropped,
+            sessions_not_ended=self._sessions_not_ended,
+            spooled=self._spooled,
         )
 
     # -- flush ------------------------------------------------------------------------------------
     async def flush(self, timeout: float | None) -> bool:
         """Wait until everything queued before this call is resolved; False on timeout."""
+        self._ensure_running()
         self._drain_thread_buf()
         target = self._queued
         if self._resolved >= target:
@@ -456,10 +722,10 @@ class Exporter:
             return False
         return self._resolved >= target
 
-    def _release_flush_waiters(self) -> None:
+    def _release_flush_waiters(self, everyone: bool = False) -> None:
         still = []
         for target, fut in self._flush_targets:
-            if self._resolved >= target or self._closed:
+            if self._resolved >= target or self._closed or everyone:
                 if not fut.done():
                     fut.set_result(None)
             else:
@@ -498,9 +764,7 @@ class Exporter:
                     preparing.cancel()
                     await asyncio.wait({preparing})
                 ahead = None
-                self._abandon_in_flight("internal exporter error")
-                self._resolved += sum(taken.size for taken in self._batches)
-                self._batches.clear()
+                self._drop_items(self._reclaim_batches(), "internal exporter error")
                 self._release_flush_waiters()
                 continue
             self._batches.remove(current.taken)
@@ -747,16 +1011,18 @@ class Exporter:
             elif op.kind == AGENT:
                 await self.api.create_agent(channel.auth, op.body)
         except ApiError as exc:
+            self._drop_op(op)
             if op.kind == CREATE:
                 channel.failure = str(exc)
             self._warn_once(
                 f"op:{op.kind}:{exc.status}",
                 f"{op.kind} for session {channel.session_id} failed: {exc}",
             )
-        finally:
-            if op.final:
-                channel.closed = True
-                self._channels.pop(channel.session_id, None)
+        # Not in a finally: an operation cut by cancellation is not resolved (it is sent again).
+        op.resolved = True
+        if op.final:
+            channel.closed = True
+            self._channels.pop(channel.session_id, None)
 
 
 def _queue_full_hint(block: bool, timeout: float) -> str:
@@ -788,6 +1054,15 @@ def _to_record(item: Item) -> SpoolRecord:
     return SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
 
 
+def _loop_is_ending(loop: asyncio.AbstractEventLoop, cancelled: asyncio.Task[None]) -> bool:
+    """True when every other task of ``loop`` is done or being cancelled too: the loop is
+    shutting down (asyncio.run() cancels all remaining tasks before it closes the loop)."""
+    others = [task for task in asyncio.all_tasks(loop) if task is not cancelled]
+    # Python 3.10 cannot tell a task being cancelled: assume the loop is ending (the safe side:
+    # a new task is then started on the client's next loop, or at exit, not on this one).
+    return all(task.done() or getattr(task, "cancelling", lambda: 1)() for task in others)
+
+
 def _refuses_content(exc: ApiError) -> bool:
     """True when the server refused what was sent (not who sent it, nor its own availability)."""
     return not exc.retryable and exc.status is not None and exc.status not in (401, 403, 404)
@@ -814,6 +1089,9 @@ class NullExporter:
         return True
 
     def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
+        return None
+
+    def refuse(self, channel: SessionChannel) -> None:
         return None
 
     async def flush(self, timeout: float | None) -> bool:

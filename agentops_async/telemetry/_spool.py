@@ -53,6 +53,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.bytes_used = 0
         self.records = 0  # records written and not yet read back
+        self.events = 0  # of which events (the rest are session operations)
         self._segments: list[int] = []  # sequence numbers on disk, oldest first
         self._writer: IO[bytes] | None = None
         self._writer_seq: int | None = None
@@ -90,7 +91,9 @@ class Spool:
         for seq in self._segments:
             path = self._path(seq)
             self.bytes_used += path.stat().st_size
-            self.records += sum(1 for _ in self._frames(path))
+            for frame in self._frames(path):
+                self.records += 1
+                self.events += _is_event(frame)
         if self.records:
             log.info(
                 "agentops_async: replaying %d spooled items from %s", self.records, self.directory
@@ -131,18 +134,20 @@ class Spool:
         self._writer.write(frame)
         self.bytes_used += len(frame)
         self.records += 1
+        self.events += record.kind == EVENT
         return True
 
     def prepend(self, records: list[SpoolRecord]) -> int:
         """Put ``records`` in front of everything spooled (they are older); returns how many fit."""
         frames = []
-        size = 0
+        size = events = 0
         for record in records:
             frame = _frame(record)
             if self.bytes_used + size + len(frame) > self.max_bytes:
                 break
             frames.append(frame)
             size += len(frame)
+            events += record.kind == EVENT
         if not frames:
             return 0
         seq = (self._segments[0] - 1) if self._segments else 0
@@ -153,6 +158,7 @@ class Spool:
         self._segments.insert(0, seq)
         self.bytes_used += size
         self.records += len(frames)
+        self.events += events
         return len(frames)
 
     def sync(self) -> None:
@@ -181,6 +187,7 @@ class Spool:
             self.records -= 1
             if record.kind == EVENT:
                 events += 1
+                self.events -= 1
         return out
 
     def _finish_segment(self) -> None:
@@ -232,6 +239,13 @@ class Spool:
             except msgspec.DecodeError:
                 log.warning("agentops_async: skipping a corrupt spool record")
         return None
+
+
+def _is_event(payload: bytes) -> bool:
+    try:
+        return _decode(payload).kind == EVENT
+    except msgspec.DecodeError:
+        return False
 
 
 def _frame(record: SpoolRecord) -> bytes:
