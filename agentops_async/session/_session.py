@@ -32,7 +32,6 @@ from ..events import (
 from ..telemetry._exporter import (
     AGENT,
     CREATE,
-    QUEUE_FULL,
     UPDATE,
     Exporter,
     NullExporter,
@@ -356,7 +355,8 @@ class AsyncSession:
     def record_nowait(self, event: Event) -> bool:
         """Record ``event`` from synchronous code running on the event loop (a callback).
 
-        Never waits: with a full queue the event is dropped and counted. Returns False then.
+        Never waits: with a full queue, or after the client was closed, the event is dropped and
+        counted (under that reason). Returns False then.
         """
         if self._state_value is not _RUNNING:
             raise self._not_running("record an event")
@@ -369,8 +369,7 @@ class AsyncSession:
         assert channel is not None
         if self._offer(channel, event):
             return True
-        self._exporter.drop(channel, QUEUE_FULL)
-        return False
+        return self._exporter.refuse(channel)  # counted: queue full, or the client is closed
 
     def record_threadsafe(self, event: Event) -> bool:
         """Record ``event`` from any thread; never waits. False when it was dropped (counted).

@@ -36,7 +36,9 @@ log = logging.getLogger("agentops_async")
 CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
 _YIELD_EVERY = 64  # items the exporter handles between two yields to the event loop
 QUEUE_FULL = "queue full (max_queue_size reached)"
+CLOSED = "recorded after the client was closed"
 SHUTDOWN = "not acknowledged before the shutdown timeout"
+UNSENDABLE = "event could not be prepared for sending (internal error)"
 
 
 class SessionChannel:
@@ -289,13 +291,18 @@ class Exporter:
         self._queued += 1
         return True
 
+    def refuse(self, channel: SessionChannel) -> bool:
+        """Count an event :meth:`offer` did not take (the client is closed, or the queue is
+        full) as dropped, under that reason; returns False, for the caller to return."""
+        self.drop(channel, CLOSED if self._closed else QUEUE_FULL)
+        return False
+
     async def put(self, channel: SessionChannel, data: Payload) -> bool:
         """Buffer one event, waiting for room (backpressure) or dropping, as configured."""
         if self.offer(channel, data):
             return True
         if self._closed:
-            self.drop(channel, "recorded after the client was closed")
-            return False
+            return self.refuse(channel)
         if self._block:
             deadline = self.loop.time() + self._block_timeout
             while not self._closed:
@@ -342,15 +349,12 @@ class Exporter:
     def submit_threadsafe(self, channel: SessionChannel, data: Payload) -> bool:
         """Buffer one event from any thread without waiting; False (counted) when full."""
         if threading.get_ident() == self._loop_thread:
-            if self.offer(channel, data):
-                return True
-            self.drop(channel, QUEUE_FULL)
-            return False
+            return self.offer(channel, data) or self.refuse(channel)
         if self._spool is None and (
             self._buffered_events + len(self._thread_buf) >= self._max_events or self._closed
         ):
             # Counted on the loop so that the counters have a single writer.
-            self.loop.call_soon_threadsafe(self.drop, channel, QUEUE_FULL)
+            self.loop.call_soon_threadsafe(self.refuse, channel)
             return False
         self._thread_buf.append((channel, data))
         if not self._thread_wakeup:
@@ -363,7 +367,7 @@ class Exporter:
         # flag down schedules another drain, so nothing is stranded.
         self._thread_wakeup = False
         buf = self._thread_buf
-        reason = "recorded after the client was closed" if self._closed else QUEUE_FULL
+        reason = CLOSED if self._closed else QUEUE_FULL
         while buf:
             channel, data = buf.popleft()
             if not self.offer(channel, data):
@@ -487,19 +491,44 @@ class Exporter:
                     await asyncio.wait({preparing})
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
-                log.exception("agentops_async: exporter error; dropping the batches in flight")
-                if preparing is not None:
-                    preparing.cancel()
-                    await asyncio.wait({preparing})
-                ahead = None
-                self._abandon_in_flight("internal exporter error")
-                self._resolved += sum(taken.size for taken in self._batches)
-                self._batches.clear()
-                self._release_flush_waiters()
+                log.exception("agentops_async: exporter error; dropping the batch in flight")
+                ahead = await self._prepared_or_none(preparing)
+                self._abandon_batches(keep=ahead)
                 continue
             self._batches.remove(current.taken)
             self._resolved += current.taken.size
             self._release_flush_waiters()
+
+    @staticmethod
+    async def _prepared_or_none(preparing: asyncio.Task[Prepared] | None) -> Prepared | None:
+        """The next batch, prepared while the failed one was sent, if its preparation worked."""
+        if preparing is None:
+            return None
+        await asyncio.wait({preparing})
+        if preparing.cancelled() or preparing.exception() is not None:
+            return None
+        return preparing.result()
+
+    def _abandon_batches(self, keep: Prepared | None) -> None:
+        """After an exporter error: count the events of the batches taken (but ``keep``'s) that
+        are not accounted for yet as dropped, and resolve those batches."""
+        kept: collections.Counter[SessionChannel] = collections.Counter()
+        if keep is not None:
+            for channel, steps in keep.steps.items():
+                kept[channel] += sum(len(step.events) for step in steps if type(step) is Run)
+        lost = 0
+        for channel in self._batch_channels():
+            count = channel.in_flight - kept[channel]
+            if count > 0:
+                channel.in_flight -= count
+                channel.dropped += count
+                lost += count
+        if lost:
+            self._count_dropped(lost, "internal exporter error")
+        for taken in [t for t in self._batches if keep is None or t is not keep.taken]:
+            self._batches.remove(taken)
+            self._resolved += taken.size
+        self._release_flush_waiters()
 
     async def _wait_for_items(self) -> bool:
         """Wait until a batch should be taken (full, flushed, or the interval passed)."""
@@ -604,7 +633,11 @@ class Exporter:
 
     async def _prepare(self, batch: dict[SessionChannel, list[Payload | Op]]) -> Steps:
         """Turn each session's part of a batch into steps: operations, and runs of events with
-        their wire fields filled in and their request body encoded (a slice at a time)."""
+        their wire fields filled in and their request body encoded (a slice at a time).
+
+        Never raises for what an event holds: an event that cannot be prepared or encoded is
+        dropped (counted) and the rest of its run is sent.
+        """
         steps: Steps = {}
         for channel, entries in batch.items():
             session_steps: list[Op | Run] = []
@@ -612,15 +645,22 @@ class Exporter:
             for entry in entries:
                 if type(entry) is Op:
                     if run:
-                        session_steps.append(await self._prepare_run(channel, run))
+                        await self._add_run(session_steps, channel, run)
                         run = []
                     session_steps.append(entry)
                 else:
                     run.append(entry)  # type: ignore[arg-type]
             if run:
-                session_steps.append(await self._prepare_run(channel, run))
+                await self._add_run(session_steps, channel, run)
             steps[channel] = session_steps
         return steps
+
+    async def _add_run(
+        self, steps: list[Op | Run], channel: SessionChannel, run: list[Payload]
+    ) -> None:
+        prepared = await self._prepare_run(channel, run)
+        if prepared.events:  # (empty when every event of the run was dropped)
+            steps.append(prepared)
 
     async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> Run:
         events: Batch = []
@@ -628,9 +668,33 @@ class Exporter:
         for start in range(0, len(run), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
-            events += wire_events(run[start : start + _YIELD_EVERY], session_id, trace_id)
+            part = run[start : start + _YIELD_EVERY]
+            try:
+                events += wire_events(part, session_id, trace_id)
+            except Exception:  # some event holds what the wire cannot take: one at a time
+                events += self._wire_each(channel, part)
         await asyncio.sleep(0)
-        return Run(events, await self._encode(events))
+        events, body = await self._encode(channel, events)
+        return Run(events, body)
+
+    def _wire_each(self, channel: SessionChannel, payloads: list[Payload]) -> Batch:
+        """:func:`wire_events` one event at a time, dropping (counted) those that fail."""
+        events: Batch = []
+        for payload in payloads:
+            try:
+                events += wire_events((payload,), channel.session_id, channel.trace_id)
+            except Exception as exc:
+                self._drop_unsendable(channel, payload, exc)
+        return events
+
+    def _drop_unsendable(self, channel: SessionChannel, event: object, exc: Exception) -> None:
+        what = type(event).__name__
+        event_id = getattr(event, "id", None)
+        detail = f"{what} {event_id}: {type(exc).__name__}: {exc}"
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        log.debug("agentops_async: could not prepare %s %s", what, event_id, exc_info=exc)
+        self._account_dropped(channel, 1, UNSENDABLE, detail)
 
     async def _ship(self, steps: Steps) -> None:
         if len(steps) == 1:
@@ -643,7 +707,14 @@ class Exporter:
             async with limit:
                 await self._ship_session(channel, session_steps)
 
-        await asyncio.gather(*(bounded(c, e) for c, e in steps.items()))
+        # Every session's part ends before an error is raised, so that nothing is still being
+        # sent (and accounted for) when the caller counts what the error lost.
+        results = await asyncio.gather(
+            *(bounded(c, e) for c, e in steps.items()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _ship_session(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
         """Send one session's part of the batch in order."""
@@ -656,17 +727,46 @@ class Exporter:
             else:
                 await self._send_events(channel, step.events, step.body)  # type: ignore[union-attr]
 
-    async def _encode(self, events: Batch) -> bytes:
-        """The request body of ``events``: one msgspec call per slice, yielding between slices."""
+    async def _encode(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        """The request body of ``events``: one msgspec call per slice, yielding between slices.
+
+        Returns the events the body holds (those that could not be encoded are dropped, counted)
+        and the body.
+        """
         if len(events) <= _YIELD_EVERY:
-            return wire.events_body(events)
+            return self._encode_slice(channel, events)
+        kept: Batch = []
         parts = []
         for start in range(0, len(events), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            parts.append(wire.events_body(events[start : start + _YIELD_EVERY]))
+            part, body = self._encode_slice(channel, events[start : start + _YIELD_EVERY])
+            if part:
+                kept += part
+                parts.append(body)
         await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
-        return wire.join_bodies(parts)
+        return kept, wire.join_bodies(parts)
+
+    def _encode_slice(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        """One slice's body in one msgspec call; if msgspec refuses some event, each event is
+        encoded on its own (:func:`encode_event` makes what it holds sendable) and kept as
+        ``msgspec.Raw``, so that a retry or a split never encodes it again."""
+        try:
+            return events, wire.events_body(events)
+        except Exception:
+            return self._encode_each(channel, events)
+
+    def _encode_each(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        kept: Batch = []
+        for event in events:
+            if type(event) is msgspec.Raw:
+                kept.append(event)
+                continue
+            try:
+                kept.append(msgspec.Raw(encode_event(event)))
+            except Exception as exc:
+                self._drop_unsendable(channel, event, exc)
+        return kept, wire.events_body(kept)
 
     async def _send_events(
         self, channel: SessionChannel, events: Batch, body: bytes | None = None
@@ -683,7 +783,9 @@ class Exporter:
             )
             return
         if body is None:
-            body = await self._encode(events)
+            events, body = await self._encode(channel, events)
+            if not events:
+                return
         if len(body) > self._batch_bytes:
             await self._send_oversized(channel, events, len(body))
             return
@@ -796,6 +898,9 @@ class NullExporter:
 
     def drop(self, channel: SessionChannel | None, reason: str, count: int = 1) -> None:
         return None
+
+    def refuse(self, channel: SessionChannel) -> bool:
+        return False
 
     async def flush(self, timeout: float | None) -> bool:
         return True
