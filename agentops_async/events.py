@@ -25,7 +25,6 @@ import enum
 import functools
 import itertools
 import logging
-import operator
 import os
 import random
 import re
@@ -164,8 +163,6 @@ log = logging.getLogger("agentops_async")
 DEEP_MARKER = f"<nested deeper than {MAX_NESTING_DEPTH} levels>"
 CYCLE_MARKER = "<cycle: a container inside itself>"
 _LEAVES = frozenset({str, int, float, bool, type(None)})  # exact types msgspec encodes as is
-_STR_ONLY = frozenset({str})
-_FLAT_LISTS = frozenset({list, tuple})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _noted: set[str] = set()
 
@@ -302,6 +299,27 @@ def _safe_container(value: Any, depth: int, path: set[int]) -> Any:
         path.discard(ident)
 
 
+def _fits(value: Any, depth: int) -> bool:
+    """True if ``value``, at ``depth``, is a scalar or builtin containers of scalars (str keys)
+    within the nesting limit: it encodes as it is. Copies nothing; a cycle fails at the limit."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return True
+    if depth > MAX_NESTING_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _LEAVES and not _fits(item, depth + 1)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 - all() over a generator costs ~2x more
+            if type(item) not in _LEAVES and not _fits(item, depth + 1):
+                return False
+        return True
+    return False
+
+
 def _make_sendable(event: Event, names: Sequence[str]) -> None:
     """Replace the fields ``names`` of ``event`` by their :func:`json_safe` copies."""
     for name in names:
@@ -350,8 +368,8 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
 
     # Fields that take arbitrary user values and are made JSON-safe if JSON cannot hold them.
     _free_fields: ClassVar[tuple[str, ...]] = ("params", "returns")
-    # The free fields' values, in one call (what wire_events looks at for every event).
-    _free_values: ClassVar[Callable[..., tuple[Any, ...]]]  # operator.attrgetter
+    # True when every free field is flat, so needs no json_safe walk (see _compile_flat_check).
+    _is_flat: ClassVar[Callable[[Event], bool]]
     # Typed fields checked at record time: name -> (allowed types, how to fix).
     _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
     # The record-time check of the class, compiled from the two above (see _compile_checker).
@@ -360,8 +378,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._check = _compile_checker(cls)
-        cls._free_values = operator.attrgetter(*cls._free_fields)
-        assert len(cls._free_fields) > 1  # attrgetter returns a tuple only for several names
+        cls._is_flat = _compile_flat_check(cls)
 
     def ensure_id(self) -> str:
         """The event's id, made now if it has none yet (to link another event to this one)."""
@@ -434,7 +451,37 @@ def _compile_checker(cls: type[Event]) -> Checker:
 
 
 Event._check = _compile_checker(Event)
-Event._free_values = operator.attrgetter(*Event._free_fields)
+
+
+def _compile_flat_check(cls: type[Event]) -> Callable[[Event], bool]:
+    """Build ``cls``'s test "every free field is flat" as straight-line code.
+
+    Flat: None, a str/int/float/bool, or dicts (with str keys), lists and tuples of those,
+    within the nesting limit (see :func:`_fits`). Such a value encodes as it is, with no key
+    collision. The exporter runs this for every event, so a loop over field names (~2x slower)
+    is avoided, and a dict of scalars (the common ``params``) is checked inline.
+    """
+    lines = ["def is_flat(self):"]
+    for name in cls._free_fields:
+        lines += [
+            f"    v = self.{name}",
+            "    if v is not None:",
+            "        t = type(v)",
+            "        if t is dict:",
+            "            for k, x in v.items():",
+            "                if type(k) is not str or (type(x) not in leaves and not fits(x, 3)):",
+            "                    return False",
+            "        elif t not in leaves and not fits(v, 2):",
+            "            return False",
+        ]
+    lines.append("    return True")
+    namespace: dict[str, Any] = {"leaves": _LEAVES, "fits": _fits}
+    exec("\n".join(lines), namespace)  # code built above from field names only
+    function: Callable[[Event], bool] = namespace["is_flat"]
+    return function
+
+
+Event._is_flat = _compile_flat_check(Event)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +510,6 @@ def wire_events(
     """
     prefix, counter, span_prefix = _id_prefix, _id_counter, _span_prefix
     raw, one_time = msgspec.Raw, _datetime_or_text
-    leaves, str_only, flat_lists = _LEAVES, _STR_ONLY, _FLAT_LISTS
     batched = len(payloads) >= 8  # below that, one msgspec call costs more than it saves
     out: list[Event | msgspec.Raw] = []
     append = out.append
@@ -476,19 +522,8 @@ def wire_events(
             append(raw(payload))
             continue
         event: Event = payload  # type: ignore[assignment]
-        for value in event._free_values(event):
-            kind = type(value)
-            if kind in leaves:
-                continue
-            if kind is dict:
-                if leaves.issuperset(map(type, value.values())) and str_only.issuperset(
-                    map(type, value)
-                ):
-                    continue
-            elif kind in flat_lists and leaves.issuperset(map(type, value)):
-                continue
+        if not event._is_flat():
             _make_sendable(event, event._free_fields)
-            break
         event_id = event.id
         if event_id is None:
             event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see new_event_id
