@@ -102,8 +102,14 @@ class AsyncClient:
     async def close(self, timeout: float | None = None) -> bool:
         """Deliver what is pending (bounded by ``timeout``), stop the exporter, close HTTP.
 
-        Returns True when everything was acknowledged; the rest is counted as dropped in
-        :attr:`stats`. The client can be used again afterwards (it starts a new exporter).
+        Returns:
+            True when every event recorded before the call was resolved within ``timeout``:
+            delivered (acknowledged by the API), dropped earlier for a reason counted in
+            :attr:`stats` (queue full, refused by the API...), or, with ``spool_dir``, kept on
+            disk for the next process. It does not mean that everything arrived: check
+            ``stats.dropped``. False when the timeout cut some events (counted as dropped).
+
+        The client can be used again afterwards (it starts a new exporter).
         """
         exporter, self._exporter = self._exporter, None
         if exporter is None:

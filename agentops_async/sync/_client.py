@@ -96,6 +96,11 @@ class Client:
         """Deliver what is pending (bounded by ``timeout``), stop the exporter, close HTTP.
 
         The client can be used again afterwards. Exit does this for every client.
+
+        Returns:
+            What :meth:`AsyncClient.close` returns: True when every event recorded before the
+            call was resolved in time (delivered, dropped earlier for a counted reason, or
+            spooled), which is not the same as delivered: check ``stats.dropped``.
         """
         if not runtime.started():
             return True

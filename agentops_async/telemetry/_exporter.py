@@ -200,7 +200,11 @@ class Exporter:
     async def close(self, timeout: float) -> bool:
         """Deliver what is buffered (bounded by ``timeout``), stop the task, close HTTP.
 
-        Returns True when everything was acknowledged; what was not is counted as dropped.
+        Returns True when every event queued before the call was resolved in time and nothing had
+        to be cut at shutdown: each was delivered (acknowledged by the API), dropped earlier for
+        a counted reason, or, with a spool, kept on disk for the next process. True does not
+        mean that everything arrived: ``stats().dropped`` says what did not. False when the
+        timeout cut events (counted as dropped) or the spool could not keep them.
         """
         if self._closed:
             return True
