@@ -390,7 +390,9 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
         """Check, stamp and encode the event as it is now (what the sync facade does).
 
         Returns:
-            The event's JSON, as sent. Values JSON cannot hold are sent as their ``repr``.
+            The event's JSON, as sent. Never fails on what a field holds: values are made
+            sendable as the module docstring says (converted or ``repr``, surrogates replaced,
+            nesting cut at ``MAX_NESTING_DEPTH``).
 
         Raises:
             InvalidEvent: a typed field holds a value of the wrong type (names the field).
