@@ -110,9 +110,10 @@ def test_surrogate_text_through_the_sync_facade(collector: Any) -> None:
                 for event in mixed_events(index):
                     ledger.recorded[session.session_id].append(event.ensure_id())
                     assert session.record(event) is True  # never raises
-        for session in sessions:
+        for session in reversed(sessions):  # LIFO: each restores the current session it found
             stats = session.end_session(end_state="Success")
             assert stats.delivered == ROUNDS * 7 and stats.dropped == 0
+        assert ao.get_current_session() is None
     finally:
         assert client.close(timeout=30) is True
     result = asyncio.run(ledger.check(collector, client, "surrogate text (sync facade)"))
