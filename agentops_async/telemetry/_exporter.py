@@ -667,19 +667,25 @@ class Exporter:
             steps.append(prepared)
 
     async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> Run:
+        """Wire fields and body of a run, a slice at a time (one pass: each slice is encoded
+        right after its wire fields are filled in), yielding to the loop between slices."""
         events: Batch = []
+        parts: list[bytes] = []
         session_id, trace_id = channel.session_id, channel.trace_id
         for start in range(0, len(run), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             part = run[start : start + _YIELD_EVERY]
             try:
-                events += wire_events(part, session_id, trace_id)
+                wired = wire_events(part, session_id, trace_id)
             except Exception:  # some event holds what the wire cannot take: one at a time
-                events += self._wire_each(channel, part)
-        await asyncio.sleep(0)
-        events, body = await self._encode(channel, events)
-        return Run(events, body)
+                wired = self._wire_each(channel, part)
+            kept, body = self._encode_slice(channel, wired)
+            if kept:
+                events += kept
+                parts.append(body)
+        await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
+        return Run(events, parts[0] if len(parts) == 1 else wire.join_bodies(parts))
 
     def _wire_each(self, channel: SessionChannel, payloads: list[Payload]) -> Batch:
         """:func:`wire_events` one event at a time, dropping (counted) those that fail."""
