@@ -3,9 +3,14 @@
 Every event is a :class:`msgspec.Struct` whose field names follow the AgentOps v2 wire format, so
 the exporter encodes a whole batch of them in one msgspec call. ``record()`` only checks the typed
 fields and stamps the end time (the hot path); the exporter fills in the ids and encodes.
-Free-form fields (``params``, ``returns``, prompts, logs...) accept any value: what JSON cannot
-hold (a socket, a custom object, a cycle) is converted, or sent as its ``repr``, so encoding never
-fails on a user value.
+Free-form fields (``params``, ``returns``, prompts, logs...) accept any value, and encoding never
+fails on what they hold: what JSON cannot hold (a socket, a custom object) is converted, or sent as
+its ``repr``; a ``str`` subclass (a ``StrEnum`` member) is sent as its text; text with lone
+surrogates (``os.listdir`` of a non-UTF-8 name) is sent with each one replaced by U+FFFD;
+containers nested deeper than :data:`~agentops_async._limits.MAX_NESTING_DEPTH` (the event itself
+counts as 1) and a container inside itself are cut, replaced by a short marker string; dict keys
+that become equal as JSON text (``1`` and ``"1"``) are both kept, the later one renamed
+``"1 (2)"``. Each of these is logged once, as a warning.
 
 Example:
     >>> from agentops_async import ActionEvent
@@ -16,10 +21,13 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import functools
 import itertools
+import logging
 import os
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,6 +36,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from ._limits import MAX_NESTING_DEPTH
 from .errors import InvalidEvent
 
 __all__ = [
@@ -104,15 +113,20 @@ def safe_repr(value: Any) -> str:
 
 def _fallback(value: Any) -> Any:
     # msgspec calls this for types it cannot convert itself.
+    if isinstance(value, str):  # a str subclass: its text, not its repr
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
     for attr in ("model_dump", "dict", "to_dict"):  # pydantic v2/v1, many SDK response objects
-        method = getattr(value, attr, None)
-        if callable(method):
-            try:
-                result = method()
-            except Exception:
-                break
-            if isinstance(result, dict):
-                return result
+        try:
+            method = getattr(value, attr, None)
+            result = method() if callable(method) else None
+        except Exception:  # a raising property or __getattr__ too
+            break
+        if isinstance(result, dict):
+            return result
     return safe_repr(value)
 
 
@@ -137,6 +151,183 @@ def to_json_safe(value: Any) -> Any:
         return _to_builtins(value, enc_hook=_fallback, str_keys=True)
     except (RecursionError, TypeError, ValueError, msgspec.EncodeError, OverflowError):
         return safe_repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Making a whole value sendable: the slow path, taken only for values that are not flat (see
+# wire_events) or that msgspec refused to encode. One walk fixes everything JSON or the collector
+# cannot take, and keeps everything else.
+# ---------------------------------------------------------------------------------------------
+log = logging.getLogger("agentops_async")
+
+DEEP_MARKER = f"<nested deeper than {MAX_NESTING_DEPTH} levels>"
+CYCLE_MARKER = "<cycle: a container inside itself>"
+_LEAVES = frozenset({str, int, float, bool, type(None)})  # exact types msgspec encodes as is
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_noted: set[str] = set()
+
+
+def _note_once(kind: str, message: str) -> None:
+    """Log one warning per kind of change made to a user value (per process)."""
+    if kind not in _noted:
+        _noted.add(kind)
+        log.warning("agentops_async: %s; later cases are not logged", message)
+
+
+def _text(value: str) -> str:
+    """``value`` (a str or a subclass) as a plain str that UTF-8 can hold.
+
+    Lone surrogates (what ``surrogateescape`` makes of undecodable bytes) become U+FFFD; a
+    surrogate pair written as two code points becomes the one character it stands for.
+    """
+    if type(value) is not str:
+        value = str.__str__(value)  # the text itself, not a subclass's repr or __str__
+    if value.isascii() or _SURROGATE.search(value) is None:
+        return value
+    _note_once(
+        "surrogates",
+        "text with lone surrogates (undecodable bytes, e.g. from os.listdir or sys.argv) "
+        "is sent with each replaced by U+FFFD",
+    )
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _key_text(key: Any) -> str:
+    """A dict key as the JSON object key it becomes."""
+    if isinstance(key, str):
+        return _text(key)
+    if isinstance(key, enum.Enum):
+        return _key_text(key.value)
+    if isinstance(key, bool) or key is None:
+        return "true" if key is True else "false" if key is False else "null"
+    if isinstance(key, int):
+        return str(int.__int__(key))
+    if isinstance(key, float):
+        return repr(float.__float__(key))
+    try:
+        text = _to_builtins(key)
+    except Exception:  # whatever a user type raises: the key's repr is sent
+        text = None
+    return _text(text) if isinstance(text, str) else _text(safe_repr(key))
+
+
+def _unique_key(taken: dict[str, Any], text: str) -> str:
+    """``text`` renamed so that it does not collide with a key already in ``taken``."""
+    _note_once(
+        "keys",
+        f"two dict keys are the same JSON text (e.g. 1 and '1'): both are kept, the later one "
+        f"renamed {text + ' (2)'!r}",
+    )
+    number = 2
+    while f"{text} ({number})" in taken:
+        number += 1
+    return f"{text} ({number})"
+
+
+def _builtins(value: Any) -> Any:
+    """A non-builtin value as msgspec's builtins (dicts, lists, str...), or its bounded repr."""
+    try:
+        return _to_builtins(value)
+    except (RecursionError, TypeError, ValueError, msgspec.EncodeError, OverflowError):
+        pass
+    try:
+        return _to_builtins(value, enc_hook=_fallback)
+    except Exception:  # whatever a user type raises: its repr is sent
+        return safe_repr(value)
+
+
+def json_safe(value: Any, depth: int = 2) -> Any:
+    """A copy of ``value`` that encodes as JSON the collector accepts; never raises.
+
+    ``depth`` is the nesting depth ``value`` has if it is a container (a field of an event: 2,
+    the event counting as 1). Containers deeper than ``MAX_NESTING_DEPTH`` and a container found
+    inside itself become a marker string; text loses its lone surrogates; str/int/float
+    subclasses become their plain value; keys become their JSON text (colliding ones renamed);
+    anything else is converted (dataclasses, models, datetimes...) or sent as its ``repr``.
+    """
+    return _safe(value, depth, set())
+
+
+def _safe(value: Any, depth: int, path: set[int]) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _text(value)
+    if kind in _LEAVES:
+        return value
+    if kind is dict or kind is list or kind is tuple:
+        return _safe_container(value, depth, path)
+    if isinstance(value, enum.Enum):
+        value = value.value
+        return _safe(value, depth, path)
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    converted = _builtins(value)
+    kind = type(converted)
+    if kind is dict or kind is list:
+        return _safe_container(converted, depth, path)
+    return _text(converted) if kind is str else converted
+
+
+def _safe_container(value: Any, depth: int, path: set[int]) -> Any:
+    if depth > MAX_NESTING_DEPTH:
+        _note_once(
+            "depth",
+            f"a value nested deeper than {MAX_NESTING_DEPTH} levels (the documented limit, the "
+            f"event counting as 1) is cut: sent as {DEEP_MARKER!r}",
+        )
+        return DEEP_MARKER
+    ident = id(value)
+    if ident in path:
+        _note_once("cycle", f"a container inside itself is cut: sent as {CYCLE_MARKER!r}")
+        return CYCLE_MARKER
+    path.add(ident)
+    try:
+        if type(value) is not dict:
+            return [_safe(item, depth + 1, path) for item in value]
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            text = _key_text(key)
+            if text in out:
+                text = _unique_key(out, text)
+            out[text] = _safe(item, depth + 1, path)
+        return out
+    finally:
+        path.discard(ident)
+
+
+def _fits(value: Any, depth: int) -> bool:
+    """True if ``value``, at ``depth``, is a scalar or builtin containers of scalars (str keys)
+    within the nesting limit: it encodes as it is. Copies nothing; a cycle fails at the limit."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return True
+    if depth > MAX_NESTING_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _LEAVES and not _fits(item, depth + 1)):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:  # noqa: SIM110 - all() over a generator costs ~2x more
+            if type(item) not in _LEAVES and not _fits(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _make_sendable(event: Event, names: Sequence[str]) -> None:
+    """Replace the fields ``names`` of ``event`` by their :func:`json_safe` copies."""
+    for name in names:
+        value = getattr(event, name)
+        if type(value) not in _LEAVES and type(value) is not datetime:
+            setattr(event, name, _safe(value, 2, set()))
+        elif type(value) is str and not value.isascii():
+            setattr(event, name, _text(value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +368,8 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
 
     # Fields that take arbitrary user values and are made JSON-safe if JSON cannot hold them.
     _free_fields: ClassVar[tuple[str, ...]] = ("params", "returns")
+    # True when every free field is flat, so needs no json_safe walk (see _compile_flat_check).
+    _is_flat: ClassVar[Callable[[Event], bool]]
     # Typed fields checked at record time: name -> (allowed types, how to fix).
     _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
     # The record-time check of the class, compiled from the two above (see _compile_checker).
@@ -185,6 +378,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._check = _compile_checker(cls)
+        cls._is_flat = _compile_flat_check(cls)
 
     def ensure_id(self) -> str:
         """The event's id, made now if it has none yet (to link another event to this one)."""
@@ -196,7 +390,9 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
         """Check, stamp and encode the event as it is now (what the sync facade does).
 
         Returns:
-            The event's JSON, as sent. Values JSON cannot hold are sent as their ``repr``.
+            The event's JSON, as sent. Never fails on what a field holds: values are made
+            sendable as the module docstring says (converted or ``repr``, surrogates replaced,
+            nesting cut at ``MAX_NESTING_DEPTH``).
 
         Raises:
             InvalidEvent: a typed field holds a value of the wrong type (names the field).
@@ -259,6 +455,37 @@ def _compile_checker(cls: type[Event]) -> Checker:
 Event._check = _compile_checker(Event)
 
 
+def _compile_flat_check(cls: type[Event]) -> Callable[[Event], bool]:
+    """Build ``cls``'s test "every free field is flat" as straight-line code.
+
+    Flat: None, a str/int/float/bool, or dicts (with str keys), lists and tuples of those,
+    within the nesting limit (see :func:`_fits`). Such a value encodes as it is, with no key
+    collision. The exporter runs this for every event, so a loop over field names (~2x slower)
+    is avoided, and a dict of scalars (the common ``params``) is checked inline.
+    """
+    lines = ["def is_flat(self):"]
+    for name in cls._free_fields:
+        lines += [
+            f"    v = self.{name}",
+            "    if v is not None:",
+            "        t = type(v)",
+            "        if t is dict:",
+            "            for k, x in v.items():",
+            "                if type(k) is not str or (type(x) not in leaves and not fits(x, 3)):",
+            "                    return False",
+            "        elif t not in leaves and not fits(v, 2):",
+            "            return False",
+        ]
+    lines.append("    return True")
+    namespace: dict[str, Any] = {"leaves": _LEAVES, "fits": _fits}
+    exec("\n".join(lines), namespace)  # code built above from field names only
+    function: Callable[[Event], bool] = namespace["is_flat"]
+    return function
+
+
+Event._is_flat = _compile_flat_check(Event)
+
+
 # ---------------------------------------------------------------------------------------------
 # Send time: ids, timestamps as datetimes, and the encoding (in the exporter, off the hot path).
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +504,11 @@ def wire_events(
     runs this for every event, so it is one loop with everything inlined, and epoch timestamps
     are converted to datetimes in one msgspec call per slice (~8x cheaper than one
     ``datetime.fromtimestamp`` each).
+
+    Free fields that are not flat (a scalar, or a dict/list of scalars with str keys) are
+    replaced by their :func:`json_safe` copies, which bounds their nesting depth; flat values
+    (nearly all) cost a few type checks. Text with lone surrogates is left to
+    :func:`encode_event`, where encoding it fails.
     """
     prefix, counter, span_prefix = _id_prefix, _id_counter, _span_prefix
     raw, one_time = msgspec.Raw, _datetime_or_text
@@ -292,6 +524,8 @@ def wire_events(
             append(raw(payload))
             continue
         event: Event = payload  # type: ignore[assignment]
+        if not event._is_flat():
+            _make_sendable(event, event._free_fields)
         event_id = event.id
         if event_id is None:
             event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see new_event_id
@@ -353,19 +587,18 @@ ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.E
 
 
 def encode_event(event: Event) -> bytes:
-    """One finalized event as JSON; values JSON cannot hold are sent as their ``repr``."""
+    """One finalized event as JSON; never fails on what a field holds.
+
+    If msgspec refuses the event (text with lone surrogates, a value JSON cannot hold, a str
+    subclass in a typed field...), every field is replaced by its :func:`json_safe` copy, which
+    msgspec always encodes, and the event is encoded again.
+    """
     try:
         return _encode(event)
     except ENCODE_ERRORS:
         pass
-    for name in event._free_fields:
-        value = getattr(event, name)
-        if value is not None and type(value) not in _PLAIN:
-            setattr(event, name, to_json_safe(value))
-    try:
-        return _encode(event)
-    except ENCODE_ERRORS:  # a non-JSON value in a typed field that passed isinstance (a subclass)
-        return _encode(msgspec.to_builtins(event, enc_hook=safe_repr, str_keys=True))
+    _make_sendable(event, event.__struct_fields__)
+    return _encode(event)
 
 
 def describe_oversize(event: Event, size: int, limit: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import ENCODE_ERRORS, Event, encode_event, to_json_safe
+from ..events import ENCODE_ERRORS, Event, json_safe, to_json_safe
 
 
 class SessionBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -59,7 +59,24 @@ def _enc_hook(value: Any) -> Any:
     return to_json_safe(value) if not isinstance(value, type) else repr(value)
 
 
-encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+class _BodyEncoder:
+    """The encoder of the session, agent and reauthorisation bodies; never fails on a value.
+
+    A body msgspec refuses (a tag with lone surrogates, from a non-UTF-8 file name) is encoded
+    again from its :func:`~agentops_async.events.json_safe` copy.
+    """
+
+    def __init__(self) -> None:
+        self._encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+
+    def encode(self, body: Any) -> bytes:
+        try:
+            return self._encode(body)
+        except ENCODE_ERRORS:
+            return self._encode(json_safe(msgspec.to_builtins(body, enc_hook=_enc_hook), 1))
+
+
+encoder = _BodyEncoder()
 create_session_decoder = msgspec.json.Decoder(CreateSessionAnswer)
 update_session_decoder = msgspec.json.Decoder(UpdateSessionAnswer)
 reauth_decoder = msgspec.json.Decoder(ReauthAnswer)
@@ -87,14 +104,11 @@ _encode_events = msgspec.json.Encoder().encode  # no enc_hook: a value JSON cann
 def events_body(events: list[Event | msgspec.Raw]) -> bytes:
     """The ``create_events`` body of a batch, in one msgspec call.
 
-    If some event holds a value JSON cannot hold, each event is encoded on its own
-    (:func:`~agentops_async.events.encode_event` converts such values) and the batch is joined.
+    Raises what msgspec raises if some event holds what JSON cannot hold (text with lone
+    surrogates, an object): the exporter then encodes each event on its own with
+    :func:`~agentops_async.events.encode_event`, which makes such values sendable.
     """
-    try:
-        return _encode_events(EventsEnvelope(events))
-    except ENCODE_ERRORS:
-        raws = [e if type(e) is msgspec.Raw else msgspec.Raw(encode_event(e)) for e in events]
-        return _encode_events(EventsEnvelope(raws))
+    return _encode_events(EventsEnvelope(events))
 
 
 _PREFIX = b'{"events":['

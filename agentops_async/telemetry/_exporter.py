@@ -41,6 +41,7 @@ SHUTDOWN = "not acknowledged before the shutdown timeout"
 AFTER_CLOSE = "recorded after the client was closed"
 LOOP_CLOSED = "event loop closed before delivery"
 SPOOL_FULL = "spool full (spool_max_bytes reached)"
+UNSENDABLE = "event could not be prepared for sending (internal error)"
 
 
 class SessionChannel:
@@ -618,22 +619,28 @@ class Exporter:
                 self._dropped[reason] += events
         return events
 
-    def _reclaim_batches(self) -> list[Item]:
+    def _reclaim_batches(self, keep: Taken | None = None) -> list[Item]:
         """Take back, in queue order, what the unfinished batches have not finished with.
 
         A session's part of the batches is sent in order, one batch at a time: the events not
         accounted for yet (delivered or dropped; ``channel.in_flight`` of them) are the last ones
         of its part; they are taken back with the operations not resolved yet (one cut while on
         the wire is sent again: create/update session set the same state again, and event ids
-        make a re-sent event stored once). Empties ``self._batches``; what is not taken back is
+        make a re-sent event stored once). Empties ``self._batches`` but for ``keep`` (the
+        newest batch, prepared and not sent: it stays in flight); what is not taken back is
         resolved.
         """
-        batches, self._batches = self._batches, []
+        batches = [taken for taken in self._batches if taken is not keep]
+        self._batches = [keep] if keep is not None else []
+        staying: collections.Counter[SessionChannel] = collections.Counter()
+        if keep is not None:
+            for channel, entries in keep.entries.items():
+                staying[channel] = sum(1 for entry in entries if type(entry) is not Op)
         unsent: list[dict[SessionChannel, int]] = [{} for _ in batches]
         left: dict[SessionChannel, int] = {}
         for index in range(len(batches) - 1, -1, -1):  # the newest batch is the least sent
             for channel, entries in batches[index].entries.items():
-                remaining = left.setdefault(channel, channel.in_flight)
+                remaining = left.setdefault(channel, channel.in_flight - staying[channel])
                 events = sum(1 for entry in entries if type(entry) is not Op)
                 unsent[index][channel] = min(events, remaining)
                 left[channel] = remaining - unsent[index][channel]
@@ -661,7 +668,7 @@ class Exporter:
                         kept += 1
             finished += taken.size - kept
         for channel in left:
-            channel.in_flight = 0
+            channel.in_flight = staying[channel]
         self._resolved += finished
         return items
 
@@ -759,17 +766,25 @@ class Exporter:
                     await asyncio.wait({preparing})
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
-                log.exception("agentops_async: exporter error; dropping the batches in flight")
-                if preparing is not None:
-                    preparing.cancel()
-                    await asyncio.wait({preparing})
-                ahead = None
-                self._drop_items(self._reclaim_batches(), "internal exporter error")
+                log.exception("agentops_async: exporter error; dropping the batch in flight")
+                ahead = await self._prepared_or_none(preparing)
+                keep = ahead.taken if ahead is not None else None
+                self._drop_items(self._reclaim_batches(keep), "internal exporter error")
                 self._release_flush_waiters()
                 continue
             self._batches.remove(current.taken)
             self._resolved += current.taken.size
             self._release_flush_waiters()
+
+    @staticmethod
+    async def _prepared_or_none(preparing: asyncio.Task[Prepared] | None) -> Prepared | None:
+        """The next batch, prepared while the failed one was sent, if its preparation worked."""
+        if preparing is None:
+            return None
+        await asyncio.wait({preparing})
+        if preparing.cancelled() or preparing.exception() is not None:
+            return None
+        return preparing.result()
 
     async def _wait_for_items(self) -> bool:
         """Wait until a batch should be taken (full, flushed, or the interval passed)."""
@@ -874,7 +889,11 @@ class Exporter:
 
     async def _prepare(self, batch: dict[SessionChannel, list[Payload | Op]]) -> Steps:
         """Turn each session's part of a batch into steps: operations, and runs of events with
-        their wire fields filled in and their request body encoded (a slice at a time)."""
+        their wire fields filled in and their request body encoded (a slice at a time).
+
+        Never raises for what an event holds: an event that cannot be prepared or encoded is
+        dropped (counted) and the rest of its run is sent.
+        """
         steps: Steps = {}
         for channel, entries in batch.items():
             session_steps: list[Op | Run] = []
@@ -882,25 +901,62 @@ class Exporter:
             for entry in entries:
                 if type(entry) is Op:
                     if run:
-                        session_steps.append(await self._prepare_run(channel, run))
+                        await self._add_run(session_steps, channel, run)
                         run = []
                     session_steps.append(entry)
                 else:
                     run.append(entry)  # type: ignore[arg-type]
             if run:
-                session_steps.append(await self._prepare_run(channel, run))
+                await self._add_run(session_steps, channel, run)
             steps[channel] = session_steps
         return steps
 
+    async def _add_run(
+        self, steps: list[Op | Run], channel: SessionChannel, run: list[Payload]
+    ) -> None:
+        prepared = await self._prepare_run(channel, run)
+        if prepared.events:  # (empty when every event of the run was dropped)
+            steps.append(prepared)
+
     async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> Run:
+        """Wire fields and body of a run, a slice at a time (one pass: each slice is encoded
+        right after its wire fields are filled in), yielding to the loop between slices."""
         events: Batch = []
+        parts: list[bytes] = []
         session_id, trace_id = channel.session_id, channel.trace_id
         for start in range(0, len(run), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
-            events += wire_events(run[start : start + _YIELD_EVERY], session_id, trace_id)
-        await asyncio.sleep(0)
-        return Run(events, await self._encode(events))
+            part = run[start : start + _YIELD_EVERY]
+            try:
+                wired = wire_events(part, session_id, trace_id)
+            except Exception:  # some event holds what the wire cannot take: one at a time
+                wired = self._wire_each(channel, part)
+            kept, body = self._encode_slice(channel, wired)
+            if kept:
+                events += kept
+                parts.append(body)
+        await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
+        return Run(events, parts[0] if len(parts) == 1 else wire.join_bodies(parts))
+
+    def _wire_each(self, channel: SessionChannel, payloads: list[Payload]) -> Batch:
+        """:func:`wire_events` one event at a time, dropping (counted) those that fail."""
+        events: Batch = []
+        for payload in payloads:
+            try:
+                events += wire_events((payload,), channel.session_id, channel.trace_id)
+            except Exception as exc:
+                self._drop_unsendable(channel, payload, exc)
+        return events
+
+    def _drop_unsendable(self, channel: SessionChannel, event: object, exc: Exception) -> None:
+        what = type(event).__name__
+        event_id = getattr(event, "id", None)
+        detail = f"{what} {event_id}: {type(exc).__name__}: {exc}"
+        if len(detail) > 300:
+            detail = detail[:300] + "..."
+        log.debug("agentops_async: could not prepare %s %s", what, event_id, exc_info=exc)
+        self._account_dropped(channel, 1, UNSENDABLE, detail)
 
     async def _ship(self, steps: Steps) -> None:
         if len(steps) == 1:
@@ -913,7 +969,14 @@ class Exporter:
             async with limit:
                 await self._ship_session(channel, session_steps)
 
-        await asyncio.gather(*(bounded(c, e) for c, e in steps.items()))
+        # Every session's part ends before an error is raised, so that nothing is still being
+        # sent (and accounted for) when the caller counts what the error lost.
+        results = await asyncio.gather(
+            *(bounded(c, e) for c, e in steps.items()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _ship_session(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
         """Send one session's part of the batch in order."""
@@ -926,17 +989,46 @@ class Exporter:
             else:
                 await self._send_events(channel, step.events, step.body)  # type: ignore[union-attr]
 
-    async def _encode(self, events: Batch) -> bytes:
-        """The request body of ``events``: one msgspec call per slice, yielding between slices."""
+    async def _encode(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        """The request body of ``events``: one msgspec call per slice, yielding between slices.
+
+        Returns the events the body holds (those that could not be encoded are dropped, counted)
+        and the body.
+        """
         if len(events) <= _YIELD_EVERY:
-            return wire.events_body(events)
+            return self._encode_slice(channel, events)
+        kept: Batch = []
         parts = []
         for start in range(0, len(events), _YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            parts.append(wire.events_body(events[start : start + _YIELD_EVERY]))
+            part, body = self._encode_slice(channel, events[start : start + _YIELD_EVERY])
+            if part:
+                kept += part
+                parts.append(body)
         await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
-        return wire.join_bodies(parts)
+        return kept, wire.join_bodies(parts)
+
+    def _encode_slice(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        """One slice's body in one msgspec call; if msgspec refuses some event, each event is
+        encoded on its own (:func:`encode_event` makes what it holds sendable) and kept as
+        ``msgspec.Raw``, so that a retry or a split never encodes it again."""
+        try:
+            return events, wire.events_body(events)
+        except Exception:
+            return self._encode_each(channel, events)
+
+    def _encode_each(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
+        kept: Batch = []
+        for event in events:
+            if type(event) is msgspec.Raw:
+                kept.append(event)
+                continue
+            try:
+                kept.append(msgspec.Raw(encode_event(event)))
+            except Exception as exc:
+                self._drop_unsendable(channel, event, exc)
+        return kept, wire.events_body(kept)
 
     async def _send_events(
         self, channel: SessionChannel, events: Batch, body: bytes | None = None
@@ -953,7 +1045,9 @@ class Exporter:
             )
             return
         if body is None:
-            body = await self._encode(events)
+            events, body = await self._encode(channel, events)
+            if not events:
+                return
         if len(body) > self._batch_bytes:
             await self._send_oversized(channel, events, len(body))
             return
