@@ -269,7 +269,10 @@ class Session:
             return
         if token is not None and registry.get_current_session() is self._async:
             registry.reset_current(token)
-            if registry.get_current_session() is self._async:  # token of another context
+            restored = registry.get_current_session()
+            # The token's context may be another one's, or bring back a session that ended in the
+            # meantime (sessions ended in start order): never leave an ended session current.
+            if restored is self._async or (restored is not None and not restored.is_running):
                 registry.set_current(None)
         # Detach only where the span is still current (as the engine does), else OTel logs an error.
         if otel_token is not None and trace.get_current_span() is self._root_span:

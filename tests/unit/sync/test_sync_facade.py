@@ -234,3 +234,17 @@ def test_sync_tags_longer_than_the_limit_are_refused_at_the_call(
             sync.set_tags(["ok", too_long])
         sync.add_tags(["ok"])
     assert session.tags == ["x" * MAX_TAG_LENGTH, "ok"]
+
+
+def test_sessions_ended_in_start_order_leave_no_ended_session_current(
+    offline_client: ao.Client,
+) -> None:
+    first = offline_client.start_session()
+    second = offline_client.start_session()
+    assert sync.get_current_session() is second
+    first.end()
+    assert sync.get_current_session() is second  # still running, still current
+    second.end()
+    # Restoring the context of before ``second`` would bring back ``first``, which has ended.
+    assert sync.get_current_session() is None
+    assert ao.get_current_session() is None
