@@ -594,7 +594,11 @@ class _Api:
             _decode_error("session", exc)
 
     def _session_url(self, request: web.Request, session_id: str) -> str:
-        return f"{request.url.origin()}/api/sessions/{session_id}"
+        try:
+            origin = str(request.url.origin())
+        except (ValueError, UnicodeError):  # a Host header that is no host (client input)
+            origin = ""
+        return f"{origin}/api/sessions/{session_id}"
 
     async def create_session(self, request: web.Request) -> web.Response:
         project = await self.key_project(request)

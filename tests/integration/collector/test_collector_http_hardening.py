@@ -232,6 +232,28 @@ def test_non_ascii_api_key_answers_401_json(collector: CollectorHandle) -> None:
 
 
 @SQLITE_ONLY
+@pytest.mark.parametrize("host", [b"caf\xe9", b"x:99999999"])
+def test_unusable_host_header_still_creates_the_session(
+    collector: CollectorHandle, host: bytes
+) -> None:
+    watch = LogWatch(collector)
+    session_id = str(uuid.uuid4())
+    body = json.dumps({"session": {"session_id": session_id}}).encode()
+    status, _, answer = raw_exchange(
+        collector,
+        b"POST /v2/create_session HTTP/1.1\r\nHost: "
+        + host
+        + b"\r\nX-Agentops-Api-Key: "
+        + collector.api_key.encode()
+        + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body,
+    )
+    assert status == 200
+    assert json.loads(answer)["session_url"] == f"/api/sessions/{session_id}"
+    watch.assert_no_errors()
+
+
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "request_bytes",
     [
