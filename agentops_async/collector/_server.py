@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import time
@@ -413,7 +414,9 @@ class _Connection(RequestHandler):
         request_handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
     ) -> tuple[web.StreamResponse, bool]:
         try:
-            return await super()._handle_request(request, start_time, request_handler)
+            return await super()._handle_request(
+                request, start_time, functools.partial(_http_errors_as_json, request_handler)
+            )
         finally:
             self.idle_since = time.monotonic()
 
@@ -441,6 +444,23 @@ class _Connection(RequestHandler):
         )
         response.force_close()
         return response
+
+
+async def _http_errors_as_json(
+    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]], request: BaseRequest
+) -> web.StreamResponse:
+    """aiohttp's HTTP errors raised outside the app's middlewares (an ``Expect`` header on an
+    unknown route, for one) as JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.Response(
+            status=exc.status,
+            body=msgspec.json.encode({"message": exc.reason}),
+            content_type="application/json",
+        )
 
 
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}

@@ -298,10 +298,12 @@ def test_unknown_expectation_and_unauthenticated_continue_answer_json(
     # 401 instead of "100 Continue": the client never sends the body.
     assert (status, json.loads(body)) == (401, {"message": "Invalid Token"})
     assert content_type.startswith("application/json")
-    status, content_type, body = raw_exchange(
-        collector, b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: tea\r\nConnection: close\r\n\r\n"
-    )
-    assert status == 417 and content_type.startswith("application/json")
+    for path in (b"/health", b"/no/such/route"):
+        status, content_type, body = raw_exchange(
+            collector,
+            b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: tea\r\nConnection: close\r\n\r\n",
+        )
+        assert status == 417 and content_type.startswith("application/json"), body
 
 
 # --- item 14: bounded work per request -----------------------------------------------------
