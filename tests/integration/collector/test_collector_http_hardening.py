@@ -535,7 +535,9 @@ def test_health_answers_with_more_idle_sockets_than_descriptors(tmp_path: Path) 
             assert received.endswith(b'{"status":"ok"}')
         # Reaped sockets were closed by the server (an EOF), none by a timeout.
         closed = wait_until(
-            lambda: sum(1 for s in sockets if _is_closed(s)) >= 300 - 48,
+            lambda: (
+                sum(1 for s in sockets if _is_closed(s)) >= 300 - 48
+            ),  # the cap: 128 - 32 - 4 * 12
             10,
             "the server to close the longest-idle sockets",
         )
@@ -546,7 +548,9 @@ def test_health_answers_with_more_idle_sockets_than_descriptors(tmp_path: Path) 
         process.stop()
     lines = log_path.read_text(errors="replace").splitlines()
     assert len(lines) < 20, lines[:40]
-    assert not any("Traceback" in line or "Too many open files" in line for line in lines)
+    assert not any("Traceback" in line for line in lines)
+    # If the process ran short of descriptors anyway: one condensed line, not one per accept.
+    assert sum("Too many open files" in line for line in lines) <= 1, lines
 
 
 def _is_closed(sock: socket.socket, peek: bool = False) -> bool:

@@ -70,8 +70,8 @@ def test_other_loop_errors_go_to_the_default_handler(
 def test_connection_cap_fits_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     resource = pytest.importorskip("resource")
     monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
-    # 256 - 32 reserved = 224: a burst of 112 accepts fits beside 112 connections.
-    assert _server.connection_limits(1024) == (112, 112)
-    assert _server.connection_limits(50) == (50, 112)
+    # 256 - 32 reserved = 224: four bursts of 28 accepts fit beside 112 connections.
+    assert _server.connection_limits(1024) == (112, 28)
+    assert _server.connection_limits(50) == (50, 28)
     monkeypatch.setattr(resource, "getrlimit", lambda _: (65536, 65536))
     assert _server.connection_limits(1024) == (1024, 128)
