@@ -416,20 +416,25 @@ async def test_gzip_bomb_is_refused_without_inflating_it(collector: CollectorHan
         assert _cpu_seconds(pid) - cpu < 0.5
         assert worst < 0.25, f"/health took {worst:.3f} s"
 
-    # A small compressed body is accepted.
-    event_id = str(uuid.uuid4())
-    data = zlib.compress(json.dumps({"events": [_event(event_id)]}).encode())
-    answer = await collector.request(
-        "POST",
-        "/v2/create_events",
-        data=data,
-        headers={
-            "Content-Encoding": "deflate",
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {jwt}",
-        },
-    )
-    assert (answer.status, answer.body["stored"]) == (200, 1)
+    # Small compressed bodies are accepted: zlib-wrapped and raw deflate, and gzip.
+    raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    for encoding, compress in [
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: raw_deflate.compress(data) + raw_deflate.flush()),
+        ("gzip", lambda data: zlib.compress(data, wbits=31)),
+    ]:
+        data = compress(json.dumps({"events": [_event()]}).encode())
+        answer = await collector.request(
+            "POST",
+            "/v2/create_events",
+            data=data,
+            headers={
+                "Content-Encoding": encoding,
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {jwt}",
+            },
+        )
+        assert (answer.status, answer.body["stored"]) == (200, 1)
 
 
 # --- item 15: idle and slow connections are closed ------------------------------------------
