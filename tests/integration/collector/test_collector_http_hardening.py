@@ -306,6 +306,29 @@ def test_unknown_expectation_and_unauthenticated_continue_answer_json(
         assert status == 417 and content_type.startswith("application/json"), body
 
 
+@pytest.mark.asyncio
+@SQLITE_ONLY
+async def test_authenticated_continue_gets_100_then_the_answer(collector: CollectorHandle) -> None:
+    session_id, jwt = await _session(collector)
+    event_id = str(uuid.uuid4())
+    body = json.dumps({"events": [_event(event_id)]}).encode()
+
+    def exchange() -> bytes:
+        with socket.create_connection(_address(collector), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v2/create_events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Authorization: Bearer " + jwt.encode() + b"\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            interim = sock.recv(100)
+            sock.sendall(body)
+            return interim + _closed_within(sock, 10)[1]
+
+    received = await asyncio.to_thread(exchange)
+    assert received.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+    assert [e["id"] for e in await collector.get_events(session_id)] == [event_id]
+
+
 # --- item 14: bounded work per request -----------------------------------------------------
 
 
@@ -348,20 +371,29 @@ async def _max_health_latency_during(handle: CollectorHandle, work: Any) -> tupl
 
 
 @pytest.mark.asyncio
-@SQLITE_ONLY
-async def test_huge_bodies_do_not_block_the_event_loop(collector: CollectorHandle) -> None:
-    """A 32 MiB body of ~1M tiny events held /health for 2.5 s; now decoded off the loop."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_huge_bodies_do_not_block_the_event_loop(
+    collector_factory: Callable[..., CollectorHandle],
+) -> None:
+    """A 32 MiB body of ~1M tiny events held /health for 1-2.5 s and took ~0.5 GB; now it is
+    refused after counting its events, and large bodies are decoded off the loop."""
+    collector = collector_factory("sqlite")
+    assert collector.process.process is not None
+    pid = collector.process.process.pid
     _, jwt = await _session(collector)
     tiny = b'{"id":"%d","event_type":"x"}'
     count = (32 * 1024 * 1024 - 64) // (len(tiny) + 6)
     body = b'{"events":[' + b",".join(tiny % i for i in range(count)) + b"]}"
     assert len(body) < 32 * 1024 * 1024
     headers = {"Authorization": f"Bearer {jwt}", "Content-Type": "application/json"}
+    peak = _rss_peak_kib(pid)
     worst, (status, _) = await _max_health_latency_during(
         collector, _post_large(collector, "/v2/create_events", body, headers)
     )
     assert status == 413
     assert worst < 0.25, f"/health took {worst:.3f} s during the request"
+    # The body and one copy of it while it is joined; nothing per event.
+    assert _rss_peak_kib(pid) - peak < 100 * 1024
 
     # The largest accepted request: MAX_EVENTS_PER_REQUEST events of ~2.5 KB each.
     events = [_event(params={"text": "p" * 2500}) for _ in range(MAX_EVENTS_PER_REQUEST)]
