@@ -55,7 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--prices", metavar="FILE", help="JSON file overriding token prices")
     serve.add_argument(
-        "--max-body-size", type=int, default=32 * 1024 * 1024, help="largest request in bytes"
+        "--max-body-size",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="largest request body in bytes, also once decompressed (default 32 MiB)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=75.0,
+        help="seconds a connection may wait for a request before it is closed (default 75)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds from a request's first byte to the end of its headers (default 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to receive a whole request body (default 60)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open connections at most; lowered to fit `ulimit -n` (default 1024)",
     )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
@@ -148,6 +175,10 @@ async def _serve_async(args: argparse.Namespace) -> int:
         prices=prices,
         max_body_size=args.max_body_size,
         admin_token=os.environ.get(_ADMIN_TOKEN_ENV) or None,
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,23 +7,29 @@ Every answer is JSON (the AgentOps clients parse even error bodies). Client mist
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
 import logging
+import re
 import secrets
+import sys
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestPayloadError
 
-from .._limits import MAX_TAG_LENGTH
+from .._limits import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_NESTING_DEPTH, MAX_TAG_LENGTH
 from . import _otlp as otlp
 from . import _wire as wire
 from ._jwt import Claims, ExpiredToken, InvalidToken, JwtSigner
@@ -50,10 +56,13 @@ __all__ = [
 log = logging.getLogger("agentops_async")
 
 DEFAULT_MAX_BODY_SIZE = 32 * 1024 * 1024
-_MAX_ID_LENGTH = 200
+DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_IDLE_TIMEOUT = 75.0
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 1024
 # Ids are keys: PostgreSQL text cannot hold NUL, and replacing it would make "a\0b" and "a\ufffdb"
 # one id (the second event silently not stored). Refused alike on both backends.
-_ID_RULE = f"expected 1..{_MAX_ID_LENGTH} characters, without NUL (U+0000)"
+_ID_RULE = f"expected 1..{MAX_ID_LENGTH} characters, without NUL (U+0000)"
 _CACHE_LIMIT = 100_000
 # How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
 # another collector on the same database) stops working within this many seconds.
@@ -68,6 +77,13 @@ _END_STATES = {
 }
 _STATE_FILTERS = {**_END_STATES, "running": STATE_RUNNING}
 
+_T = TypeVar("_T")
+# Bodies up to this size are decoded on the loop (about a millisecond even for the tiniest
+# events); larger ones in a decode thread.
+_INLINE_DECODE_BYTES = 16 * 1024
+# Decompressed bytes produced per step before the loop gets a turn (about a millisecond).
+_INFLATE_SLICE = 1024 * 1024
+
 
 @dataclass
 class CollectorSettings:
@@ -75,16 +91,29 @@ class CollectorSettings:
 
     Attributes:
         jwt_expiry: Lifetime of the session tokens in seconds.
-        max_body_size: Largest accepted request body in bytes (larger ones get 413).
+        max_body_size: Largest accepted request body in bytes, after decompression (larger
+            ones get 413).
         prices: Token prices for the cost of LLM events.
         admin_token: Enables ``POST /admin/projects`` for callers that send it in
             ``X-Agentops-Admin-Token``; None disables the admin API.
+        body_timeout: Seconds to receive a whole request body (then 408).
+        idle_timeout: Seconds a connection may wait for its next request (keep-alive) or
+            for the first one before the collector closes it.
+        header_timeout: Seconds from the first byte of a request to the end of its headers
+            (then 408 and the connection is closed: slow senders cannot hold it).
+        max_connections: Open connections at most; beyond it the longest-idle one is closed
+            to make room, or the new one when none is idle. Lowered to what the process's
+            open-files limit allows.
     """
 
     jwt_expiry: float = 3600.0
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     prices: PriceTable = field(default_factory=PriceTable)
     admin_token: str | None = None
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 class ApiError(Exception):
@@ -176,12 +205,179 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=wire.encode(data), status=status, content_type="application/json")
 
 
+# What a body decoder raises on bad input: msgspec's errors, and RecursionError for JSON nested
+# deeper than msgspec's recursion limit (~1,000 levels; the documented limit is far below).
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
 def _decode_error(what: str, exc: Exception) -> NoReturn:
+    if isinstance(exc, RecursionError):
+        _fail(400, f"invalid {what}: nested deeper than {MAX_NESTING_DEPTH} levels")
     _fail(400, f"invalid {what}: {exc}")
 
 
+# A JSON string (skipped whole, escapes included) or a bracket.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def nesting_exceeds(text: str, limit: int = MAX_NESTING_DEPTH) -> bool:
+    """Whether the JSON ``text`` has containers nested deeper than ``limit``.
+
+    The value itself counts as level 1. Brackets inside strings do not count. Cheap for the usual
+    value: one with no more brackets than ``limit`` cannot be deeper, so only the rare value with
+    many brackets is scanned (by a regex that skips strings).
+    """
+    if text.count("{") + text.count("[") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        char = text[match.start()]
+        if char == '"':
+            continue
+        if char == "{" or char == "[":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _too_deep_event(body: bytes) -> str:
+    """The 400 message for a create_events body too deep to decode: names the first such event
+    (found by a bracket scan that gives up after a million brackets)."""
+    depth, index = 0, -1
+    for count, match in enumerate(_NEXT_BRACKET.finditer(body)):
+        if count > 1_000_000:
+            return _too_deep_message("an event")
+        char = body[match.start(1)]
+        if char == 0x7B or char == 0x5B:  # { [
+            depth += 1
+            if depth == 3:  # {"events": [ {<event>
+                index += 1
+            elif depth > MAX_NESTING_DEPTH + 2:
+                break
+        else:
+            depth -= 1
+    return _too_deep_message(f"events[{max(index, 0)}]")
+
+
+def _too_deep_message(what: str) -> str:
+    return (
+        f"{what}: nested deeper than {MAX_NESTING_DEPTH} levels (the limit for one event's "
+        "JSON; flatten or cut the value)"
+    )
+
+
+# Everything up to the next bracket outside strings, capturing that bracket.
+_NEXT_BRACKET = re.compile(rb'(?:"[^"\\]*(?:\\.[^"\\]*)*"|[^"\[\]{}]+)*([\[\]{}])')
+_EVENTS_KEY = re.compile(rb'"events"\s*:\s*$')
+_SLICE = 1024 * 1024
+
+
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def _sliced_count(body: bytes, sub: bytes) -> int:
+    count = 0
+    for start in range(0, len(body), _SLICE):
+        count += body.count(sub, start, start + _SLICE + len(sub) - 1)
+    return count
+
+
+def _brackets(body: bytes) -> bytes:
+    """The body's brackets in order (those inside strings too): a cheap outline of its shape.
+
+    Made in slices of a megabyte (each well under a millisecond), so that from a thread it
+    never holds the GIL for long.
+    """
+    if len(body) <= _SLICE:
+        return body.translate(None, _NOT_BRACKETS)
+    return b"".join(
+        body[start : start + _SLICE].translate(None, _NOT_BRACKETS)
+        for start in range(0, len(body), _SLICE)
+    )
+
+
+def _may_nest_deeper(brackets: bytes, limit: int) -> bool:
+    """False when the outline ``brackets`` is certainly no deeper than ``limit``.
+
+    Each pass deletes the innermost pairs, so the number of passes is the depth. Brackets inside
+    strings may unbalance the outline: then the answer is True and the caller looks closer.
+    """
+    shape = brackets.replace(b"[", b"{").replace(b"]", b"}")
+    for _ in range(limit):
+        inner = shape.replace(b"{}", b"")
+        if not inner:
+            return False
+        if len(inner) == len(shape):
+            return True
+        shape = inner
+    return True
+
+
+def _more_events_than(body: bytes, braces: int, limit: int) -> bool:
+    """Whether a create_events body holds more than ``limit`` events, without decoding it.
+
+    A body of a million tiny events takes msgspec ~0.1 s in one call (holding the GIL, so even
+    from a thread it stalls the loop) and ~100 bytes of memory each, only to be refused. So two
+    cheap counts first: every event is an object (``braces`` counts the ``{``), and every event
+    names its ``"event_type"`` (counted in slices); a body with no more of either than ``limit``
+    is decoded as usual (one that spells the key with escapes is counted after decoding). Else
+    the elements of ``"events"`` are counted by a bracket scan that stops at ``limit + 1``.
+    """
+    if braces <= limit or _sliced_count(body, b'"event_type"') <= limit:
+        return False
+    depth, events, in_events = 0, 0, False
+    for match in _NEXT_BRACKET.finditer(body):
+        at = match.start(1)
+        char = body[at]
+        if char == 0x7B or char == 0x5B:  # { [
+            depth += 1
+            if depth == 2:
+                in_events = _EVENTS_KEY.search(body, max(0, at - 64), at) is not None
+            elif depth == 3 and in_events:
+                events += 1
+                if events > limit:
+                    return True
+        else:
+            depth -= 1
+    return False
+
+
+def _event_batch(body: bytes, own: str) -> tuple[list[EventRow], set[str]]:
+    """Decode a create_events body into rows (see :func:`_event_rows`); 400/413 on bad input.
+
+    Runs in a worker thread for large bodies: everything here is CPU work on the body alone.
+    Each event's depth is checked only when the body's outline may be too deep (events sit at
+    depth 3 of ``{"events": [...]}``).
+    """
+    brackets = _brackets(body)
+    if _more_events_than(body, brackets.count(b"{"), MAX_EVENTS_PER_REQUEST):
+        _fail(
+            413,
+            f"too many events in one request: more than {MAX_EVENTS_PER_REQUEST} "
+            "(MAX_EVENTS_PER_REQUEST); send them in smaller batches",
+        )
+    try:
+        raw_events = wire.decode_events(body).events
+        if len(raw_events) > MAX_EVENTS_PER_REQUEST:
+            _fail(
+                413,
+                f"too many events in one request: {len(raw_events)} > {MAX_EVENTS_PER_REQUEST} "
+                "(MAX_EVENTS_PER_REQUEST); send them in smaller batches",
+            )
+        heads = wire.decode_event_heads(body).events
+    except RecursionError:
+        _fail(400, _too_deep_event(body))
+    except msgspec.DecodeError as exc:
+        _decode_error("events", exc)
+    check_depth = _may_nest_deeper(brackets, MAX_NESTING_DEPTH + 2)
+    return _event_rows(raw_events, heads, own, check_depth)
+
+
 def _event_rows(
-    raw_events: list[msgspec.Raw], heads: list[wire.EventHead], own: str
+    raw_events: list[msgspec.Raw], heads: list[wire.EventHead], own: str, check_depth: bool
 ) -> tuple[list[EventRow], set[str]]:
     """The rows of a create_events batch sent with ``own``'s token, and the other sessions named.
 
@@ -197,8 +393,10 @@ def _event_rows(
             data = str(raw, "utf-8")
         except UnicodeDecodeError as exc:
             _fail(400, f"invalid events[{index}]: {exc}")
+        if check_depth and nesting_exceeds(data):
+            _fail(400, _too_deep_message(f"events[{index}]"))
         event_id = head.id
-        if not event_id or len(event_id) > _MAX_ID_LENGTH or "\x00" in event_id:
+        if not event_id or len(event_id) > MAX_ID_LENGTH or "\x00" in event_id:
             _fail(400, f"events[{index}].id: {_ID_RULE}")
         sid = head.session_id
         if sid is None or sid == own:
@@ -231,6 +429,93 @@ def _event_rows(
     return rows, others
 
 
+def _content_encoding(request: web.Request) -> str:
+    """``""``, ``"gzip"`` or ``"deflate"``; a 415 for anything else."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if encoding in ("", "identity"):
+        return ""
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return encoding
+    _fail(415, "unsupported Content-Encoding (use gzip, deflate or none)")
+
+
+def _inflater(encoding: str, first: bytes) -> Any:
+    """A zlib decompressor for a body that starts with ``first``.
+
+    gzip and zlib headers are detected (wbits 32 + 15); ``deflate`` without the zlib header (raw
+    deflate, which some clients send) is recognised by its first byte, as aiohttp does.
+    """
+    if encoding == "deflate" and (first[0] & 0x0F) != 8 and first[0] != 0x1F:
+        return zlib.decompressobj(wbits=-15)
+    return zlib.decompressobj(wbits=47)
+
+
+async def _read_body(request: web.Request, limit: int, encoding: str) -> bytes:
+    """Read (and inflate) the body in chunks; 413 as soon as either size passes ``limit``."""
+    content = request.content
+    received = 0
+    parts: list[bytes] = []
+    size = 0
+    inflater: Any = None
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > limit:
+            _fail(413, f"request body too large: more than {limit} bytes")
+        if not encoding:
+            parts.append(chunk)
+            continue
+        if inflater is None:
+            inflater = _inflater(encoding, chunk)
+        while chunk:
+            try:
+                out = inflater.decompress(chunk, min(_INFLATE_SLICE, limit - size + 1))
+            except zlib.error:
+                _fail(400, "invalid compressed body (Content-Encoding)")
+            size += len(out)
+            if size > limit:
+                _fail(413, f"request body too large: more than {limit} bytes once decompressed")
+            parts.append(out)
+            chunk = inflater.unconsumed_tail
+            if chunk:
+                await asyncio.sleep(0)  # a bomb inflates slice by slice; others get the loop
+    if encoding and (inflater is None or not inflater.eof):
+        _fail(400, "invalid compressed body: truncated (Content-Encoding)")
+    return b"".join(parts)
+
+
+def _decode_spans(body: bytes, protobuf: bool) -> list[otlp.SpanRecord]:
+    try:
+        if protobuf:
+            return otlp.decode_protobuf_request(body)
+        return otlp.decode_json_request(body)
+    except ValueError as exc:
+        _fail(400, str(exc))
+    except RecursionError:
+        _fail(400, f"invalid OTLP body: nested deeper than {MAX_NESTING_DEPTH} levels")
+    except ImportError:
+        _fail(415, "OTLP/protobuf needs opentelemetry-proto: pip install agentops-async[collector]")
+
+
+def _span_rows(spans: list[otlp.SpanRecord], sessions: dict[str, str]) -> list[EventRow]:
+    """Rows of the spans of ``sessions`` (by trace id); a 400 if one is nested too deep."""
+    rows: list[EventRow] = []
+    for span in spans:
+        session_id = sessions.get(span.trace_id)
+        if session_id is None:
+            continue
+        span.session_id = session_id
+        data = wire.encode(span).decode()
+        if nesting_exceeds(data):
+            _fail(400, _too_deep_message(f"span {span.span_id}"))
+        rows.append(
+            (session_id, span.id, span.event_type, span.init_timestamp, span.end_timestamp, data)
+        )
+    return rows
+
+
 class _Api:
     """The request handlers and what they share (storage, signer, prices, caches)."""
 
@@ -243,12 +528,32 @@ class _Api:
         # revoked, so what a key maps to is trusted for KEY_CACHE_SECONDS only.
         self._key_projects: dict[str, tuple[str, float]] = {}
         self._session_projects: dict[str, str] = {}
+        # Decoding a large body is CPU work of tens of milliseconds: it runs here, off the event
+        # loop. Two threads bound the memory of decodes in flight (the GIL bounds the speed-up).
+        self._decoder = ThreadPoolExecutor(2, thread_name_prefix="agentops-collector-decode")
+
+    async def close(self, app: web.Application | None = None) -> None:
+        """Stop the decode threads (an ``on_cleanup`` hook)."""
+        self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def off_loop(self, size: int, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``: inline for a small body of ``size`` bytes, else in a decode thread.
+
+        Small bodies are decoded inline (a thread hand-off costs more than decoding them). In
+        the thread, what holds the GIL longest is one msgspec decode call (~10-25 ms for a
+        32 MiB body of real events); bodies with too many events are refused before that.
+        """
+        if size <= _INLINE_DECODE_BYTES:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._decoder, fn, *args)
 
     # --- authentication ------------------------------------------------------------------
 
     async def project_of_key(self, api_key: str | None) -> str:
         if not api_key:
             _fail(401, "missing API key (X-Agentops-Api-Key header)")
+        if not api_key.isascii():  # keys are UUIDs; this one cannot be any project's
+            _fail(401, "invalid API key: not ASCII")
         digest = hash_key(api_key.strip())
         now = time.monotonic()
         cached = self._key_projects.get(digest)
@@ -292,13 +597,27 @@ class _Api:
         self._session_projects[session_id] = project_id
 
     async def body(self, request: web.Request) -> bytes:
+        """The request body, decompressed; called only once the request is authenticated.
+
+        Bounded three ways: ``max_body_size`` on the bytes received and on the decompressed
+        bytes (a 2 MB gzip body of 2 GB is refused after 32 MiB of output), ``body_timeout`` on
+        the time to receive it (408), and the loop is never held by decompression (it runs in
+        slices of :data:`_INFLATE_SLICE` bytes with a yield between them).
+        """
         limit = self.settings.max_body_size
+        encoding = _content_encoding(request)
         if request.content_length is not None and request.content_length > limit:
             _fail(413, f"request body too large: {request.content_length} > {limit} bytes")
+        timeout = self.settings.body_timeout
         try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            _fail(413, f"request body too large: more than {limit} bytes")
+            if sys.version_info >= (3, 11):
+                async with asyncio.timeout(timeout):
+                    return await _read_body(request, limit, encoding)
+            return await asyncio.wait_for(_read_body(request, limit, encoding), timeout)
+        except asyncio.TimeoutError:
+            _fail(408, f"request body not received within {timeout:g} s (--body-timeout)")
+        except RequestPayloadError:
+            _fail(400, "malformed request body (framing or Content-Length does not match)")
 
     # --- v2 API ----------------------------------------------------------------------------
 
@@ -341,11 +660,15 @@ class _Api:
     def _decode_session(self, body: bytes) -> wire.SessionIn:
         try:
             return wire.decode_session(wire.decode_session_envelope(body).session)
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             _decode_error("session", exc)
 
     def _session_url(self, request: web.Request, session_id: str) -> str:
-        return f"{request.url.origin()}/api/sessions/{session_id}"
+        try:
+            origin = str(request.url.origin())
+        except (ValueError, UnicodeError):  # a Host header that is no host (client input)
+            origin = ""
+        return f"{origin}/api/sessions/{session_id}"
 
     async def create_session(self, request: web.Request) -> web.Response:
         project = await self.key_project(request)
@@ -393,12 +716,7 @@ class _Api:
     async def create_events(self, request: web.Request) -> web.Response:
         claims = self.claims(request)
         body = await self.body(request)
-        try:
-            raw_events = wire.decode_events(body).events
-            heads = wire.decode_event_heads(body).events
-        except msgspec.DecodeError as exc:
-            _decode_error("events", exc)
-        rows, others = _event_rows(raw_events, heads, claims.session_id)
+        rows, others = await self.off_loop(len(body), _event_batch, body, claims.session_id)
         for sid in others:
             owner = await self.owner_of(sid)
             if owner is None:
@@ -412,7 +730,7 @@ class _Api:
         project = await self.key_project(request)
         try:
             body = wire.decode_reauth(await self.body(request))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             _decode_error("body", exc)
         session_id = canonical_uuid(body.session_id, "session_id")
         owner = await self.owner_of(session_id)
@@ -426,9 +744,9 @@ class _Api:
         claims = self.claims(request)
         try:
             agent = wire.decode_agent(await self.body(request))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             _decode_error("agent", exc)
-        if not agent.id or len(agent.id) > _MAX_ID_LENGTH or "\x00" in agent.id:
+        if not agent.id or len(agent.id) > MAX_ID_LENGTH or "\x00" in agent.id:
             _fail(400, f"id: {_ID_RULE}")
         await self.storage.create_agent(claims.session_id, agent.id, agent.name)
         return _json({"status": "success"})
@@ -438,7 +756,7 @@ class _Api:
         body = await self.body(request)
         try:
             report = wire.decode_developer_error(body)
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             _decode_error("developer error", exc)
         session_id = None
         if report.session_id is not None:
@@ -446,49 +764,34 @@ class _Api:
             if await self.owner_of(session_id) != project:  # as the read API: 404, not 403
                 _fail(404, "session_id: session not found")
         log.info("developer error from a client: %s: %s", report.type, report.message)
-        await self.storage.add_developer_error(project, session_id, body.decode())
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            _fail(400, "invalid developer error: the body is not UTF-8")
+        await self.storage.add_developer_error(project, session_id, text)
         return _json({"status": "success"})
 
     # --- OTLP ------------------------------------------------------------------------------
 
-    async def traces(self, request: web.Request) -> web.Response:
+    async def trace_project(self, request: web.Request) -> str:
+        """The project of an OTLP export: ``X-Agentops-Api-Key`` or ``Authorization: Bearer``."""
         api_key = request.headers.get("X-Agentops-Api-Key")
         if not api_key:
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             api_key = token if scheme.lower() == "bearer" else None
-        project = await self.project_of_key(api_key)
+        return await self.project_of_key(api_key)
+
+    async def traces(self, request: web.Request) -> web.Response:
+        project = await self.trace_project(request)
         protobuf = request.content_type == "application/x-protobuf"
         if not protobuf and request.content_type != "application/json":
             _fail(415, "Content-Type must be application/x-protobuf or application/json")
         body = await self.body(request)
-        try:
-            spans = (otlp.decode_protobuf_request if protobuf else otlp.decode_json_request)(body)
-        except ValueError as exc:
-            _fail(400, str(exc))
-        except ImportError:
-            _fail(
-                415,
-                "OTLP/protobuf needs opentelemetry-proto: pip install agentops-async[collector]",
-            )
+        spans = await self.off_loop(len(body), _decode_spans, body, protobuf)
         sessions = await self.storage.sessions_for_traces(
             project, sorted({s.trace_id for s in spans})
         )
-        rows: list[EventRow] = []
-        for span in spans:
-            session_id = sessions.get(span.trace_id)
-            if session_id is None:
-                continue
-            span.session_id = session_id
-            rows.append(
-                (
-                    session_id,
-                    span.id,
-                    span.event_type,
-                    span.init_timestamp,
-                    span.end_timestamp,
-                    wire.encode(span).decode(),
-                )
-            )
+        rows = await self.off_loop(len(body), _span_rows, spans, sessions)
         if rows:
             await self.storage.insert_events(rows)
         rejected = len(spans) - len(rows)
@@ -566,16 +869,23 @@ class _Api:
 
     # --- admin and health ------------------------------------------------------------------
 
-    async def create_project(self, request: web.Request) -> web.Response:
+    async def check_admin(self, request: web.Request) -> None:
         expected = self.settings.admin_token
         given = request.headers.get("X-Agentops-Admin-Token", "")
         if expected is None:
             _fail(404, "the admin API is disabled")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # Header values are str with surrogate escapes for bytes that are not UTF-8.
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode()):
             _fail(401, "invalid admin token")
+
+    async def check_token(self, request: web.Request) -> None:
+        self.claims(request)
+
+    async def create_project(self, request: web.Request) -> web.Response:
+        await self.check_admin(request)
         try:
             body = wire.decode_project(await self.body(request))
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             _decode_error("body", exc)
         project_id, api_key = await new_project(self.storage, body.name or "default")
         return _json({"project_id": project_id, "api_key": api_key})
@@ -585,6 +895,33 @@ class _Api:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
+async def _no_check(request: web.Request) -> object:
+    return None
+
+
+def _continue_after(check: Callable[[web.Request], Awaitable[object]]) -> ExpectHandler:
+    """An ``Expect: 100-continue`` handler that authenticates before the client sends the body.
+
+    A client that waits for ``100 Continue`` (curl does for large bodies) gets the 401 instead,
+    so an unauthenticated body is not even sent. Runs outside the middlewares: answers JSON here.
+    """
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if request.headers.get(hdrs.EXPECT, "").strip().lower() != "100-continue":
+            return _json({"message": "unsupported Expect header (only 100-continue)"}, 417)
+        try:
+            await check(request)
+        except ApiError as exc:
+            return _json({"message": exc.message}, exc.status)
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer proper has not started
+        return None
+
+    return expect
 
 
 @web.middleware
@@ -647,20 +984,27 @@ def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) 
     # The body limit is enforced in _Api.body (with a JSON answer); aiohttp's own limit is a
     # backstop a little above it.
     app = web.Application(middlewares=[_errors_as_json], client_max_size=settings.max_body_size + 1)
+    app.on_cleanup.append(api.close)
+    key, token = _continue_after(api.key_project), _continue_after(api.check_token)
+    anyone = _continue_after(_no_check)
     app.add_routes(
         [
-            web.post("/v2/create_session", api.create_session),
-            web.post("/v2/update_session", api.update_session),
-            web.post("/v2/create_events", api.create_events),
-            web.post("/v2/reauthorize_jwt", api.reauthorize_jwt),
-            web.post("/v2/create_agent", api.create_agent),
-            web.post("/v2/developer_errors", api.developer_errors),
-            web.post("/v1/traces", api.traces),
-            web.get("/api/sessions", api.list_sessions),
-            web.get("/api/sessions/{session_id}", api.get_session),
-            web.get("/api/sessions/{session_id}/events", api.list_events),
-            web.post("/admin/projects", api.create_project),
-            web.get("/health", api.health),
+            web.post("/v2/create_session", api.create_session, expect_handler=key),
+            web.post("/v2/update_session", api.update_session, expect_handler=token),
+            web.post("/v2/create_events", api.create_events, expect_handler=token),
+            web.post("/v2/reauthorize_jwt", api.reauthorize_jwt, expect_handler=key),
+            web.post("/v2/create_agent", api.create_agent, expect_handler=token),
+            web.post("/v2/developer_errors", api.developer_errors, expect_handler=key),
+            web.post("/v1/traces", api.traces, expect_handler=_continue_after(api.trace_project)),
+            web.get("/api/sessions", api.list_sessions, expect_handler=anyone),
+            web.get("/api/sessions/{session_id}", api.get_session, expect_handler=anyone),
+            web.get("/api/sessions/{session_id}/events", api.list_events, expect_handler=anyone),
+            web.post(
+                "/admin/projects",
+                api.create_project,
+                expect_handler=_continue_after(api.check_admin),
+            ),
+            web.get("/health", api.health, expect_handler=anyone),
         ]
     )
     return app

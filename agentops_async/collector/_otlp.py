@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from .._limits import MAX_NESTING_DEPTH
+
 __all__ = [
     "SpanRecord",
     "decode_json_request",
@@ -43,9 +45,23 @@ class SpanRecord(msgspec.Struct, kw_only=True):
     scope: dict[str, Any] = {}
 
 
-def ns_to_iso(ns: int) -> str:
-    """An ISO 8601 UTC timestamp from nanoseconds since the epoch."""
+# OTLP times are fixed64 nanoseconds since the epoch.
+_MAX_NS = 2**64 - 1
+
+
+def ns_to_iso(ns: int, what: str = "timeUnixNano") -> str:
+    """An ISO 8601 UTC timestamp from nanoseconds since the epoch.
+
+    Raises:
+        ValueError: ``ns`` is outside 0..2**64-1 (the message names ``what``).
+    """
+    if not 0 <= ns <= _MAX_NS:
+        raise ValueError(f"{what}: out of range (expected 0..2^64-1 nanoseconds since the epoch)")
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+def _too_deep(key: str) -> ValueError:
+    return ValueError(f"attribute {key[:100]!r}: nested deeper than {MAX_NESTING_DEPTH} levels")
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -125,7 +141,9 @@ _json_decoder = msgspec.json.Decoder(_ExportRequest, strict=False)
 _json_encoder = msgspec.json.Encoder()
 
 
-def _json_value(value: _AnyValue | None) -> Any:
+def _json_value(value: _AnyValue | None, key: str, depth: int = 1) -> Any:
+    """The plain value of an AnyValue; ``depth`` counts the containers around it (ValueError
+    beyond :data:`MAX_NESTING_DEPTH`)."""
     if value is None:
         return None
     if value.string_value is not None:
@@ -137,14 +155,19 @@ def _json_value(value: _AnyValue | None) -> Any:
     if value.double_value is not None:
         return value.double_value
     if value.array_value is not None:
-        return [_json_value(v) for v in value.array_value.values]
+        if depth > MAX_NESTING_DEPTH:
+            raise _too_deep(key)
+        return [_json_value(v, key, depth + 1) for v in value.array_value.values]
     if value.kvlist_value is not None:
-        return _json_attributes(value.kvlist_value.values)
+        if depth > MAX_NESTING_DEPTH:
+            raise _too_deep(key)
+        return _json_attributes(value.kvlist_value.values, depth + 1, key)
     return value.bytes_value
 
 
-def _json_attributes(pairs: list[_KeyValue]) -> dict[str, Any]:
-    return {kv.key: _json_value(kv.value) for kv in pairs}
+def _json_attributes(pairs: list[_KeyValue], depth: int = 1, top: str = "") -> dict[str, Any]:
+    """Attributes as a dict; ``top`` is the outermost attribute's key (for error messages)."""
+    return {kv.key: _json_value(kv.value, top or kv.key, depth) for kv in pairs}
 
 
 def _hex_id(value: str, size: int, what: str) -> str:
@@ -194,8 +217,8 @@ def decode_json_request(body: bytes) -> list[SpanRecord]:
                         parent_span_id=parent,
                         name=span.name,
                         kind=span.kind,
-                        init_timestamp=ns_to_iso(span.start_time_unix_nano),
-                        end_timestamp=ns_to_iso(span.end_time_unix_nano),
+                        init_timestamp=ns_to_iso(span.start_time_unix_nano, "startTimeUnixNano"),
+                        end_timestamp=ns_to_iso(span.end_time_unix_nano, "endTimeUnixNano"),
                         attributes=_json_attributes(span.attributes),
                         status={"code": status.code, "message": status.message},
                         events=[
@@ -216,21 +239,25 @@ def decode_json_request(body: bytes) -> list[SpanRecord]:
 # --- protobuf --------------------------------------------------------------------------------
 
 
-def _pb_value(value: Any) -> Any:
+def _pb_value(value: Any, key: str, depth: int = 1) -> Any:
     kind = value.WhichOneof("value")
     if kind is None:
         return None
     if kind == "array_value":
-        return [_pb_value(v) for v in value.array_value.values]
+        if depth > MAX_NESTING_DEPTH:
+            raise _too_deep(key)
+        return [_pb_value(v, key, depth + 1) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return _pb_attributes(value.kvlist_value.values)
+        if depth > MAX_NESTING_DEPTH:
+            raise _too_deep(key)
+        return _pb_attributes(value.kvlist_value.values, depth + 1, key)
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
     return getattr(value, kind)
 
 
-def _pb_attributes(pairs: Any) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value) for kv in pairs}
+def _pb_attributes(pairs: Any, depth: int = 1, top: str = "") -> dict[str, Any]:
+    return {kv.key: _pb_value(kv.value, top or kv.key, depth) for kv in pairs}
 
 
 def decode_protobuf_request(body: bytes) -> list[SpanRecord]:
