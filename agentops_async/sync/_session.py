@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentops_async")
 
 
+# Sessions ended out of order, waiting for the context above them to leave (see _leave_context).
+_left_open: dict[AsyncSession, Session] = {}
+
 class Session:
     """A session for synchronous code: the seeds' ``Session``, backed by an :class:`AsyncSession`.
 
@@ -262,17 +265,33 @@ class Session:
             self._otel_token = otel_context.attach(trace.set_span_in_context(span))
 
     def _leave_context(self) -> None:
-        """Undo :meth:`_enter_context` when called where it was done (else leave it be)."""
+        """Undo :meth:`_enter_context` when called where it was done (else leave it be).
+
+        Contexts nest like a stack. A session ended while a later one is current (sessions ended
+        in start order) cannot restore its context yet: it waits in ``_left_open`` and is
+        unwound when the later one leaves and its context is on top again, so no ended session
+        (nor its root span) is left current.
+        """
+        if self._thread_id != threading.get_ident():
+            self._ctx_token = self._otel_token = None
+            return
+        if self._ctx_token is not None and registry.get_current_session() is not self._async:
+            _left_open[self._async] = self
+            return
+        self._restore_context()
+        while (below := registry.get_current_session()) is not None and not below.is_running:
+            waiting = _left_open.pop(below, None)
+            if waiting is None:  # current through a token of another context
+                registry.set_current(None)
+                break
+            waiting._restore_context()
+
+    def _restore_context(self) -> None:
         token, self._ctx_token = self._ctx_token, None
         otel_token, self._otel_token = self._otel_token, None
-        if self._thread_id != threading.get_ident():
-            return
-        if token is not None and registry.get_current_session() is self._async:
+        if token is not None:
             registry.reset_current(token)
-            restored = registry.get_current_session()
-            # The token's context may be another one's, or bring back a session that ended in the
-            # meantime (sessions ended in start order): never leave an ended session current.
-            if restored is self._async or (restored is not None and not restored.is_running):
+            if registry.get_current_session() is self._async:  # token of another context
                 registry.set_current(None)
         # Detach only where the span is still current (as the engine does), else OTel logs an error.
         if otel_token is not None and trace.get_current_span() is self._root_span:

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from opentelemetry import trace
 
 import agentops_async as ao
 from agentops_async import sync
@@ -248,3 +249,18 @@ def test_sessions_ended_in_start_order_leave_no_ended_session_current(
     # Restoring the context of before ``second`` would bring back ``first``, which has ended.
     assert sync.get_current_session() is None
     assert ao.get_current_session() is None
+    assert not trace.get_current_span().get_span_context().is_valid  # nor its root span
+
+
+def test_three_sessions_ended_out_of_order_unwind_to_the_one_still_running(
+    offline_client: ao.Client,
+) -> None:
+    first = offline_client.start_session()
+    second = offline_client.start_session()
+    third = offline_client.start_session()
+    second.end()
+    third.end()
+    assert ao.get_current_session() is first._async
+    first.end()
+    assert ao.get_current_session() is None
+    assert not trace.get_current_span().get_span_context().is_valid
