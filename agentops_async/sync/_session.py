@@ -31,6 +31,7 @@ log = logging.getLogger("agentops_async")
 # Sessions ended out of order, waiting for the context above them to leave (see _leave_context).
 _left_open: dict[AsyncSession, Session] = {}
 
+
 class Session:
     """A session for synchronous code: the seeds' ``Session``, backed by an :class:`AsyncSession`.
 
