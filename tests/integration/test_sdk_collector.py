@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from _values import depth, nested
 
 import agentops_async as ao
 from agentops_async._limits import MAX_NESTING_DEPTH, MAX_TAG_LENGTH
@@ -185,22 +186,6 @@ async def test_tags_at_the_limit_are_stored_and_longer_ones_are_refused_at_the_c
     assert [e["action_type"] for e in events] == ["kept"]
 
 
-def _nested(depth: int) -> Any:
-    """A value of ``depth`` nested containers (lists inside dicts inside lists...)."""
-    value: Any = "leaf"
-    for level in range(depth):
-        value = [value] if level % 2 else {"d": value}
-    return value
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
-
-
 async def test_values_deeper_than_the_limit_are_cut_by_the_sdk_to_what_the_collector_stores(
     collector: Any,
 ) -> None:
@@ -211,16 +196,16 @@ async def test_values_deeper_than_the_limit_are_cut_by_the_sdk_to_what_the_colle
     depths = [MAX_NESTING_DEPTH - 2, MAX_NESTING_DEPTH - 1, MAX_NESTING_DEPTH, 500]
     try:
         async with client.session() as session:
-            for depth in depths:
-                await session.record(ao.ActionEvent(action_type=str(depth), params=_nested(depth)))
+            for levels in depths:
+                await session.record(ao.ActionEvent(action_type=str(levels), params=nested(levels)))
     finally:
         assert await client.close()
     assert client.stats.dropped == 0
     events = {e["action_type"]: e for e in await collector.get_events(session.session_id)}
     assert sorted(events, key=int) == [str(d) for d in depths]
     # The event object is level 1 and its params level 2: params may hold MAX - 1 levels.
-    for depth in depths:
-        stored = _depth({"event": {"params": events[str(depth)]["params"]}}) - 1
-        assert stored == min(depth + 1, MAX_NESTING_DEPTH), depth
+    for levels in depths:
+        stored = 1 + depth(events[str(levels)]["params"])
+        assert stored == min(levels + 1, MAX_NESTING_DEPTH), levels
     assert "nested deeper than" in str(events["500"]["params"])
     assert "nested deeper than" not in str(events[str(MAX_NESTING_DEPTH - 1)]["params"])

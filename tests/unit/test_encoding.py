@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from _values import depth, nested
 
 import agentops_async as ao
 from agentops_async import events as events_module
@@ -49,23 +50,6 @@ class Name(str):
 
 class Kind(enum.StrEnum):
     SEARCH = "search"
-
-
-def depth(value: Any) -> int:
-    """Nesting depth of containers in decoded JSON (a scalar is 0)."""
-    if isinstance(value, dict):
-        return 1 + max((depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((depth(v) for v in value), default=0)
-    return 0
-
-
-def nested(levels: int) -> list[Any]:
-    """A list nested ``levels`` deep (``levels`` containers), holding 1 at the bottom."""
-    value: list[Any] = [1]
-    for _ in range(levels - 1):
-        value = [value]
-    return value
 
 
 def surrogate_events() -> list[ao.Event]:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from _servers import CollectorHandle, PostgresServer
+from _servers import CollectorHandle
 
-from agentops_async.collector import Storage, open_storage
+from agentops_async.collector import Storage
 from agentops_async.collector._app import new_project
 from agentops_async.collector._prices import PriceTable
 from agentops_async.collector._reads import session_views
@@ -88,24 +85,6 @@ async def test_a_nan_cost_follows_one_rule_on_both_backends(collector: Collector
 
 
 # --- what older collectors may have stored -----------------------------------------------------
-
-
-@pytest.fixture
-def database(collector_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if collector_backend == "sqlite":
-        return str(tmp_path / "storage.db")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
-
-
-@pytest_asyncio.fixture
-async def storage(database: str) -> AsyncIterator[Storage]:
-    store = open_storage(database)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def _usage_row(session_id: str, cost: float | None, tokens: int | None = None) -> EventRow:

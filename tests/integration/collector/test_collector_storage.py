@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from _servers import PostgresServer
 
 from agentops_async.collector import Collector, Storage, open_storage
 from agentops_async.collector._app import hash_key, new_project
 from agentops_async.collector._storage import EventRow, SessionFilter, SessionWrite
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def database(collector_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if collector_backend == "sqlite":
-        return str(tmp_path / "storage.db")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
-
-
-@pytest_asyncio.fixture
-async def storage(database: str) -> AsyncIterator[Storage]:
-    store = open_storage(database)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def _row(session_id: str, event_id: str, event_type: str = "actions") -> EventRow:
