@@ -9,8 +9,10 @@ the proxy answers 502, like a gateway would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
+import json
 from collections import Counter
 from typing import Literal
 
@@ -57,6 +59,10 @@ class FaultProxy:
         self.forwarded = 0
         self.upstream_statuses: Counter[int] = Counter()  # what the collector itself answered
         self.expired_tokens: set[str] = set()  # an expired JWT stays expired, like a real one
+        # Tokens just issued by /v2/reauthorize_jwt: a real token does not expire the moment it is
+        # issued, so "expire_jwt" leaves them alone (else which request it hits, among several
+        # sessions' concurrent ones, could be a retry right after re-authorisation).
+        self.fresh_tokens: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
@@ -87,9 +93,11 @@ class FaultProxy:
     def clear(self) -> None:
         self.rules.clear()
 
-    def _match(self, path: str) -> Fault | None:
+    def _match(self, path: str, fresh_token: bool = False) -> Fault | None:
         for rule in self.rules:
             if not path.startswith(rule.path):
+                continue
+            if rule.kind == "expire_jwt" and fresh_token:
                 continue
             if rule.times is not None and rule.applied >= rule.times:
                 continue
@@ -106,7 +114,7 @@ class FaultProxy:
         token = request.headers.get("Authorization", "")
         if token and token in self.expired_tokens:
             return web.json_response({"message": "Expired Token"}, status=401)
-        rule = self._match(request.path)
+        rule = self._match(request.path, fresh_token=token in self.fresh_tokens)
         if rule is not None:
             if rule.kind == "status":
                 headers = {"Retry-After": rule.retry_after} if rule.retry_after else {}
@@ -125,6 +133,9 @@ class FaultProxy:
             if rule.kind == "slow":
                 await asyncio.sleep(rule.delay)
         status, payload, headers = await self._forward(request, body)
+        if request.path == "/v2/reauthorize_jwt" and status == 200:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.fresh_tokens.add("Bearer " + json.loads(payload)["jwt"])
         if rule is not None and rule.kind == "reset_after":
             return self._reset(request)
         if rule is not None and rule.kind == "malformed" and status == 200:
