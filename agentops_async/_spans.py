@@ -177,11 +177,14 @@ class FinishedSpan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    """OTel attributes (scalars and tuples of scalars) as JSON-able builtins."""
+    """OTel attributes (scalars, and tuples of scalars: the SDK allows no others) as a dict of
+    JSON values, sequences as lists (what an OTLP decoder gives too)."""
     if not attributes:
         return {}
-    safe: dict[str, Any] = to_json_safe(dict(attributes))
-    return safe
+    return {
+        str(key): list(value) if isinstance(value, (tuple, list)) else to_json_safe(value)
+        for key, value in attributes.items()
+    }
 
 
 # --- ids and the shared shape -----------------------------------------------------------------
