@@ -157,6 +157,9 @@ class AsyncSession:
         self._span: trace.Span | None = None
         self._span_trace_id = 0
         self._otel_token: object | None = None
+        # Links of the root span when the caller is elsewhere (the sync facade starts sessions
+        # on its loop thread): None means "link to the span current where start() runs".
+        self._root_links: list[trace.Link] | None = None
         self._ctx_token: Token[AsyncSession | None] | None = None
         self._t0 = 0.0
         self._t1: float | None = None
@@ -222,7 +225,7 @@ class AsyncSession:
         span = tracer.start_span(
             "agentops.session",
             context=otel_context.Context(),
-            links=session_links(),
+            links=session_links() if self._root_links is None else self._root_links,
             attributes={"agentops.session.id": self.session_id, "agentops.session.tags": self.tags},
         )
         ctx = span.get_span_context()
