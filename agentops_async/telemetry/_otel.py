@@ -21,6 +21,7 @@ SDK provider, no library records spans).
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,6 +37,8 @@ from ..events import Event
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span
+
+log = logging.getLogger("agentops_async")
 
 SpanSink = Callable[[Event], object]
 
@@ -58,6 +61,7 @@ class SessionSpanRouter(SpanProcessor):
 
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
+        self._warned = False
 
     def register(self, trace_id: int, root_span_id: int, session_id: str, sink: SpanSink) -> None:
         """Send the events of the ended spans of ``trace_id`` (except the root) to ``sink``."""
@@ -77,8 +81,19 @@ class SessionSpanRouter(SpanProcessor):
         route = self._routes.get(ctx.trace_id)
         if route is None or ctx.span_id == route.root_span_id:
             return
-        for event in span_to_events(span):
-            route.sink(event)
+        try:  # runs inside the user's span.end(): never raise there
+            for event in span_to_events(span):
+                route.sink(event)
+        except Exception:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "agentops_async: could not capture span %r into session %s (it is not "
+                    "recorded); later failures are not logged",
+                    span.name,
+                    route.session_id,
+                    exc_info=True,
+                )
 
     def shutdown(self) -> None:
         self._routes.clear()

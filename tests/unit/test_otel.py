@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 
 import agentops_async as ao
+from agentops_async.telemetry._otel import router
 
 from .fake_api import FakeApi
 
@@ -138,3 +140,26 @@ async def test_captured_spans_are_counted_under_the_event_type_they_map_to(
     sent = sorted((e["event_type"], e.get("action_type")) for e in api.events[session.session_id])
     assert sent == [("actions", "span"), ("llms", None)]
     assert session.stats.summary().count("LLMs: 1") == 1
+
+
+async def test_a_span_that_cannot_be_captured_never_raises_into_span_end(
+    api: FakeApi, client: ao.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracer = sdk_provider().get_tracer("user-code")
+    async with client.session() as session:
+        with tracer.start_as_current_span("fine"):
+            pass
+        route = router()._routes[session._span_trace_id]
+        route.sink, saved = _refuse, route.sink  # a session that refuses the event
+        with (
+            caplog.at_level(logging.WARNING, logger="agentops_async"),
+            tracer.start_as_current_span("refused"),
+        ):
+            pass  # the span ends here: the sink raises inside span.end()
+        route.sink = saved
+    assert [e["params"]["name"] for e in api.events[session.session_id]] == ["fine"]
+    assert any("could not capture span 'refused'" in r.getMessage() for r in caplog.records)
+
+
+def _refuse(event: ao.Event) -> None:
+    raise ao.InvalidEvent("refused")
