@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 import yarl
+from opentelemetry import context as otel_context
 
 from .._config import Config
 from ..errors import ApiError
+from ..telemetry._otel import suppressed_otel_context
 from . import _wire as wire
 
 log = logging.getLogger("agentops_async")
@@ -28,6 +30,7 @@ _MAX_RETRY_AFTER = 120.0
 # Answers that mean "the service is unavailable, try again later" (as OTLP exporters treat them):
 # retried for up to max_retry_time. Connection errors, timeouts and garbled answers are too.
 _OUTAGE_STATUSES = frozenset({429, 502, 503, 504})
+_QUIET = suppressed_otel_context()  # no current span, OTel instrumentation suppressed
 
 
 # Bodies above this are written in pieces of this size with a yield to the loop in between: one
@@ -281,6 +284,21 @@ class ApiClient:
         return text
 
     async def _call(
+        self,
+        path: str,
+        body: bytes,
+        auth: SessionAuth | None,
+        decode: Callable[[bytes], T] | None,
+    ) -> Any:
+        # Whoever calls: our requests are never spans (an instrumented aiohttp would otherwise
+        # trace them into the current session, whose export makes another request...).
+        token = otel_context.attach(_QUIET)
+        try:
+            return await self._call_with_retries(path, body, auth, decode)
+        finally:
+            otel_context.detach(token)
+
+    async def _call_with_retries(
         self,
         path: str,
         body: bytes,

@@ -39,7 +39,7 @@ from ..telemetry._exporter import (
     Op,
     SessionChannel,
 )
-from ..telemetry._otel import router, session_tracer
+from ..telemetry._otel import router, session_links, session_tracer
 from . import _registry as registry
 from ._state import SessionState, SessionStateProperty
 
@@ -157,6 +157,9 @@ class AsyncSession:
         self._span: trace.Span | None = None
         self._span_trace_id = 0
         self._otel_token: object | None = None
+        # Links of the root span when the caller is elsewhere (the sync facade starts sessions
+        # on its loop thread): None means "link to the span current where start() runs".
+        self._root_links: list[trace.Link] | None = None
         self._ctx_token: Token[AsyncSession | None] | None = None
         self._t0 = 0.0
         self._t1: float | None = None
@@ -217,8 +220,12 @@ class AsyncSession:
 
     def _open_span(self, capture: bool) -> None:
         tracer = session_tracer(capture)
+        # A new trace (an empty parent context), linked to the ambient span if there is one: two
+        # sessions opened under one request span must not share a trace (capture routes by it).
         span = tracer.start_span(
             "agentops.session",
+            context=otel_context.Context(),
+            links=session_links() if self._root_links is None else self._root_links,
             attributes={"agentops.session.id": self.session_id, "agentops.session.tags": self.tags},
         )
         ctx = span.get_span_context()
@@ -406,12 +413,14 @@ class AsyncSession:
         return self._exporter.submit_threadsafe(self._channel, data)
 
     def _capture_span(self, event: Event) -> None:
-        """Sink of the OTel span router: an ended child span of this session (any thread)."""
+        """Sink of the OTel span router: an event made from an ended span of this session's
+        trace (any thread), counted under its event type like a recorded one."""
         if self._state_value is not _RUNNING or self._channel is None:
             return
         data = event.prepare(self.session_id, self.trace_id)
         with self._count_lock:
-            self._locked_counts["spans"] = self._locked_counts.get("spans", 0) + 1
+            counts = self._locked_counts
+            counts[event.event_type] = counts.get(event.event_type, 0) + 1
         self._exporter.submit_threadsafe(self._channel, data)
 
     async def flush(self, timeout: float | None = None) -> bool:
@@ -488,7 +497,8 @@ class AsyncSession:
     # -- reporting ------------------------------------------------------------------------------
     @property
     def event_counts(self) -> dict[str, int]:
-        """Events recorded so far, by event type (captured OTel spans under ``"spans"``)."""
+        """Events recorded so far, by event type (captured OTel spans under the type they map
+        to: ``llms``, ``tools``, ``errors``, and ``actions`` for plain spans)."""
         counts = dict(self._counts)
         with self._count_lock:
             for key, value in self._locked_counts.items():

@@ -20,6 +20,7 @@ from ..events import Event
 from ..session import _registry as registry
 from ..session._session import AsyncSession, SessionStats
 from ..session._state import SessionState
+from ..telemetry._otel import session_links
 from . import _runtime as runtime
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ class Session:
             AgentOpsError: called on the facade's own loop thread.
         """
         self._check_owned("start")
+        # The loop thread runs start() in an empty context: the link to the span current here
+        # (the session is a new trace, joined to where it began) is made in this thread.
+        self._async._root_links = session_links()
         runtime.call(self._async.start, what="Session.start()")
         self._enter_context()
         runtime.add_session(self)

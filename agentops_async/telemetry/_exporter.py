@@ -30,6 +30,7 @@ from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
 from ..events import Event, describe_oversize, encode_event, finalize, wire_events
+from ._otel import quiet_context
 from ._spool import EVENT, Spool, SpoolRecord
 
 log = logging.getLogger("agentops_async")
@@ -217,7 +218,11 @@ class Exporter:
         spooling = self._spool is not None and not self._spool.empty
         self._limit = 0 if spooling else self._max_events
         self._loop_ending = False
-        task = self.loop.create_task(self._run(), name="agentops_async-exporter")
+        # In a quiet context, whoever starts it: none of the caller's context variables (its
+        # session, its span) and OTel instrumentation suppressed, so our requests are no spans.
+        task = quiet_context().run(
+            self.loop.create_task, self._run(), name="agentops_async-exporter"
+        )
         task.add_done_callback(self._task_ended)
         self._task = task
 

@@ -4,7 +4,13 @@ Recorded events are not OTel SDK spans (an SDK span start/end costs tens of micr
 carry trace and span ids instead. What OTel gives us is context propagation (the session's root span
 is current inside the session, so spans from user code and third-party instrumentation become its
 children) and a span processor that routes every ended child span of an active session's trace onto
-that session's export queue as an event.
+that session's export queue, as the events :mod:`agentops_async._spans` maps it to.
+
+A session is always a trace of its own: its root span has no parent, even when the session is
+opened inside another span (a web request's, an agent framework's run); it carries a link to that
+ambient span instead. So two sessions never share a trace id, and a span's trace id names the one
+session whose root it descends from. The SDK's own network work runs in a quiet context
+(:func:`quiet_context`): no span of the user's, instrumentation suppressed.
 
 We never install a global tracer provider (that would get in the user's way). When the global
 provider is an SDK ``TracerProvider``, the router is added to it and the root span comes from it;
@@ -14,44 +20,52 @@ SDK provider, no library records spans).
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import format_span_id, format_trace_id
 
-from ..events import ActionEvent, to_json_safe
+from .._spans import FinishedSpan, map_span
+from ..events import Event
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span
 
-SpanSink = Callable[[ActionEvent], object]
+log = logging.getLogger("agentops_async")
+
+SpanSink = Callable[[Event], object]
 
 
 class _Route:
-    __slots__ = ("root_span_id", "session_id", "sink", "trace_hex")
+    __slots__ = ("root_span_id", "session_id", "sink")
 
-    def __init__(self, session_id: str, trace_hex: str, root_span_id: int, sink: SpanSink):
+    def __init__(self, session_id: str, root_span_id: int, sink: SpanSink):
         self.session_id = session_id
-        self.trace_hex = trace_hex
         self.root_span_id = root_span_id
         self.sink = sink
 
 
 class SessionSpanRouter(SpanProcessor):
-    """Routes ended spans of active sessions' traces to their sessions (any thread)."""
+    """Routes ended spans of active sessions' traces to their sessions (any thread).
+
+    A session is a trace of its own (its root span has no parent), so the trace id of a span
+    names the one session whose root it descends from.
+    """
 
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
+        self._warned = False
 
     def register(self, trace_id: int, root_span_id: int, session_id: str, sink: SpanSink) -> None:
-        """Send the ended spans of ``trace_id`` (except the root) to ``sink``."""
-        self._routes[trace_id] = _Route(session_id, format_trace_id(trace_id), root_span_id, sink)
+        """Send the events of the ended spans of ``trace_id`` (except the root) to ``sink``."""
+        self._routes[trace_id] = _Route(session_id, root_span_id, sink)
 
     def unregister(self, trace_id: int) -> None:
         """Stop routing ``trace_id``."""
@@ -67,7 +81,19 @@ class SessionSpanRouter(SpanProcessor):
         route = self._routes.get(ctx.trace_id)
         if route is None or ctx.span_id == route.root_span_id:
             return
-        route.sink(span_to_event(span, route))
+        try:  # runs inside the user's span.end(): never raise there
+            for event in span_to_events(span):
+                route.sink(event)
+        except Exception:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "agentops_async: could not capture span %r into session %s (it is not "
+                    "recorded); later failures are not logged",
+                    span.name,
+                    route.session_id,
+                    exc_info=True,
+                )
 
     def shutdown(self) -> None:
         self._routes.clear()
@@ -76,40 +102,53 @@ class SessionSpanRouter(SpanProcessor):
         return True
 
 
-def _ns_to_datetime(ns: int | None) -> datetime | None:
-    return None if ns is None else datetime.fromtimestamp(ns / 1e9, timezone.utc)
+def span_to_events(span: ReadableSpan) -> list[Event]:
+    """The events an ended OTel span becomes (see :mod:`agentops_async._spans`)."""
+    return map_span(FinishedSpan.from_readable_span(span))
 
 
-def span_to_event(span: ReadableSpan, route: _Route) -> ActionEvent:
-    """An ended OTel span as an AgentOps action event (``action_type="span"``)."""
-    ctx = span.context
-    parent = span.parent
-    attributes: dict[str, Any] = dict(span.attributes or {})
-    params = {
-        "name": span.name,
-        "kind": span.kind.name,
-        "parent_span_id": format_span_id(parent.span_id) if parent is not None else None,
-        "attributes": to_json_safe(attributes),
-        "status": span.status.status_code.name,
-        "status_description": span.status.description,
-        "events": [
-            {
-                "name": e.name,
-                "timestamp": e.timestamp,
-                "attributes": to_json_safe(dict(e.attributes or {})),
-            }
-            for e in span.events
-        ],
-    }
-    return ActionEvent(
-        action_type="span",
-        params=params,
-        init_timestamp=_ns_to_datetime(span.start_time) or datetime.now(timezone.utc),
-        end_timestamp=_ns_to_datetime(span.end_time),
-        session_id=route.session_id,
-        trace_id=route.trace_hex,
-        span_id=format_span_id(ctx.span_id) if ctx is not None else None,
+# --- the SDK's own work runs in a quiet context -------------------------------------------------
+# Everything the SDK does on the wire (the exporter task, the API client's requests) runs with no
+# current span and with OpenTelemetry instrumentation suppressed: an instrumented HTTP client
+# (opentelemetry-instrumentation-aiohttp-client...) then makes no span of our requests, which
+# would otherwise be captured into the session, exported, and make another span, and so on.
+_SUPPRESS_KEYS: tuple[object, ...] = tuple(
+    key
+    for key in (
+        getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", None),
+        getattr(otel_context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None),
+        "suppress_instrumentation",  # the plain-string key older instrumentations read
     )
+    if key is not None
+)
+
+
+def suppressed_otel_context() -> Context:
+    """An OpenTelemetry context with no current span and instrumentation suppressed."""
+    ctx = Context()
+    for key in _SUPPRESS_KEYS:
+        ctx = otel_context.set_value(key, True, ctx)  # type: ignore[arg-type]
+    return ctx
+
+
+def quiet_context() -> contextvars.Context:
+    """A fresh ``contextvars.Context`` for the SDK's own tasks: none of the caller's context
+    variables (no current session, no current span), OTel instrumentation suppressed.
+
+    Start a task in it with ``quiet_context().run(loop.create_task, coro)`` (a task copies the
+    context it is created in).
+    """
+    ctx = contextvars.Context()
+    ctx.run(otel_context.attach, suppressed_otel_context())
+    return ctx
+
+
+def session_links() -> list[trace.Link]:
+    """A link to the ambient span, if any: a session is a new trace, joined to where it began."""
+    ambient = trace.get_current_span().get_span_context()
+    if not ambient.is_valid:
+        return []
+    return [trace.Link(ambient, {"agentops.link": "opened_in"})]
 
 
 _router = SessionSpanRouter()

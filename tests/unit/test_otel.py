@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 import pytest
+from _tracing import sdk_provider
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 
 import agentops_async as ao
+from agentops_async.telemetry._otel import router
 
 from .fake_api import FakeApi
 
 pytestmark = pytest.mark.asyncio
-
-
-def sdk_provider() -> TracerProvider:
-    """The application's global SDK provider (OTel allows setting it once per process)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    return provider
 
 
 async def test_user_spans_inside_a_session_are_its_children_and_are_captured(
@@ -86,3 +80,86 @@ async def test_two_concurrent_sessions_have_separate_traces(
     assert first.trace_id != second.trace_id
     assert [e["params"]["name"] for e in api.events[first.session_id]] == ["first"]
     assert [e["params"]["name"] for e in api.events[second.session_id]] == ["second"]
+
+
+async def test_sessions_opened_under_one_ambient_span_are_traces_of_their_own_linked_to_it(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    tracer = sdk_provider().get_tracer("web-framework")
+    both_started = asyncio.Event()
+    started: list[ao.AsyncSession] = []
+
+    async def agent(name: str) -> tuple[ao.AsyncSession, ReadableSpan]:
+        async with client.session() as session:
+            root = session.span
+            assert isinstance(root, ReadableSpan)
+            started.append(session)
+            if len(started) == 2:
+                both_started.set()
+            await asyncio.wait_for(both_started.wait(), 5)  # both sessions run at once
+            with tracer.start_as_current_span(f"{name}-llm-call"):
+                await asyncio.sleep(0)
+            with tracer.start_as_current_span(f"{name}-tool"):
+                await asyncio.sleep(0)
+        return session, root
+
+    with tracer.start_as_current_span("POST /chat") as outer:
+        outer_ctx = outer.get_span_context()
+        (first, first_root), (second, second_root) = await asyncio.gather(
+            agent("first"), agent("second")
+        )
+
+    outer_trace = trace.format_trace_id(outer_ctx.trace_id)
+    assert len({first.trace_id, second.trace_id, outer_trace}) == 3
+    for session, root, name in ((first, first_root, "first"), (second, second_root, "second")):
+        assert root.parent is None, "a session's root span must start a new trace"
+        assert [(link.context.trace_id, link.context.span_id) for link in root.links] == [
+            (outer_ctx.trace_id, outer_ctx.span_id)
+        ]
+        captured = api.events[session.session_id]
+        assert sorted(e["params"]["name"] for e in captured) == [f"{name}-llm-call", f"{name}-tool"]
+        assert {e["trace_id"] for e in captured} == {session.trace_id}
+
+
+async def test_captured_spans_are_counted_under_the_event_type_they_map_to(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    tracer = sdk_provider().get_tracer("user-code")
+    async with client.session() as session:
+        with tracer.start_as_current_span("plan"):
+            pass
+        llm_attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini",
+        }
+        with tracer.start_as_current_span("chat gpt-4o-mini", attributes=llm_attributes):
+            pass
+        counts = session.event_counts
+    assert counts == {"actions": 1, "llms": 1}
+    sent = sorted((e["event_type"], e.get("action_type")) for e in api.events[session.session_id])
+    assert sent == [("actions", "span"), ("llms", None)]
+    assert session.stats.summary().count("LLMs: 1") == 1
+
+
+async def test_a_span_that_cannot_be_captured_never_raises_into_span_end(
+    api: FakeApi, client: ao.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracer = sdk_provider().get_tracer("user-code")
+    async with client.session() as session:
+        with tracer.start_as_current_span("fine"):
+            pass
+        route = router()._routes[session._span_trace_id]
+        route.sink, saved = _refuse, route.sink  # a session that refuses the event
+        with (
+            caplog.at_level(logging.WARNING, logger="agentops_async"),
+            tracer.start_as_current_span("refused"),
+        ):
+            pass  # the span ends here: the sink raises inside span.end()
+        route.sink = saved
+    assert [e["params"]["name"] for e in api.events[session.session_id]] == ["fine"]
+    assert any("could not capture span 'refused'" in r.getMessage() for r in caplog.records)
+
+
+def _refuse(event: ao.Event) -> None:
+    raise ao.InvalidEvent("refused")

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 import agentops_async as ao
 from agentops_async import sync
@@ -264,3 +265,18 @@ def test_three_sessions_ended_out_of_order_unwind_to_the_one_still_running(
     first.end()
     assert ao.get_current_session() is None
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_a_sync_session_started_inside_a_span_is_a_new_trace_linked_to_it(
+    offline_client: ao.Client,
+) -> None:
+    tracer = TracerProvider().get_tracer("script")
+    with tracer.start_as_current_span("batch job") as outer:
+        session = offline_client.start_session()
+        root = trace.get_current_span()
+        session.end()
+    assert isinstance(root, ReadableSpan)
+    assert root.parent is None
+    outer_ctx = outer.get_span_context()
+    assert session.trace_id != trace.format_trace_id(outer_ctx.trace_id)
+    assert [link.context.span_id for link in root.links] == [outer_ctx.span_id]
