@@ -11,7 +11,7 @@ Run it with ``agentops-async serve`` or embed it::
 
 from __future__ import annotations
 
-from ._app import CollectorSettings
+from ._context import CollectorSettings
 from ._prices import DEFAULT_PRICES, ModelPrice, PriceTable
 from ._reads import SessionView
 from ._server import Collector

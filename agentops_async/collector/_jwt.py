@@ -1,7 +1,8 @@
 """HS256 JSON Web Tokens signed by the collector (RFC 7519, just the part we need).
 
-A token names one session of one project and expires; an expired token is answered with
-``401 {"message": "Expired Token"}`` so clients exercise re-authorisation for real.
+A session token names one session of one project, a project token (no session claim) only the
+project. Tokens expire; an expired one is answered with ``401 {"message": "Expired Token"}`` so
+clients exercise re-authorisation for real.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
 
 
 class Claims(msgspec.Struct, frozen=True):
-    """What a collector token says: which session of which project, and until when."""
+    """What a collector token says: which session (None: a project token) of which project, and
+    until when."""
 
-    session_id: str
+    session_id: str | None
     project_id: str
     iat: float
     exp: float
@@ -67,8 +69,8 @@ class JwtSigner:
         digest = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
-    def issue(self, session_id: str, project_id: str, now: float | None = None) -> str:
-        """A new token for ``session_id`` of ``project_id``."""
+    def issue(self, session_id: str | None, project_id: str, now: float | None = None) -> str:
+        """A new token for ``session_id`` of ``project_id`` (None: a project token)."""
         issued = time.time() if now is None else now
         claims = Claims(session_id, project_id, round(issued, 3), round(issued + self.expiry, 3))
         payload = base64.urlsafe_b64encode(_claims_encoder.encode(claims)).rstrip(b"=")

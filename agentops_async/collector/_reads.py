@@ -1,4 +1,8 @@
-"""The read model: sessions with their stats, shared by the HTTP read API and the CLI."""
+"""The read model: sessions with their stats, shared by the HTTP read API and the CLI.
+
+Everything here reads through :class:`SessionReader`, the read side of the storage: the read API
+(and the dashboard) can only look, never write.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,53 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from ._prices import PriceTable, format_cost
-from ._storage import SessionFilter, SessionRow, Storage
+from . import _wire as wire
+from ._prices import PriceTable, Usage, format_cost
+from ._storage import STATE_RUNNING, SessionFilter, SessionRow
 
-__all__ = ["CursorCodec", "InvalidCursor", "SessionView", "list_session_views", "session_views"]
+__all__ = [
+    "STATE_FILTERS",
+    "CursorCodec",
+    "InvalidCursor",
+    "SessionReader",
+    "SessionView",
+    "list_session_views",
+    "session_views",
+]
+
+STATE_FILTERS = {**wire.END_STATES, "running": STATE_RUNNING}
+"""What a ``state`` filter may say (any case), and the stored state it selects."""
+
+
+class SessionReader(Protocol):
+    """The read side of :class:`~agentops_async.collector._storage.Storage`.
+
+    What the read API, the CLI and the dashboard use: sessions of a project, their events,
+    counts and LLM usage. Every :class:`Storage` is one.
+    """
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        """Sessions matching ``flt``, newest first, at most ``flt.limit``."""
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session by id (callers check its project)."""
+
+    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{session_id: {event_type: count}}``."""
+
+    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
+        """LLM token usage per session and model (for cost)."""
+
+    async def list_events(
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
+        """``(id, event JSON)`` of a session's events in arrival order, after ``after_id``."""
 
 
 class InvalidCursor(ValueError):
@@ -96,7 +138,7 @@ _decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 async def session_views(
-    storage: Storage, prices: PriceTable, rows: list[SessionRow]
+    storage: SessionReader, prices: PriceTable, rows: list[SessionRow]
 ) -> list[SessionView]:
     """Views of ``rows`` with counts and cost (two grouped queries, whatever the page size)."""
     ids = [r.id for r in rows]
@@ -132,7 +174,7 @@ async def session_views(
 
 
 async def list_session_views(
-    storage: Storage, prices: PriceTable, flt: SessionFilter
+    storage: SessionReader, prices: PriceTable, flt: SessionFilter
 ) -> tuple[list[SessionView], str | None]:
     """A page of session views and where the next page starts (``SessionFilter.before_id``;
     None on the last page)."""

@@ -25,16 +25,15 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from ._app import (
+from ._app import build_app
+from ._auth import new_project, new_secret
+from ._context import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONNECTIONS,
     CollectorSettings,
-    build_app,
-    new_project,
-    new_secret,
 )
 from ._jwt import JwtSigner
 from ._prices import PriceTable

@@ -16,6 +16,7 @@ import msgspec
 from .._limits import MAX_INT
 
 __all__ = [
+    "END_STATES",
     "MAX_COST",
     "AgentIn",
     "DeveloperErrorIn",
@@ -37,6 +38,15 @@ __all__ = [
     "encode",
     "encoder",
 ]
+
+END_STATES = {
+    "success": "SUCCEEDED",
+    "succeeded": "SUCCEEDED",
+    "fail": "FAILED",
+    "failed": "FAILED",
+    "indeterminate": "INDETERMINATE",
+}
+"""The stored state of a session's ``end_state`` (lowercased: AgentOps sends ``"Success"``)."""
 
 MAX_COST = 1e12
 """Largest ``cost`` (US dollars) of one LLM event the collector accepts."""

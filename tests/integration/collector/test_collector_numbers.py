@@ -10,7 +10,7 @@ import pytest
 from _servers import CollectorHandle
 
 from agentops_async.collector import Storage
-from agentops_async.collector._app import new_project
+from agentops_async.collector._auth import new_project
 from agentops_async.collector._prices import PriceTable
 from agentops_async.collector._reads import session_views
 from agentops_async.collector._storage import EventRow, SessionFilter, SessionWrite

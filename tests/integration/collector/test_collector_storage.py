@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from agentops_async.collector import Collector, Storage, open_storage
-from agentops_async.collector._app import hash_key, new_project
+from agentops_async.collector._auth import hash_key, new_project
 from agentops_async.collector._storage import EventRow, SessionFilter, SessionWrite
 
 pytestmark = pytest.mark.asyncio
