@@ -10,8 +10,13 @@ Transient failures (the server restarting or unreachable, a full disk...) are cl
 place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
 
 Several stateless collectors may share one database: migrations take an advisory lock, the JWT
-secret is inserted once and read back, and every write is a single statement or transaction. A
-batch of events is one ``INSERT ... SELECT FROM unnest(...)`` statement, whatever its size.
+secret is inserted once and read back, and every write is a single statement or transaction.
+
+A batch of events is copied (binary ``COPY``) into a temporary staging table of the connection,
+then moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the same transaction: the
+database's fastest way in, idempotent on event ids like a plain insert (a retried batch, or an id
+twice in one batch, is stored once). The staging table's ``data`` column is ``json`` too, so the
+text the client sent is what is stored, byte for byte.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._prices import Usage, usage_row
 from ._storage import (
@@ -167,13 +172,35 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-_INSERT_EVENTS = """
+# The staging table of a connection: made when the pool opens the connection, emptied when each
+# transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
+_STAGING = "agentops_events_staging"
+_STAGING_COLUMNS = (
+    "ord",
+    "session_id",
+    "id",
+    "event_type",
+    "init_timestamp",
+    "end_timestamp",
+    "data",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
+_CREATE_STAGING = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
+    ord integer NOT NULL, session_id text NOT NULL, id text NOT NULL, event_type text NOT NULL,
+    init_timestamp text, end_timestamp text, data json NOT NULL, model text,
+    prompt_tokens bigint, completion_tokens bigint, cost double precision
+) ON COMMIT DELETE ROWS
+"""
+_INSERT_STAGED = f"""
 INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, data,
                     model, prompt_tokens, completion_tokens, cost)
-SELECT s, i, t, it, et, d::json, m, pt, ct, c
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::bigint[], $9::bigint[], $10::float8[])
-     AS x(s, i, t, it, et, d, m, pt, ct, c)
+SELECT session_id, id, event_type, init_timestamp, end_timestamp, data,
+       model, prompt_tokens, completion_tokens, cost
+FROM {_STAGING} ORDER BY ord
 ON CONFLICT (session_id, id) DO NOTHING
 """
 
@@ -238,7 +265,11 @@ class PostgresStorage:
         # logs a traceback every second; without one, a request that needs a connection makes it
         # (and is answered 503 while the server is away).
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=0, max_size=self._max, timeout=_CONNECT_TIMEOUT
+            self._dsn,
+            min_size=0,
+            max_size=self._max,
+            timeout=_CONNECT_TIMEOUT,
+            init=_init_connection,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -372,19 +403,17 @@ class PostgresStorage:
 
     @_translated
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
-        """One INSERT ... SELECT FROM unnest for the whole batch."""
-        full = [row if len(row) == 10 else row + _NO_USAGE for row in rows]
-        columns = [list(column) for column in zip(*full, strict=True)]
-        data = [d if isinstance(d, str) else bytes(d).decode() for d in columns[5]]
-        if any("\\u0000" in d for d in data):  # a NUL somewhere in these events' strings
-            for index in (0, 1, 2, 3, 4, 6):
-                columns[index] = [_no_nul(v) for v in columns[index]]
-        status: str = await self.pool.execute(
-            _INSERT_EVENTS,
-            *columns[:5],
-            data,
-            *columns[6:],
-        )
+        """COPY the batch into the staging table, then one INSERT ... SELECT into events."""
+        if not rows:
+            return 0
+        records = [_staged(n, row) for n, row in enumerate(rows)]
+        if any(
+            "\\u0000" in cast(str, record[6]) for record in records
+        ):  # a NUL in these events' strings
+            records = [_staged_no_nul(record) for record in records]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table(_STAGING, records=records, columns=_STAGING_COLUMNS)
+            status: str = await conn.execute(_INSERT_STAGED)
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
@@ -470,6 +499,25 @@ class PostgresStorage:
         sql += f" ORDER BY seq LIMIT ${len(args)}"
         rows = await self.pool.fetch(sql, *args)
         return [(r[0], r[1]) for r in rows]
+
+
+async def _init_connection(conn: Any) -> None:
+    """A new pool connection: its event staging table (temporary: private to the connection)."""
+    await conn.execute(_CREATE_STAGING)
+
+
+def _staged(ord_: int, row: EventRow) -> tuple[object, ...]:
+    """An :data:`EventRow` as a staging record: its position, the columns, the JSON as text."""
+    data = row[5]
+    text = data if isinstance(data, str) else bytes(data).decode()
+    if len(row) == 10:
+        return (ord_, *row[:5], text, *row[6:])
+    return (ord_, *row[:5], text, *_NO_USAGE)
+
+
+def _staged_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
+    """A staging record with NUL replaced in its text columns (the JSON keeps the original)."""
+    return tuple(value if i == 6 else _no_nul(value) for i, value in enumerate(record))
 
 
 def _no_nul(value: Any) -> Any:
