@@ -31,9 +31,11 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._prices import Usage, usage_row
 from ._storage import (
+    EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
     ProjectKeys,
+    PruneResult,
     SessionFilter,
     SessionRow,
     SessionWrite,
@@ -499,6 +501,56 @@ class PostgresStorage:
         sql += f" ORDER BY seq LIMIT ${len(args)}"
         rows = await self.pool.fetch(sql, *args)
         return [(r[0], r[1]) for r in rows]
+
+    @_translated
+    async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
+        """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
+        session_ids: list[str] = [r[0] for r in await self.pool.fetch(_OLD_SESSIONS, cutoff, limit)]
+        events = 0
+        if session_ids:
+            # Events first, one bounded statement (its own transaction) at a time.
+            while deleted := _count(await self.pool.execute(_DELETE_EVENTS, session_ids)):
+                events += deleted
+        async with self.pool.acquire() as conn, conn.transaction():
+            if session_ids:
+                # Events that arrived since their deletion started go too.
+                events += _count(
+                    await conn.execute(
+                        "DELETE FROM events WHERE session_id = ANY($1::text[])", session_ids
+                    )
+                )
+                for table in ("session_tags", "agents", "developer_errors"):
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE session_id = ANY($1::text[])", session_ids
+                    )
+                await conn.execute("DELETE FROM sessions WHERE id = ANY($1::text[])", session_ids)
+            await conn.execute(_DELETE_LOOSE_ERRORS, cutoff, EVENTS_PER_DELETE)
+        return PruneResult(len(session_ids), events)
+
+    async def reclaim_space(self) -> None:
+        """Nothing to do: autovacuum makes the deleted rows' space reusable for new ones (the
+        files keep their size; see docs/collector.md for shrinking them)."""
+
+
+# A session's age: when it ended; if it never did, when it started (or was first stored).
+_OLD_SESSIONS = (
+    "SELECT id FROM sessions"
+    " WHERE coalesce(end_ts, init_ts, extract(epoch FROM created_at)::float8) < $1"
+    " ORDER BY seq LIMIT $2"
+)
+_DELETE_EVENTS = (
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+    f" WHERE session_id = ANY($1::text[]) LIMIT {EVENTS_PER_DELETE})"
+)
+_DELETE_LOOSE_ERRORS = (
+    "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
+    " WHERE session_id IS NULL AND created_at < to_timestamp($1) LIMIT $2)"
+)
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (``"DELETE 12"``)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def _init_connection(conn: Any) -> None:
