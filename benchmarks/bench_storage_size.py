@@ -1,7 +1,7 @@
 """Database size per million events, SQLite and PostgreSQL; and after a prune of all of it.
 
 Fills a fresh database of each backend directly through the storage (no HTTP: fast) with
-``--events`` events of the shape the SDK sends (an ActionEvent of ~300 bytes of JSON) in
+``--events`` events of the shape the SDK sends (an ActionEvent, 388 bytes of JSON) in
 ``--sessions`` sessions, then reports the size on disk scaled to a million events. Then prunes
 everything and reports the size again (SQLite gives the pages back; PostgreSQL keeps its files for
 new rows). About 20 s for the defaults.
@@ -128,7 +128,7 @@ def main() -> int:
         per_event = (full - empty) / stored
         rows.append((backend, per_event, per_event * 1e6 / 2**20, full, pruned, rate))
 
-    print(f"\n{args.events:,} events in {args.sessions} sessions (~300-byte ActionEvent JSON)\n")
+    print(f"\n{args.events:,} events in {args.sessions} sessions (388-byte ActionEvent JSON)\n")
     print("| backend | bytes/event | MiB per million events | full | after prune (all) |")
     print("|---|---:|---:|---:|---:|")
     for backend, per_event, mib, full, pruned, _ in rows:
