@@ -408,14 +408,19 @@ class PostgresStorage:
         """COPY the batch into the staging table, then one INSERT ... SELECT into events."""
         if not rows:
             return 0
+        import asyncpg
+
         records = [_staged(n, row) for n, row in enumerate(rows)]
-        if any(
-            "\\u0000" in cast(str, record[6]) for record in records
-        ):  # a NUL in these events' strings
+        if any("\\u0000" in cast(str, r[6]) for r in records):  # a NUL in these events' strings
             records = [_staged_no_nul(record) for record in records]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table(_STAGING, records=records, columns=_STAGING_COLUMNS)
-            status: str = await conn.execute(_INSERT_STAGED)
+        async with self.pool.acquire() as conn:
+            try:
+                status = await _copy_and_insert(conn, records)
+            except asyncpg.UndefinedTableError:
+                # The staging table is gone (a pooler such as PgBouncer handed us another server
+                # session, or DISCARD TEMP ran): make it again and retry, once.
+                await conn.execute(_CREATE_STAGING)
+                status = await _copy_and_insert(conn, records)
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
@@ -551,6 +556,14 @@ _DELETE_LOOSE_ERRORS = (
 def _count(status: str) -> int:
     """The row count of a command status (``"DELETE 12"``)."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+async def _copy_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str:
+    """COPY into the staging table and move the rows into events, in one transaction."""
+    async with conn.transaction():
+        await conn.copy_records_to_table(_STAGING, records=records, columns=_STAGING_COLUMNS)
+        status: str = await conn.execute(_INSERT_STAGED)
+    return status
 
 
 async def _init_connection(conn: Any) -> None:

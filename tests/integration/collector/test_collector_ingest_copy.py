@@ -77,3 +77,18 @@ async def test_odd_json_is_stored_byte_for_byte(storage: Storage) -> None:
     page = await storage.list_events(session_id, None, 100, None)
     assert [data for _, data in page] == ODD_JSON + ODD_JSON
     assert [event_id for event_id, _ in page] == [row[1] for row in rows]
+
+
+async def test_postgres_ingest_survives_a_lost_staging_table(
+    storage: Storage, collector_backend: str
+) -> None:
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's staging table")
+    session_id = await _session(storage)
+    assert await storage.insert_events([_row(session_id, "before")]) == 1
+    pool = storage.pool  # type: ignore[attr-defined]
+    async with pool.acquire() as conn:  # as a pooler handing over another server session would
+        await conn.execute("DISCARD TEMP")
+    assert await storage.insert_events([_row(session_id, "after"), _row(session_id, "x")]) == 2
+    page = await storage.list_events(session_id, None, 10, None)
+    assert [event_id for event_id, _ in page] == ["before", "after", "x"]
