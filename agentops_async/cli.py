@@ -7,6 +7,8 @@ Examples::
     agentops-async keys add <project-id> / keys revoke <api-key> / keys list
     agentops-async sessions list --database agentops.db
     agentops-async sessions show <session-id> --endpoint http://127.0.0.1:8000 --api-key <key>
+    agentops-async prune --older-than 30d --database agentops.db
+    agentops-async serve --retention-days 30
     agentops-async demo
 """
 
@@ -84,7 +86,41 @@ def _parser() -> argparse.ArgumentParser:
         default=1024,
         help="open connections at most; lowered to fit `ulimit -n` (default 1024)",
     )
+    serve.add_argument(
+        "--retention-days",
+        type=_positive_float,
+        help="delete sessions older than this many days, hourly in the background (default: keep)",
+    )
+    serve.add_argument(
+        "--retention-interval",
+        type=_positive_float,
+        default=3600.0,
+        help="seconds between two retention passes (default 3600)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete sessions older than a given age, with all their data",
+        description="Delete whole sessions (events, tags, agents, error reports) that ended, "
+        "or if they never ended started, before the given age; 500 sessions per round, in "
+        "short transactions, so a collector on the same database keeps serving.",
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=_age,
+        metavar="AGE",
+        help="age such as 30d, 12h, 90m or 3600s (a bare number is days)",
+    )
+    prune.add_argument("--database", default=_database_default())
+    prune.add_argument("--chunk", type=int, default=500, help="sessions per round (default 500)")
+    prune.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="SQLite: rebuild the file afterwards (VACUUM), once, to make a database from an "
+        "older version give space back; stop the collectors writing to it first",
+    )
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -135,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_keys(args))
         if args.command == "sessions":
             return asyncio.run(_sessions(args))
+        if args.command == "prune":
+            return asyncio.run(_prune(args))
         from ._demo import run_demo
 
         status: int = asyncio.run(run_demo(database=args.database, sessions=args.sessions))
@@ -179,6 +217,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         max_connections=args.max_connections,
+        retention_days=args.retention_days,
+        retention_interval=args.retention_interval,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -206,6 +246,58 @@ async def _open(database: str) -> Any:
     except Exception as exc:
         raise _CliError(f"cannot open the database: {exc}") from None
     return storage
+
+
+# --- prune ---------------------------------------------------------------------------------
+
+_AGE_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def _age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``3600s`` or a bare number of days, in seconds."""
+    value = text.strip().lower()
+    unit = _AGE_UNITS.get(value[-1:])
+    number = value[:-1] if unit is not None else value
+    try:
+        seconds = float(number) * (unit or _AGE_UNITS["d"])
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected an age like 30d, 12h, 90m or 3600s: {text!r}")
+    return seconds
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0: {text!r}")
+    return value
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    from .collector import prune
+
+    if args.chunk < 1:
+        raise _CliError("--chunk: expected a number of sessions >= 1")
+    database = args.database
+    if "://" not in database and not _exists(database):
+        raise _CliError(f"no database at {database!r} (use --database)")
+    storage = await _open(database)
+    try:
+        pruned = await prune(storage, args.older_than, chunk=args.chunk)
+        print(f"deleted {pruned.sessions} sessions ({pruned.events} events)")
+        if args.vacuum:
+            vacuum = getattr(storage, "vacuum", None)
+            if vacuum is None:
+                raise _CliError("--vacuum is for SQLite files (PostgreSQL: see docs/collector.md)")
+            await vacuum()
+            print("vacuumed: the file now gives space back after each prune", file=sys.stderr)
+    finally:
+        await storage.close()
+    return 0
 
 
 # --- keys ----------------------------------------------------------------------------------

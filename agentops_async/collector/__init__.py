@@ -15,7 +15,7 @@ from ._context import CollectorSettings
 from ._prices import DEFAULT_PRICES, ModelPrice, PriceTable
 from ._reads import SessionView
 from ._server import Collector
-from ._storage import Storage, open_storage
+from ._storage import PruneResult, Storage, open_storage, prune
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -23,7 +23,9 @@ __all__ = [
     "CollectorSettings",
     "ModelPrice",
     "PriceTable",
+    "PruneResult",
     "SessionView",
     "Storage",
     "open_storage",
+    "prune",
 ]

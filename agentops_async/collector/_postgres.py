@@ -10,8 +10,13 @@ Transient failures (the server restarting or unreachable, a full disk...) are cl
 place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
 
 Several stateless collectors may share one database: migrations take an advisory lock, the JWT
-secret is inserted once and read back, and every write is a single statement or transaction. A
-batch of events is one ``INSERT ... SELECT FROM unnest(...)`` statement, whatever its size.
+secret is inserted once and read back, and every write is a single statement or transaction.
+
+A batch of events is copied (binary ``COPY``) into a temporary staging table of the connection,
+then moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the same transaction: the
+database's fastest way in, idempotent on event ids like a plain insert (a retried batch, or an id
+twice in one batch, is stored once). The staging table's ``data`` column is ``json`` too, so the
+text the client sent is what is stored, byte for byte.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._prices import Usage, usage_row
 from ._storage import (
+    EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
     ProjectKeys,
+    PruneResult,
     SessionFilter,
     SessionRow,
     SessionWrite,
@@ -167,13 +174,35 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-_INSERT_EVENTS = """
+# The staging table of a connection: made when the pool opens the connection, emptied when each
+# transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
+_STAGING = "agentops_events_staging"
+_STAGING_COLUMNS = (
+    "ord",
+    "session_id",
+    "id",
+    "event_type",
+    "init_timestamp",
+    "end_timestamp",
+    "data",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
+_CREATE_STAGING = f"""
+CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
+    ord integer NOT NULL, session_id text NOT NULL, id text NOT NULL, event_type text NOT NULL,
+    init_timestamp text, end_timestamp text, data json NOT NULL, model text,
+    prompt_tokens bigint, completion_tokens bigint, cost double precision
+) ON COMMIT DELETE ROWS
+"""
+_INSERT_STAGED = f"""
 INSERT INTO events (session_id, id, event_type, init_timestamp, end_timestamp, data,
                     model, prompt_tokens, completion_tokens, cost)
-SELECT s, i, t, it, et, d::json, m, pt, ct, c
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::bigint[], $9::bigint[], $10::float8[])
-     AS x(s, i, t, it, et, d, m, pt, ct, c)
+SELECT session_id, id, event_type, init_timestamp, end_timestamp, data,
+       model, prompt_tokens, completion_tokens, cost
+FROM {_STAGING} ORDER BY ord
 ON CONFLICT (session_id, id) DO NOTHING
 """
 
@@ -238,7 +267,11 @@ class PostgresStorage:
         # logs a traceback every second; without one, a request that needs a connection makes it
         # (and is answered 503 while the server is away).
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=0, max_size=self._max, timeout=_CONNECT_TIMEOUT
+            self._dsn,
+            min_size=0,
+            max_size=self._max,
+            timeout=_CONNECT_TIMEOUT,
+            init=_init_connection,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -372,19 +405,22 @@ class PostgresStorage:
 
     @_translated
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
-        """One INSERT ... SELECT FROM unnest for the whole batch."""
-        full = [row if len(row) == 10 else row + _NO_USAGE for row in rows]
-        columns = [list(column) for column in zip(*full, strict=True)]
-        data = [d if isinstance(d, str) else bytes(d).decode() for d in columns[5]]
-        if any("\\u0000" in d for d in data):  # a NUL somewhere in these events' strings
-            for index in (0, 1, 2, 3, 4, 6):
-                columns[index] = [_no_nul(v) for v in columns[index]]
-        status: str = await self.pool.execute(
-            _INSERT_EVENTS,
-            *columns[:5],
-            data,
-            *columns[6:],
-        )
+        """COPY the batch into the staging table, then one INSERT ... SELECT into events."""
+        if not rows:
+            return 0
+        import asyncpg
+
+        records = [_staged(n, row) for n, row in enumerate(rows)]
+        if any("\\u0000" in cast(str, r[6]) for r in records):  # a NUL in these events' strings
+            records = [_staged_no_nul(record) for record in records]
+        async with self.pool.acquire() as conn:
+            try:
+                status = await _copy_and_insert(conn, records)
+            except asyncpg.UndefinedTableError:
+                # The staging table is gone (a pooler such as PgBouncer handed us another server
+                # session, or DISCARD TEMP ran): make it again and retry, once.
+                await conn.execute(_CREATE_STAGING)
+                status = await _copy_and_insert(conn, records)
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
@@ -470,6 +506,83 @@ class PostgresStorage:
         sql += f" ORDER BY seq LIMIT ${len(args)}"
         rows = await self.pool.fetch(sql, *args)
         return [(r[0], r[1]) for r in rows]
+
+    @_translated
+    async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
+        """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
+        session_ids: list[str] = [r[0] for r in await self.pool.fetch(_OLD_SESSIONS, cutoff, limit)]
+        events = 0
+        if session_ids:
+            # Events first, one bounded statement (its own transaction) at a time.
+            while deleted := _count(await self.pool.execute(_DELETE_EVENTS, session_ids)):
+                events += deleted
+        async with self.pool.acquire() as conn, conn.transaction():
+            if session_ids:
+                # Events that arrived since their deletion started go too.
+                events += _count(
+                    await conn.execute(
+                        "DELETE FROM events WHERE session_id = ANY($1::text[])", session_ids
+                    )
+                )
+                for table in ("session_tags", "agents", "developer_errors"):
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE session_id = ANY($1::text[])", session_ids
+                    )
+                await conn.execute("DELETE FROM sessions WHERE id = ANY($1::text[])", session_ids)
+            await conn.execute(_DELETE_LOOSE_ERRORS, cutoff, EVENTS_PER_DELETE)
+        return PruneResult(len(session_ids), events)
+
+    async def reclaim_space(self) -> None:
+        """Nothing to do: autovacuum makes the deleted rows' space reusable for new ones (the
+        files keep their size; see docs/collector.md for shrinking them)."""
+
+
+# A session's age: when it ended; if it never did, when it started (or was first stored).
+_OLD_SESSIONS = (
+    "SELECT id FROM sessions"
+    " WHERE coalesce(end_ts, init_ts, extract(epoch FROM created_at)::float8) < $1"
+    " ORDER BY seq LIMIT $2"
+)
+_DELETE_EVENTS = (
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+    f" WHERE session_id = ANY($1::text[]) LIMIT {EVENTS_PER_DELETE})"
+)
+_DELETE_LOOSE_ERRORS = (
+    "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
+    " WHERE session_id IS NULL AND created_at < to_timestamp($1) LIMIT $2)"
+)
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (``"DELETE 12"``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _copy_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str:
+    """COPY into the staging table and move the rows into events, in one transaction."""
+    async with conn.transaction():
+        await conn.copy_records_to_table(_STAGING, records=records, columns=_STAGING_COLUMNS)
+        status: str = await conn.execute(_INSERT_STAGED)
+    return status
+
+
+async def _init_connection(conn: Any) -> None:
+    """A new pool connection: its event staging table (temporary: private to the connection)."""
+    await conn.execute(_CREATE_STAGING)
+
+
+def _staged(ord_: int, row: EventRow) -> tuple[object, ...]:
+    """An :data:`EventRow` as a staging record: its position, the columns, the JSON as text."""
+    data = row[5]
+    text = data if isinstance(data, str) else bytes(data).decode()
+    if len(row) == 10:
+        return (ord_, *row[:5], text, *row[6:])
+    return (ord_, *row[:5], text, *_NO_USAGE)
+
+
+def _staged_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
+    """A staging record with NUL replaced in its text columns (the JSON keeps the original)."""
+    return tuple(value if i == 6 else _no_nul(value) for i, value in enumerate(record))
 
 
 def _no_nul(value: Any) -> Any:

@@ -8,6 +8,7 @@ parser refuses, and condensed logging when the process runs out of file descript
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
@@ -37,11 +38,13 @@ from ._context import (
 )
 from ._jwt import JwtSigner
 from ._prices import PriceTable
-from ._storage import Storage, open_storage
+from ._storage import Storage, open_storage, prune
 
 __all__ = ["Collector"]
 
 log = logging.getLogger("agentops_async")
+
+DEFAULT_RETENTION_INTERVAL = 3600.0  # seconds between two passes of the retention job
 
 
 class Collector:
@@ -59,6 +62,9 @@ class Collector:
         idle_timeout: Seconds a connection may wait for a request before it is closed.
         header_timeout: Seconds from a request's first byte to the end of its headers.
         max_connections: Open connections at most (lowered to fit the open-files limit).
+        retention_days: Delete sessions older than this many days, in the background (None:
+            keep everything). See :func:`agentops_async.collector.prune` for "older".
+        retention_interval: Seconds between two retention passes (the first runs at start).
 
     Example:
         >>> async with Collector(database="demo.db", port=0) as collector:
@@ -80,6 +86,8 @@ class Collector:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        retention_days: float | None = None,
+        retention_interval: float = DEFAULT_RETENTION_INTERVAL,
     ) -> None:
         self.database = database
         self.host = host
@@ -96,6 +104,13 @@ class Collector:
             header_timeout=header_timeout,
             max_connections=max_connections,
         )
+        if retention_days is not None and not retention_days > 0:
+            raise ValueError("retention_days: expected a number of days > 0 (or None: keep all)")
+        if not retention_interval > 0:
+            raise ValueError("retention_interval: expected seconds > 0")
+        self.retention_days = retention_days
+        self.retention_interval = retention_interval
+        self._retention: asyncio.Task[None] | None = None
         self._storage: Storage | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -139,6 +154,11 @@ class Collector:
         self._storage, self._runner, self._listener = storage, runner, listener
         self.port = int(listener.sockets[0].getsockname()[1])
         self._install_exception_handler()
+        if self.retention_days is not None:
+            self._retention = asyncio.create_task(
+                _retain(storage, self.retention_days, self.retention_interval),
+                name="agentops-collector-retention",
+            )
         log.info("collector listening on %s (database: %s)", self.url, _safe_db(self.database))
 
     async def _listen(self, server: web.Server) -> asyncio.Server:
@@ -180,6 +200,11 @@ class Collector:
         """Stop listening, finish in-flight requests and close the storage."""
         runner, storage, listener = self._runner, self._storage, self._listener
         self._runner = self._storage = self._listener = None
+        retention, self._retention = self._retention, None
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         if listener is not None:
             listener.close()
         if runner is not None:
@@ -208,6 +233,24 @@ class Collector:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+async def _retain(storage: Storage, days: float, interval: float) -> None:
+    """The retention job: prune sessions older than ``days`` now, then every ``interval``."""
+    while True:
+        try:
+            pruned = await prune(storage, days * 86400.0)
+        except Exception as exc:  # the database away for a while: the next pass retries
+            log.warning("retention: pass failed, next in %g s: %s", interval, exc)
+        else:
+            log.log(
+                logging.INFO if pruned.sessions else logging.DEBUG,
+                "retention: deleted %d sessions (%d events) older than %g days",
+                pruned.sessions,
+                pruned.events,
+                days,
+            )
+        await asyncio.sleep(interval)
 
 
 def _safe_db(database: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -27,9 +28,11 @@ from typing import TypeVar
 
 from ._prices import Usage, usage_row
 from ._storage import (
+    EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
     ProjectKeys,
+    PruneResult,
     SessionFilter,
     SessionRow,
     SessionWrite,
@@ -202,6 +205,10 @@ def _connect(
     if path != ":memory:":
         # Only takes effect on a new, empty file; 16 KiB pages cut insert and checkpoint cost ~15%.
         conn.execute("PRAGMA page_size = 16384")
+        # Also only on a new file: pages freed by a prune can be given back to the file system
+        # (see reclaim_space). An older file keeps auto_vacuum off until a VACUUM (`prune
+        # --vacuum`), which this setting then switches to incremental.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         if not autocheckpoint:
@@ -634,6 +641,103 @@ class SqliteStorage:
             return [(str(i), str(d)) for i, d in conn.execute(sql, args).fetchall()]
 
         return await self._read(run)
+
+    async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
+        """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
+
+        def pick(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(_OLD_SESSIONS, (cutoff, limit)).fetchall()
+            return [str(r[0]) for r in rows]
+
+        session_ids = await self._read(pick)
+        events = 0
+        if session_ids:
+            # Events first, a bounded transaction at a time on the writer thread: batches that
+            # arrive meanwhile are committed between two of them.
+            while deleted := await self._write(functools.partial(_delete_events, session_ids)):
+                events += deleted
+        events += await self._write(functools.partial(_delete_sessions, session_ids, cutoff))
+        return PruneResult(len(session_ids), events)
+
+    async def reclaim_space(self) -> None:
+        """Give freed pages back to the file system, a bounded step at a time.
+
+        Only a database made with ``auto_vacuum = INCREMENTAL`` (every file made by this version)
+        can; an older one keeps its free pages for new rows until ``prune --vacuum`` runs once.
+        """
+        if self.path == ":memory:":
+            return
+        mode = await self._read(lambda conn: int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]))
+        if mode != _AUTO_VACUUM_INCREMENTAL:
+            log.info(
+                "sqlite: %s was created without auto_vacuum: freed pages are reused but the file"
+                " does not shrink; run `agentops-async prune --vacuum` once to switch it",
+                self.path,
+            )
+            return
+        while await self._write(_incremental_vacuum_step):
+            pass
+
+    async def vacuum(self) -> None:
+        """Rebuild the file (``VACUUM``), switching it to incremental auto_vacuum: a one-time
+        step for databases made by older versions. It writes a full copy and holds the write lock
+        throughout: run it while no collector writes to the file."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
+
+        await self._write(run)
+
+
+# A session's age: when it ended; if it never did, when it started (or was first stored).
+_OLD_SESSIONS = (
+    "SELECT id FROM sessions WHERE coalesce(end_ts, init_ts, created_at) < ? ORDER BY seq LIMIT ?"
+)
+_AUTO_VACUUM_INCREMENTAL = 2
+_VACUUM_PAGES_PER_STEP = 2048  # 32 MiB of 16 KiB pages per write transaction
+
+
+def _id_list(session_ids: Sequence[str]) -> str:
+    return ",".join("?" * len(session_ids))
+
+
+def _delete_events(session_ids: Sequence[str], conn: sqlite3.Connection) -> int:
+    """Delete at most EVENTS_PER_DELETE events of these sessions; how many were deleted."""
+    with _transaction(conn):
+        cur = conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+            f" WHERE session_id IN ({_id_list(session_ids)}) LIMIT ?)",
+            (*session_ids, EVENTS_PER_DELETE),
+        )
+    return max(cur.rowcount, 0)
+
+
+def _delete_sessions(session_ids: Sequence[str], cutoff: float, conn: sqlite3.Connection) -> int:
+    """The sessions and what is left of their rows, in one transaction; events deleted."""
+    marks = _id_list(session_ids)
+    events = 0
+    with _transaction(conn):
+        if session_ids:
+            # Events that arrived since their deletion started go too.
+            events = conn.execute(
+                f"DELETE FROM events WHERE session_id IN ({marks})", session_ids
+            ).rowcount
+            for table in ("session_tags", "agents", "developer_errors"):
+                conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks})", session_ids)
+            conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", session_ids)
+        conn.execute(
+            "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
+            " WHERE session_id IS NULL AND created_at < ? LIMIT ?)",
+            (cutoff, EVENTS_PER_DELETE),
+        )
+    return max(events, 0)
+
+
+def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
+    """Free some pages back to the file system; True while free pages are left."""
+    conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_PAGES_PER_STEP})").fetchall()
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0
 
 
 def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,12 +20,14 @@ from ._prices import Usage
 __all__ = [
     "EventRow",
     "ProjectKeys",
+    "PruneResult",
     "SessionFilter",
     "SessionRow",
     "SessionWrite",
     "Storage",
     "StorageUnavailable",
     "open_storage",
+    "prune",
 ]
 
 STATE_RUNNING = "RUNNING"
@@ -212,6 +215,24 @@ def session_page_sql(
     return sql, args
 
 
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """What a prune deleted: whole sessions and, among their rows, how many events."""
+
+    sessions: int = 0
+    events: int = 0
+
+    def __add__(self, other: PruneResult) -> PruneResult:
+        return PruneResult(self.sessions + other.sessions, self.events + other.events)
+
+
+DEFAULT_PRUNE_CHUNK = 500
+"""Sessions deleted per round of :func:`prune` (their last rows go in one transaction)."""
+
+EVENTS_PER_DELETE = 5_000
+"""Events deleted per transaction by a prune: short transactions, so ingest goes on between."""
+
+
 class Storage(Protocol):
     """What the collector needs from a database. All methods are safe to call concurrently."""
 
@@ -287,6 +308,55 @@ class Storage(Protocol):
         The page starts after the event ``after_id`` of the same session (the last one of the
         previous page), or at the first event when it is None.
         """
+
+    async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
+        """Delete at most ``limit`` sessions older than ``cutoff`` (Unix time) with all their rows.
+
+        A session is older than the cutoff when it ended before it; one that never ended (still
+        running, or its client went away) when it started before it (its ``init_timestamp``, or
+        when the collector first stored it if the client sent none). Its events, tags, agents
+        and developer error reports go with it; so do developer error reports of no session
+        stored before the cutoff. Events are deleted in transactions of at most
+        :data:`EVENTS_PER_DELETE` rows, so ingest is never held up for long.
+        """
+
+    async def reclaim_space(self) -> None:
+        """Let the database give back the space that deletions freed (after a prune)."""
+
+
+async def prune(
+    storage: Storage,
+    older_than: float,
+    *,
+    chunk: int = DEFAULT_PRUNE_CHUNK,
+    now: float | None = None,
+) -> PruneResult:
+    """Delete every session older than ``older_than`` seconds, ``chunk`` sessions at a time.
+
+    Each round is a few short transactions (see :meth:`Storage.prune_sessions`); requests are
+    served between them. When something was deleted, the storage reclaims the space.
+
+    Args:
+        storage: An open storage.
+        older_than: Age in seconds (30 days: ``30 * 86400``).
+        chunk: Sessions per round.
+        now: The current Unix time (default: ``time.time()``).
+
+    Returns:
+        How many sessions and events were deleted.
+    """
+    if older_than < 0 or chunk < 1:
+        raise ValueError("prune: older_than must be >= 0 seconds and chunk >= 1 session")
+    cutoff = (time.time() if now is None else now) - older_than
+    total = PruneResult()
+    while True:
+        deleted = await storage.prune_sessions(cutoff, chunk)
+        total += deleted
+        if deleted.sessions < chunk:
+            break
+    if total.sessions:
+        await storage.reclaim_space()
+    return total
 
 
 def is_postgres_dsn(database: str) -> bool:
