@@ -304,7 +304,7 @@ async def _prune(args: argparse.Namespace) -> int:
 
 
 async def _keys(args: argparse.Namespace) -> int:
-    from .collector._app import hash_key, new_key, new_project
+    from .collector._auth import hash_key, new_key, new_project
 
     storage = await _open(args.database)
     try:
@@ -380,8 +380,9 @@ async def _get_json(http: Any, url: str, params: dict[str, str]) -> Any:
 
 async def _sessions_db(args: argparse.Namespace) -> int:
     from .collector import PriceTable
-    from .collector._app import _STATE_FILTERS, canonical_uuid, hash_key
-    from .collector._reads import list_session_views, session_views
+    from .collector._auth import hash_key
+    from .collector._http import canonical_uuid
+    from .collector._reads import STATE_FILTERS, list_session_views, session_views
     from .collector._storage import SessionFilter
 
     database = args.database or _database_default()
@@ -398,9 +399,9 @@ async def _sessions_db(args: argparse.Namespace) -> int:
         if args.sessions_command == "list":
             state = None
             if args.state:
-                state = _STATE_FILTERS.get(args.state.lower())
+                state = STATE_FILTERS.get(args.state.lower())
                 if state is None:
-                    raise _CliError(f"--state: one of {', '.join(sorted(_STATE_FILTERS))}")
+                    raise _CliError(f"--state: one of {', '.join(sorted(STATE_FILTERS))}")
             flt = SessionFilter(project_id=project, tag=args.tag, state=state, limit=args.limit)
             views, _ = await list_session_views(storage, prices, flt)
             return _print_sessions([v.to_dict() for v in views], args.json)

@@ -28,7 +28,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from _servers import PostgresServer, find_postgres_bin  # noqa: E402
 
 from agentops_async.collector import open_storage, prune  # noqa: E402
-from agentops_async.collector._app import new_project  # noqa: E402
+from agentops_async.collector._auth import new_project  # noqa: E402
 from agentops_async.collector._storage import EventRow, SessionWrite  # noqa: E402
 
 _BATCH = 1000

@@ -22,24 +22,15 @@ import time
 
 from aiohttp import web
 
-from ._auth import hash_key as hash_key
-from ._auth import new_key as new_key
-from ._auth import new_project as new_project
 from ._context import CollectorSettings, Context
 from ._http import Handler, HttpError, json_response
-from ._http import canonical_uuid as canonical_uuid
 from ._jwt import JwtSigner
-from ._reads import STATE_FILTERS
 from ._storage import Storage, StorageUnavailable
 from .routes import _admin, _otlp, _reads, _v2
 
 __all__ = ["build_app"]
 
 log = logging.getLogger("agentops_async")
-
-# cli.py imports hash_key, new_key, new_project, canonical_uuid and this from here (it predates
-# the split); new code imports them from where they live (_auth, _http, _reads).
-_STATE_FILTERS = STATE_FILTERS
 
 
 def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) -> web.Application:

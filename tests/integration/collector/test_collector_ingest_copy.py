@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from agentops_async.collector import Storage
-from agentops_async.collector._app import new_project
+from agentops_async.collector._auth import new_project
 from agentops_async.collector._storage import EventRow, SessionWrite
 
 pytestmark = pytest.mark.asyncio

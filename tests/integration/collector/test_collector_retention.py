@@ -19,7 +19,7 @@ import pytest
 from _servers import REPO_ROOT, CollectorHandle, CollectorProcess
 
 from agentops_async.collector import Storage, open_storage, prune
-from agentops_async.collector._app import new_project
+from agentops_async.collector._auth import new_project
 from agentops_async.collector._storage import SessionWrite
 
 pytestmark = pytest.mark.asyncio
