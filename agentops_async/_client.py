@@ -85,9 +85,20 @@ class AsyncClient:
         tags: Iterable[str] | str | None = None,
         session_id: str | None = None,
         video: str | None = None,
+        flush_on_exit: bool = True,
     ) -> AsyncSession:
-        """A new session on this client, to use with ``async with`` (or ``await s.start()``)."""
-        return AsyncSession(tags=tags, client=self, session_id=session_id, video=video)
+        """A new session on this client, to use with ``async with`` (or ``await s.start()``).
+
+        ``flush_on_exit=False`` makes leaving the block return at once (services: see
+        :class:`~agentops_async.AsyncSession`); by default it waits for this session's events.
+        """
+        return AsyncSession(
+            tags=tags,
+            client=self,
+            session_id=session_id,
+            video=video,
+            flush_on_exit=flush_on_exit,
+        )
 
     async def start_session(
         self, tags: Iterable[str] | str | None = None, *, session_id: str | None = None

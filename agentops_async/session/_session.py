@@ -120,6 +120,12 @@ class AsyncSession:
             default client, configured from the environment (``AGENTOPS_API_KEY``...).
         session_id: Use this id instead of a new UUID (e.g. to continue a session id you own).
         video: URL of a recording of the session.
+        flush_on_exit: True (the default) makes leaving the ``async with`` block wait (up to
+            the client's ``shutdown_timeout``) until this session's own events and final update
+            are acknowledged, never for other sessions'. False returns at once: the final update
+            is queued behind the session's events and the exporter delivers both in the
+            background (counted in :attr:`stats` and ``client.stats`` as usual). Use False in
+            services (one session per request) so that no request waits on the network.
     """
 
     state = SessionStateProperty()
@@ -131,8 +137,10 @@ class AsyncSession:
         client: AsyncClient | None = None,
         session_id: str | uuid.UUID | None = None,
         video: str | None = None,
+        flush_on_exit: bool = True,
     ) -> None:
         self._client = client
+        self.flush_on_exit = flush_on_exit
         self.session_id = (
             _checked_id(str(session_id), "session_id")
             if session_id is not None
@@ -262,13 +270,17 @@ class AsyncSession:
     ) -> SessionStats:
         """End the session and (by default) wait until its events are acknowledged.
 
+        Only this session's events and its final update are waited for, not what other sessions
+        of the client have queued.
+
         Args:
             end_state: ``SessionState`` or ``"Success"`` / ``"Fail"`` / ``"Indeterminate"``.
             end_state_reason: Why it ended (shown on the dashboard).
             video: URL of a recording of the session.
             timeout: Longest wait for acknowledgement (default: the client's shutdown_timeout).
                 A timeout is not an error: what is still pending keeps being sent.
-            wait: False returns at once (events are still delivered in the background).
+            wait: False returns at once (the final update is queued behind the session's
+                events; both are delivered in the background).
 
         Returns:
             The session's stats, also logged as one line when ``log_session_stats`` is on.
@@ -296,7 +308,7 @@ class AsyncSession:
             self._exporter.enqueue_op(Op(UPDATE, self._channel, self._session_body(), final=True))
             if wait:
                 limit = self.client.config.shutdown_timeout if timeout is None else timeout
-                await self._exporter.flush(limit)
+                await self._exporter.flush_session(self._channel, limit)
         stats = self.stats
         if self.client.config.log_session_stats:
             log.info("%s", stats.summary())
@@ -315,15 +327,16 @@ class AsyncSession:
     ) -> None:
         if self.state.is_terminal:  # ended inside the block
             return
+        wait = self.flush_on_exit
         if exc is None:
-            await self.end(SessionState.SUCCEEDED)
+            await self.end(SessionState.SUCCEEDED, wait=wait)
         elif isinstance(exc, asyncio.CancelledError):
             # A cancelled task should finish promptly: queue the end, do not wait for the network.
             await self.end(SessionState.INDETERMINATE, "cancelled", wait=False)
         elif isinstance(exc, Exception):
             if not self._disabled:
                 self.record_nowait(ErrorEvent.from_exception(exc))
-            await self.end(SessionState.FAILED, _describe(exc))
+            await self.end(SessionState.FAILED, _describe(exc), wait=wait)
         else:  # KeyboardInterrupt, SystemExit, GeneratorExit
             await self.end(
                 SessionState.INDETERMINATE, f"interrupted by {type(exc).__name__}", wait=False

@@ -52,11 +52,13 @@ class SessionChannel:
         "auth",
         "closed",
         "delivered",
+        "done",
         "dropped",
         "failure",
         "in_flight",
         "session_id",
         "session_url",
+        "settled",
         "token_cost",
         "trace_id",
     )
@@ -72,6 +74,11 @@ class SessionChannel:
         self.session_url: str | None = None
         self.token_cost: Decimal | None = None
         self.closed = False
+        # True once the session's final update is resolved (sent, or counted as dropped): by
+        # then every event of the session queued before it is resolved too (a session's items
+        # go out in order). ``done`` wakes a flush_session() waiting for that.
+        self.settled = False
+        self.done: asyncio.Future[None] | None = None
 
 
 class Op:
@@ -184,6 +191,7 @@ class Exporter:
         self._wake = asyncio.Event()  # the buffer went from empty to non-empty
         self._batch_ready = asyncio.Event()  # a full batch is buffered, or a flush is wanted
         self._flush_targets: list[tuple[int, asyncio.Future[None]]] = []
+        self._session_waiters: set[SessionChannel] = set()  # channels with a flush_session()
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
         self._thread_buf: collections.deque[tuple[SessionChannel, Payload]] = collections.deque()
@@ -364,6 +372,8 @@ class Exporter:
             self._drop_items(unsent, SHUTDOWN)
         self._resolved = self._queued
         self._release_flush_waiters()
+        for channel in list(self._session_waiters):
+            self._settle(channel)  # spooled or dropped: nothing more happens to it here
         for fut in self._room_waiters:
             if not fut.done():
                 fut.set_result(None)
@@ -603,8 +613,10 @@ class Exporter:
     def _drop_op(self, op: Op) -> None:
         """Count a session operation that will never reach the API."""
         self._ops_dropped += 1
-        if op.final and op.channel.failure is None:
-            self._sessions_not_ended += 1  # the server shows the session RUNNING
+        if op.final:
+            if op.channel.failure is None:
+                self._sessions_not_ended += 1  # the server shows the session RUNNING
+            self._settle(op.channel)
 
     def _drop_items(self, items: list[Item], reason: str, warn: bool = True) -> int:
         """Count ``items`` (events and operations) as dropped for ``reason``, and resolved;
@@ -734,6 +746,34 @@ class Exporter:
             return False
         return self._resolved >= target
 
+    async def flush_session(self, channel: SessionChannel, timeout: float | None) -> bool:
+        """Wait until the ended session of ``channel`` is resolved: its events and its final
+        update_session acknowledged by the API or counted as dropped. Other sessions' items are
+        not waited for. False on timeout (what is pending keeps being sent)."""
+        self._ensure_running()
+        self._drain_thread_buf()
+        if channel.settled:
+            return True
+        if self._closed or self._task is None or self._task.done():
+            return False
+        if channel.done is None:
+            channel.done = self.loop.create_future()
+            self._session_waiters.add(channel)
+        self._batch_ready.set()  # send now, not at the next flush interval
+        try:
+            await asyncio.wait_for(asyncio.shield(channel.done), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return channel.settled
+
+    def _settle(self, channel: SessionChannel) -> None:
+        """The session of ``channel`` is resolved: wake its flush_session() waiter, if any."""
+        channel.settled = True
+        self._session_waiters.discard(channel)
+        done = channel.done
+        if done is not None and not done.done():
+            done.set_result(None)
+
     def _release_flush_waiters(self, everyone: bool = False) -> None:
         still = []
         for target, fut in self._flush_targets:
@@ -799,7 +839,11 @@ class Exporter:
             self._wake.clear()
             await self._wake.wait()
             return False
-        if self._buffered_events < self._batch_size and not self._flush_targets:
+        if (
+            self._buffered_events < self._batch_size
+            and not self._flush_targets
+            and not self._session_waiters
+        ):
             self._batch_ready.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
@@ -1122,6 +1166,7 @@ class Exporter:
         if op.final:
             channel.closed = True
             self._channels.pop(channel.session_id, None)
+            self._settle(channel)
 
 
 def _queue_full_hint(block: bool, timeout: float) -> str:
@@ -1194,6 +1239,9 @@ class NullExporter:
         return None
 
     async def flush(self, timeout: float | None) -> bool:
+        return True
+
+    async def flush_session(self, channel: SessionChannel, timeout: float | None) -> bool:
         return True
 
     async def close(self, timeout: float) -> bool:

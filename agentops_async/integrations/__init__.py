@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: :mod:`.asgi` (any ASGI app), :mod:`.fastapi` (lifespan)."""

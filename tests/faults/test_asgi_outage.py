@@ -1,0 +1,102 @@
+"""SessionMiddleware during an outage: no request waits on the network, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from _asgi_service import EXPECTED_STATE, EXPECTED_STATUS, drive, ids_for, make_app, outcome_of
+from _asgi_service import serving as serving_app
+
+import agentops_async as ao
+from agentops_async.telemetry._exporter import Exporter
+
+from .ledger import Ledger
+from .proxy import Fault, FaultProxy
+
+pytestmark = pytest.mark.asyncio
+
+REQUESTS = 30
+CONCURRENCY = 8
+# The longest the middleware's own session start + end may take per request: no network wait
+# (the old exit waited up to shutdown_timeout, 10 s by default, for the whole backlog).
+MIDDLEWARE_BOUND = 0.25
+
+
+async def test_collector_down_adds_no_wait_to_requests_and_every_session_arrives_later(
+    collector: Any, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spent: list[float] = []  # per request: time inside the session's start() and end()
+    waits: list[str] = []  # exporter waits (flush / flush_session) while requests are served
+
+    def timed(name: str) -> None:
+        original = getattr(ao.AsyncSession, name)
+
+        async def wrapper(self: ao.AsyncSession, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await original(self, *args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - t0)
+
+        monkeypatch.setattr(ao.AsyncSession, name, wrapper)
+
+    def counted(name: str) -> None:
+        original = getattr(Exporter, name, None)
+
+        def wrapper(self: Exporter, *args: Any) -> Any:
+            waits.append(name)
+            return original(self, *args)  # type: ignore[misc]
+
+        monkeypatch.setattr(Exporter, name, wrapper, raising=False)
+
+    timed("start")
+    timed("end")
+    for name in ("flush", "flush_session"):
+        counted(name)
+
+    client = ao.AsyncClient(
+        api_key=collector.api_key,
+        endpoint=proxy.url,
+        log_session_stats=False,
+        shutdown_timeout=10.0,
+        flush_interval=0.05,
+    )
+    app, seen = make_app(client, exclude_paths=["/health"])
+    outage = proxy.add(Fault("status", path="/v2/", status=502))  # the collector is down
+    refused = asyncio.Event()
+    match = proxy._match
+
+    def noting_match(path: str) -> Fault | None:
+        fault = match(path)
+        if fault is outage:
+            refused.set()
+        return fault
+
+    monkeypatch.setattr(proxy, "_match", noting_match)
+    async with serving_app(app) as url:
+        statuses = await drive(url, REQUESTS, CONCURRENCY)
+        await asyncio.wait_for(refused.wait(), 20)  # the SDK tried to deliver, and was refused
+        assert client.stats.delivered == 0
+        assert waits == []
+        assert len(spent) == 2 * REQUESTS
+        assert max(spent) < MIDDLEWARE_BOUND, sorted(spent)[-5:]
+        proxy.clear()  # the collector is back; the lifespan's close delivers the backlog
+    assert waits == ["flush"]  # the lifespan's bounded close, at shutdown
+
+    assert statuses == {n: EXPECTED_STATUS[outcome_of(n)] for n in range(REQUESTS)}
+    assert client.stats.dropped == 0
+    assert client.stats.ops_dropped == 0
+    ledger = Ledger()
+    for n, session_id in seen.items():
+        ledger.recorded[session_id] = ids_for(n)
+        stored = await collector.get_session(session_id)
+        assert stored is not None
+        assert stored["end_state"] == EXPECTED_STATE[outcome_of(n)]
+    result = await ledger.check(collector, client, "ASGI service, collector down", proxy.injected)
+    errors = sum(outcome_of(n) in ("raise", "http500") for n in range(REQUESTS))
+    assert result.missing == 0
+    assert result.duplicated == 0
+    assert result.stored == result.recorded + errors  # plus one ErrorEvent per failed request

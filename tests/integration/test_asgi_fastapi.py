@@ -1,0 +1,60 @@
+"""SessionMiddleware and the lifespan helper: real FastAPI under uvicorn, the real collector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _asgi_service import (
+    EXPECTED_STATE,
+    EXPECTED_STATUS,
+    drive,
+    ids_for,
+    make_app,
+    outcome_of,
+    serving,
+)
+
+import agentops_async as ao
+
+pytestmark = pytest.mark.asyncio
+
+REQUESTS = 50
+CONCURRENCY = 16
+
+
+async def test_each_request_is_one_session_with_exactly_its_events(collector: Any) -> None:
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+    app, seen = make_app(client, exclude_paths=["/health"], tags=["svc"])
+    async with serving(app) as url:
+        statuses = await drive(url, REQUESTS, CONCURRENCY)
+    # The server has shut down: the lifespan closed the client with a bounded flush.
+    assert client.stats.pending == 0
+    assert client.stats.dropped == 0
+
+    assert statuses == {n: EXPECTED_STATUS[outcome_of(n)] for n in range(REQUESTS)}
+    assert len(set(seen.values())) == REQUESTS  # one session per request
+    stored = await collector.list_sessions()
+    assert sorted(s["id"] for s in stored) == sorted(seen.values())  # /health: none
+    for n, session_id in seen.items():
+        outcome = outcome_of(n)
+        session = await collector.get_session(session_id)
+        assert session is not None
+        assert session["end_state"] == EXPECTED_STATE[outcome], (n, session)
+        assert {"svc", "http.method:GET", "http.route:/items/{n}"} <= set(session["tags"])
+        # An exception leaves the app before any answer (the server's error handler answers).
+        status_tags = [t for t in session["tags"] if t.startswith("http.status:")]
+        expected = [] if outcome == "raise" else [f"http.status:{EXPECTED_STATUS[outcome]}"]
+        assert status_tags == expected
+        events = await collector.get_events(session_id)
+        mine = sorted(e["id"] for e in events if e["event_type"] != "errors")
+        assert mine == sorted(ids_for(n)), (n, events)
+        errors = [e for e in events if e["event_type"] == "errors"]
+        if outcome == "raise":
+            assert [e["error_type"] for e in errors] == ["RuntimeError"]
+        elif outcome == "http500":
+            assert [(e["error_type"], e["code"]) for e in errors] == [("HTTPError", "500")]
+        else:
+            assert errors == []
