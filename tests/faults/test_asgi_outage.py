@@ -69,8 +69,8 @@ async def test_collector_down_adds_no_wait_to_requests_and_every_session_arrives
     refused = asyncio.Event()
     match = proxy._match
 
-    def noting_match(path: str) -> Fault | None:
-        fault = match(path)
+    def noting_match(path: str, **options: Any) -> Fault | None:
+        fault = match(path, **options)
         if fault is outage:
             refused.set()
         return fault
