@@ -23,8 +23,8 @@ from aiohttp.web_protocol import RequestPayloadError
 from ._http import fail
 from ._jwt import JwtSigner
 from ._prices import PriceTable
-from ._reads import CursorCodec, SessionReader
-from ._storage import Storage
+from ._reads import CursorCodec
+from ._storage import SessionReader, Storage
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

@@ -10,21 +10,19 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from . import _wire as wire
-from ._prices import PriceTable, Usage, format_cost
-from ._storage import STATE_RUNNING, SessionFilter, SessionRow
+from ._prices import PriceTable, format_cost
+from ._storage import STATE_RUNNING, SessionFilter, SessionReader, SessionRow
 
 __all__ = [
     "STATE_FILTERS",
     "CursorCodec",
     "InvalidCursor",
-    "SessionReader",
     "SessionView",
     "list_session_views",
     "session_views",
@@ -32,31 +30,6 @@ __all__ = [
 
 STATE_FILTERS = {**wire.END_STATES, "running": STATE_RUNNING}
 """What a ``state`` filter may say (any case), and the stored state it selects."""
-
-
-class SessionReader(Protocol):
-    """The read side of :class:`~agentops_async.collector._storage.Storage`.
-
-    What the read API, the CLI and the dashboard use: sessions of a project, their events,
-    counts and LLM usage. Every :class:`Storage` is one.
-    """
-
-    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
-        """Sessions matching ``flt``, newest first, at most ``flt.limit``."""
-
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        """One session by id (callers check its project)."""
-
-    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """``{session_id: {event_type: count}}``."""
-
-    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
-        """LLM token usage per session and model (for cost)."""
-
-    async def list_events(
-        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
-    ) -> list[tuple[str, str]]:
-        """``(id, event JSON)`` of a session's events in arrival order, after ``after_id``."""
 
 
 class InvalidCursor(ValueError):

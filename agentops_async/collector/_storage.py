@@ -233,8 +233,38 @@ EVENTS_PER_DELETE = 5_000
 """Events deleted per transaction by a prune: short transactions, so ingest goes on between."""
 
 
-class Storage(Protocol):
-    """What the collector needs from a database. All methods are safe to call concurrently."""
+class SessionReader(Protocol):
+    """The read side of :class:`Storage`.
+
+    What the read API, the CLI and the dashboard use: sessions of a project, their events,
+    counts and LLM usage. Every :class:`Storage` is one.
+    """
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        """Sessions matching ``flt``, newest first, at most ``flt.limit``."""
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session by id (callers check its project)."""
+
+    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{session_id: {event_type: count}}``."""
+
+    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
+        """LLM token usage per session and model (for cost)."""
+
+    async def list_events(
+        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
+    ) -> list[tuple[str, str]]:
+        """``(id, event JSON)`` of a session's events in arrival order.
+
+        The page starts after the event ``after_id`` of the same session (the last one of the
+        previous page), or at the first event when it is None.
+        """
+
+
+class Storage(SessionReader, Protocol):
+    """What the collector needs from a database: the read side, and the writes. All methods are
+    safe to call concurrently."""
 
     async def open(self) -> None:
         """Connect, create or migrate the schema."""
@@ -287,27 +317,6 @@ class Storage(Protocol):
 
     async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
         """Keep an SDK error report."""
-
-    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
-        """Sessions matching ``flt``, newest first, at most ``flt.limit``."""
-
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        """One session by id (callers check its project)."""
-
-    async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-        """``{session_id: {event_type: count}}``."""
-
-    async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
-        """LLM token usage per session and model (for cost)."""
-
-    async def list_events(
-        self, session_id: str, after_id: str | None, limit: int, event_type: str | None
-    ) -> list[tuple[str, str]]:
-        """``(id, event JSON)`` of a session's events in arrival order.
-
-        The page starts after the event ``after_id`` of the same session (the last one of the
-        previous page), or at the first event when it is None.
-        """
 
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete at most ``limit`` sessions older than ``cutoff`` (Unix time) with all their rows.
