@@ -333,33 +333,48 @@ class CollectorProcess:
 
     def start(self, timeout: float = 30.0) -> CollectorProcess:
         """Start and wait until ``GET /health`` answers; retries on a port clash."""
+        for attempt in range(3):
+            self.launch()
+            try:
+                return self.wait_ready(timeout)
+            except RuntimeError:
+                if attempt == 2 or self.process is None:
+                    raise
+        return self
+
+    def launch(self) -> CollectorProcess:
+        """Start the process on a free port without waiting for it (see :meth:`wait_ready`)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env[ADMIN_TOKEN_ENV] = self.admin_token
         env.update(self.env)
-        for attempt in range(3):
-            self.port = free_port()
-            log = self.log_path.open("ab")
-            try:
-                self.process = subprocess.Popen(
-                    self._command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=REPO_ROOT,
-                    preexec_fn=_die_with_parent,
-                )
-            finally:
-                log.close()
-            try:
-                wait_until(self._ready, timeout, f"the collector on port {self.port}")
-                return self
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-            except TimeoutError:
-                self.stop()
-                raise RuntimeError(f"collector did not start:\n{_tail(self.log_path)}") from None
+        self.port = free_port()
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> CollectorProcess:
+        """Wait until ``GET /health`` answers.
+
+        Raises:
+            RuntimeError: The process exited (its log tail is in the message), or did not
+                answer within ``timeout`` seconds (then it is stopped, and ``process`` is None).
+        """
+        try:
+            wait_until(self._ready, timeout, f"the collector on port {self.port}")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"collector did not start:\n{_tail(self.log_path)}") from None
         return self
 
     def _ready(self) -> bool:
@@ -394,6 +409,24 @@ class CollectorProcess:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+
+
+def start_collectors(
+    processes: Sequence[CollectorProcess], timeout: float = 60.0
+) -> list[CollectorProcess]:
+    """Launch every process at once, then wait until each answers ``/health``.
+
+    All of them open the database at about the same moment (what a rolling deploy or a
+    scaled-out service does); a process that exits instead raises ``RuntimeError`` with its log.
+    """
+    for process in processes:
+        process.launch()
+    try:
+        return [process.wait_ready(timeout) for process in processes]
+    except BaseException:
+        for process in processes:
+            process.stop()
+        raise
 
 
 class CollectorHandle:
