@@ -5,8 +5,6 @@ Open a session with ``async with AsyncSession():`` (or ``client.session()``), re
 AgentOps-compatible API. See the README for the sync facade and the local collector.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 # The sync facade (scripts, notebooks, threads) and the decorators for both worlds. The sync
@@ -33,7 +31,7 @@ from .session import (
     get_active_sessions,
     get_current_session,
 )
-from .session._registry import require_current
+from .session._registry import require_current as _require_current
 from .sync import Client, Session, end_session, init, start_session
 from .telemetry._exporter import ExportStats
 
@@ -50,7 +48,7 @@ async def record(event: Event) -> None:
         NoActiveSession: no session is current in this task (or the current one has ended); the
             message says how to pass the session instead.
     """
-    await require_current().record(event)
+    await _require_current().record(event)
 
 
 __all__ = [

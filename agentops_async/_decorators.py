@@ -30,7 +30,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, TypeVar, overload
 
-from .events import ActionEvent, ErrorEvent, Event, ToolEvent, utcnow
+from .events import ActionEvent, ErrorEvent, Event, ToolEvent, _utcnow
 from .session._registry import get_current_session
 from .session._session import AsyncSession
 from .sync import _runtime
@@ -145,7 +145,7 @@ class _Recording:
 
     def finish(self, returns: Any, exc: BaseException | None = None) -> None:
         event = self.event
-        event.end_timestamp = utcnow()
+        event.end_timestamp = _utcnow()
         event.returns = returns
         _emit(self.session, event, exc if isinstance(exc, Exception) else None)
 

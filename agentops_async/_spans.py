@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .events import ActionEvent, ErrorEvent, Event, LLMEvent, ToolEvent, to_json_safe
+from .events import ActionEvent, ErrorEvent, Event, LLMEvent, ToolEvent, _to_json_safe
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -182,7 +182,7 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     if not attributes:
         return {}
     return {
-        str(key): list(value) if isinstance(value, (tuple, list)) else to_json_safe(value)
+        str(key): list(value) if isinstance(value, (tuple, list)) else _to_json_safe(value)
         for key, value in attributes.items()
     }
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ._limits import MAX_NESTING_DEPTH
+from ._limits import MAX_NESTING_DEPTH as _MAX_NESTING_DEPTH
 from .errors import InvalidEvent
 
 __all__ = [
@@ -60,7 +60,7 @@ class EventType:
     ERROR = "errors"
 
 
-utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
+_utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
 
 # ---------------------------------------------------------------------------------------------
 # Ids. uuid.uuid4() costs ~1.7 us (a getrandom syscall and the UUID object), more than recording an
@@ -87,7 +87,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed_ids)
 
 
-def new_event_id() -> str:
+def _new_event_id() -> str:
     """A new unique event id in UUID text form (cheap: no syscall)."""
     # The counter starts below 2**40, so 12 hex digits hold it for 2**47 ids per process.
     return _id_prefix + "%012x" % next(_id_counter)  # noqa: UP031 - fastest form here
@@ -100,7 +100,7 @@ _MAX_REPR = 2_000
 _PLAIN = (str, int, float, bool)
 
 
-def safe_repr(value: Any) -> str:
+def _safe_repr(value: Any) -> str:
     """A bounded ``repr`` that never raises (used for values JSON cannot hold)."""
     try:
         text = repr(value)
@@ -127,13 +127,13 @@ def _fallback(value: Any) -> Any:
             break
         if isinstance(result, dict):
             return result
-    return safe_repr(value)
+    return _safe_repr(value)
 
 
 _to_builtins = msgspec.to_builtins
 
 
-def to_json_safe(value: Any) -> Any:
+def _to_json_safe(value: Any) -> Any:
     """Snapshot ``value`` into JSON-safe builtins; never raises.
 
     Dataclasses, enums, datetimes, UUIDs, sets, msgspec/pydantic models convert structurally;
@@ -150,18 +150,18 @@ def to_json_safe(value: Any) -> Any:
     try:
         return _to_builtins(value, enc_hook=_fallback, str_keys=True)
     except (RecursionError, TypeError, ValueError, msgspec.EncodeError, OverflowError):
-        return safe_repr(value)
+        return _safe_repr(value)
 
 
 # ---------------------------------------------------------------------------------------------
 # Making a whole value sendable: the slow path, taken only for values that are not flat (see
-# wire_events) or that msgspec refused to encode. One walk fixes everything JSON or the collector
+# _wire_events) or that msgspec refused to encode. One walk fixes everything JSON or the collector
 # cannot take, and keeps everything else.
 # ---------------------------------------------------------------------------------------------
-log = logging.getLogger("agentops_async")
+_log = logging.getLogger("agentops_async")
 
-DEEP_MARKER = f"<nested deeper than {MAX_NESTING_DEPTH} levels>"
-CYCLE_MARKER = "<cycle: a container inside itself>"
+_DEEP_MARKER = f"<nested deeper than {_MAX_NESTING_DEPTH} levels>"
+_CYCLE_MARKER = "<cycle: a container inside itself>"
 _LEAVES = frozenset({str, int, float, bool, type(None)})  # exact types msgspec encodes as is
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _noted: set[str] = set()
@@ -171,7 +171,7 @@ def _note_once(kind: str, message: str) -> None:
     """Log one warning per kind of change made to a user value (per process)."""
     if kind not in _noted:
         _noted.add(kind)
-        log.warning("agentops_async: %s; later cases are not logged", message)
+        _log.warning("agentops_async: %s; later cases are not logged", message)
 
 
 def _text(value: str) -> str:
@@ -208,7 +208,7 @@ def _key_text(key: Any) -> str:
         text = _to_builtins(key)
     except Exception:  # whatever a user type raises: the key's repr is sent
         text = None
-    return _text(text) if isinstance(text, str) else _text(safe_repr(key))
+    return _text(text) if isinstance(text, str) else _text(_safe_repr(key))
 
 
 def _unique_key(taken: dict[str, Any], text: str) -> str:
@@ -233,10 +233,10 @@ def _builtins(value: Any) -> Any:
     try:
         return _to_builtins(value, enc_hook=_fallback)
     except Exception:  # whatever a user type raises: its repr is sent
-        return safe_repr(value)
+        return _safe_repr(value)
 
 
-def json_safe(value: Any, depth: int = 2) -> Any:
+def _json_safe(value: Any, depth: int = 2) -> Any:
     """A copy of ``value`` that encodes as JSON the collector accepts; never raises.
 
     ``depth`` is the nesting depth ``value`` has if it is a container (a field of an event: 2,
@@ -273,17 +273,17 @@ def _safe(value: Any, depth: int, path: set[int]) -> Any:
 
 
 def _safe_container(value: Any, depth: int, path: set[int]) -> Any:
-    if depth > MAX_NESTING_DEPTH:
+    if depth > _MAX_NESTING_DEPTH:
         _note_once(
             "depth",
-            f"a value nested deeper than {MAX_NESTING_DEPTH} levels (the documented limit, the "
-            f"event counting as 1) is cut: sent as {DEEP_MARKER!r}",
+            f"a value nested deeper than {_MAX_NESTING_DEPTH} levels (the documented limit, the "
+            f"event counting as 1) is cut: sent as {_DEEP_MARKER!r}",
         )
-        return DEEP_MARKER
+        return _DEEP_MARKER
     ident = id(value)
     if ident in path:
-        _note_once("cycle", f"a container inside itself is cut: sent as {CYCLE_MARKER!r}")
-        return CYCLE_MARKER
+        _note_once("cycle", f"a container inside itself is cut: sent as {_CYCLE_MARKER!r}")
+        return _CYCLE_MARKER
     path.add(ident)
     try:
         if type(value) is not dict:
@@ -305,7 +305,7 @@ def _fits(value: Any, depth: int) -> bool:
     kind = type(value)
     if kind in _LEAVES:
         return True
-    if depth > MAX_NESTING_DEPTH:
+    if depth > _MAX_NESTING_DEPTH:
         return False
     if kind is dict:
         for key, item in value.items():
@@ -321,7 +321,7 @@ def _fits(value: Any, depth: int) -> bool:
 
 
 def _make_sendable(event: Event, names: Sequence[str]) -> None:
-    """Replace the fields ``names`` of ``event`` by their :func:`json_safe` copies."""
+    """Replace the fields ``names`` of ``event`` by their :func:`_json_safe` copies."""
     for name in names:
         value = getattr(event, name)
         if type(value) not in _LEAVES and type(value) is not datetime:
@@ -368,7 +368,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
 
     # Fields that take arbitrary user values and are made JSON-safe if JSON cannot hold them.
     _free_fields: ClassVar[tuple[str, ...]] = ("params", "returns")
-    # True when every free field is flat, so needs no json_safe walk (see _compile_flat_check).
+    # True when every free field is flat, so needs no _json_safe walk (see _compile_flat_check).
     _is_flat: ClassVar[Callable[[Event], bool]]
     # Typed fields checked at record time: name -> (allowed types, how to fix).
     _typed_fields: ClassVar[tuple[tuple[str, tuple[type, ...], str], ...]] = ()
@@ -383,7 +383,7 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
     def ensure_id(self) -> str:
         """The event's id, made now if it has none yet (to link another event to this one)."""
         if self.id is None:
-            self.id = new_event_id()
+            self.id = _new_event_id()
         return self.id
 
     def prepare(self, session_id: str, trace_id: str) -> bytes:
@@ -398,27 +398,27 @@ class Event(msgspec.Struct, kw_only=True, gc=False):
             InvalidEvent: a typed field holds a value of the wrong type (names the field).
         """
         self._check(time.time())
-        finalize(self, session_id, trace_id)
-        return encode_event(self)
+        _finalize(self, session_id, trace_id)
+        return _encode_event(self)
 
 
 def _bad_field(event: Event, name: str, value: Any, fix: str) -> None:
     raise InvalidEvent(
         f"{type(event).__name__}.{name} must be {fix}, got {type(value).__name__} "
-        f"{safe_repr(value)[:80]}"
+        f"{_safe_repr(value)[:80]}"
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # Record time: check the typed fields and stamp the end (the hot path, compiled per class).
 # ---------------------------------------------------------------------------------------------
-Checker = Callable[["Event", float], None]
+_Checker = Callable[["Event", float], None]
 
 _TIME_FIX = "a datetime, an ISO 8601 str or seconds since the epoch (a float)"
 _TIMES = (datetime, str, int, float)
 
 
-def _compile_checker(cls: type[Event]) -> Checker:
+def _compile_checker(cls: type[Event]) -> _Checker:
     """Build ``cls``'s record-time check as straight-line code (no loops over field specs).
 
     This is the hot path: a generic loop with getattr costs ~3x more than the generated function,
@@ -448,7 +448,7 @@ def _compile_checker(cls: type[Event]) -> Checker:
         f"        _bad_field(self, 'end_timestamp', v, {_TIME_FIX!r})",
     ]
     exec("\n".join(lines), namespace)  # code built above from field names only
-    function: Checker = namespace["check"]
+    function: _Checker = namespace["check"]
     return function
 
 
@@ -489,12 +489,12 @@ Event._is_flat = _compile_flat_check(Event)
 # ---------------------------------------------------------------------------------------------
 # Send time: ids, timestamps as datetimes, and the encoding (in the exporter, off the hot path).
 # ---------------------------------------------------------------------------------------------
-def finalize(event: Event, session_id: str, trace_id: str | None) -> None:
+def _finalize(event: Event, session_id: str, trace_id: str | None) -> None:
     """Fill in what the wire needs: the event id, the session's ids, timestamps as datetimes."""
-    wire_events((event,), session_id, trace_id)
+    _wire_events((event,), session_id, trace_id)
 
 
-def wire_events(
+def _wire_events(
     payloads: Sequence[Event | bytes], session_id: str, trace_id: str | None
 ) -> list[Event | msgspec.Raw]:
     """The events of one request, ready for one msgspec call.
@@ -506,9 +506,9 @@ def wire_events(
     ``datetime.fromtimestamp`` each).
 
     Free fields that are not flat (a scalar, or a dict/list of scalars with str keys) are
-    replaced by their :func:`json_safe` copies, which bounds their nesting depth; flat values
+    replaced by their :func:`_json_safe` copies, which bounds their nesting depth; flat values
     (nearly all) cost a few type checks. Text with lone surrogates is left to
-    :func:`encode_event`, where encoding it fails.
+    :func:`_encode_event`, where encoding it fails.
     """
     prefix, counter, span_prefix = _id_prefix, _id_counter, _span_prefix
     raw, one_time = msgspec.Raw, _datetime_or_text
@@ -528,7 +528,7 @@ def wire_events(
             _make_sendable(event, event._free_fields)
         event_id = event.id
         if event_id is None:
-            event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see new_event_id
+            event_id = event.id = prefix + "%012x" % next(counter)  # noqa: UP031 - see _new_event_id
         when = event.init_timestamp
         if type(when) is float or type(when) is int:
             if batched:
@@ -583,32 +583,32 @@ def _datetime_or_text(epoch: float) -> datetime | str:
 
 
 _encode = msgspec.json.Encoder().encode
-ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
-def encode_event(event: Event) -> bytes:
+def _encode_event(event: Event) -> bytes:
     """One finalized event as JSON; never fails on what a field holds.
 
     If msgspec refuses the event (text with lone surrogates, a value JSON cannot hold, a str
-    subclass in a typed field...), every field is replaced by its :func:`json_safe` copy, which
+    subclass in a typed field...), every field is replaced by its :func:`_json_safe` copy, which
     msgspec always encodes, and the event is encoded again.
     """
     try:
         return _encode(event)
-    except ENCODE_ERRORS:
+    except _ENCODE_ERRORS:
         pass
     _make_sendable(event, event.__struct_fields__)
     return _encode(event)
 
 
-def describe_oversize(event: Event, size: int, limit: int) -> str:
+def _describe_oversize(event: Event, size: int, limit: int) -> str:
     """Why ``event`` cannot be sent: its encoded size, the limit, and its largest field."""
     sizes = {}
     for name in event.__struct_fields__:
         try:
             sizes[name] = len(_encode(getattr(event, name)))
-        except ENCODE_ERRORS:  # only sizing the fields for the message
-            sizes[name] = len(safe_repr(getattr(event, name)))
+        except _ENCODE_ERRORS:  # only sizing the fields for the message
+            sizes[name] = len(_safe_repr(getattr(event, name)))
     largest = max(sizes, key=sizes.__getitem__)
     return (
         f"{type(event).__name__} is {size:,} bytes encoded, above the {limit:,} bytes one request "

@@ -62,7 +62,7 @@ async def _breakdown(n: int) -> list[tuple[str, float]]:
 
     import agentops_async as ao
     from agentops_async.api._wire import events_body
-    from agentops_async.events import wire_events
+    from agentops_async.events import _wire_events
 
     stub = serve_in_thread()
     client = ao.AsyncClient(api_key="bench", endpoint=stub.url, log_session_stats=False,
@@ -123,7 +123,7 @@ async def _breakdown(n: int) -> list[tuple[str, float]]:
         for _ in range(3):
             events = checked_events()
             t0 = time.perf_counter()
-            ready = [wire_events(events[i : i + 256], sid, tid) for i in range(0, n, 256)]
+            ready = [_wire_events(events[i : i + 256], sid, tid) for i in range(0, n, 256)]
             t1 = time.perf_counter()
             for part in ready:
                 events_body(part)
@@ -158,7 +158,7 @@ async def _breakdown(n: int) -> list[tuple[str, float]]:
         ("exporter.offer(channel, event) alone", best(offer)),
         ("construction + await of an empty coroutine", await best_async(await_noop)),
         ("construction + await session.record() (everything)", await best_async(full)),
-        ("exporter: wire_events() (ids, ISO timestamps), per event", time_exporter_piece("wire")),
+        ("exporter: _wire_events() (ids, ISO timestamps), per event", time_exporter_piece("wire")),
         (
             "exporter: events_body() (one msgspec call per slice), per event",
             time_exporter_piece("encode"),

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import ENCODE_ERRORS, Event, json_safe, to_json_safe
+from ..events import _ENCODE_ERRORS, Event, _json_safe, _to_json_safe
 
 
 class SessionBody(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -56,14 +56,14 @@ class ReauthAnswer(msgspec.Struct):
 
 def _enc_hook(value: Any) -> Any:
     # Events are normalised at record time; this is a last line of defence (never raise).
-    return to_json_safe(value) if not isinstance(value, type) else repr(value)
+    return _to_json_safe(value) if not isinstance(value, type) else repr(value)
 
 
 class _BodyEncoder:
     """The encoder of the session, agent and reauthorisation bodies; never fails on a value.
 
     A body msgspec refuses (a tag with lone surrogates, from a non-UTF-8 file name) is encoded
-    again from its :func:`~agentops_async.events.json_safe` copy.
+    again from its :func:`~agentops_async.events._json_safe` copy.
     """
 
     def __init__(self) -> None:
@@ -72,8 +72,8 @@ class _BodyEncoder:
     def encode(self, body: Any) -> bytes:
         try:
             return self._encode(body)
-        except ENCODE_ERRORS:
-            return self._encode(json_safe(msgspec.to_builtins(body, enc_hook=_enc_hook), 1))
+        except _ENCODE_ERRORS:
+            return self._encode(_json_safe(msgspec.to_builtins(body, enc_hook=_enc_hook), 1))
 
 
 encoder = _BodyEncoder()
@@ -106,7 +106,7 @@ def events_body(events: list[Event | msgspec.Raw]) -> bytes:
 
     Raises what msgspec raises if some event holds what JSON cannot hold (text with lone
     surrogates, an object): the exporter then encodes each event on its own with
-    :func:`~agentops_async.events.encode_event`, which makes such values sendable.
+    :func:`~agentops_async.events._encode_event`, which makes such values sendable.
     """
     return _encode_events(EventsEnvelope(events))
 

@@ -2,12 +2,11 @@
 
 from ._registry import get_active_sessions, get_current_session
 from ._session import AsyncSession, SessionStats
-from ._state import SessionState, SessionStateProperty
+from ._state import SessionState
 
 __all__ = [
     "AsyncSession",
     "SessionState",
-    "SessionStateProperty",
     "SessionStats",
     "get_active_sessions",
     "get_current_session",

@@ -26,9 +26,9 @@ from ..errors import ConfigError, InvalidEvent, SessionNotRunning
 from ..events import (
     ErrorEvent,
     Event,
-    describe_oversize,
-    safe_repr,
-    utcnow,
+    _describe_oversize,
+    _safe_repr,
+    _utcnow,
 )
 from ..telemetry._exporter import (
     AGENT,
@@ -216,7 +216,7 @@ class AsyncSession:
         self._max_event_bytes = config.max_batch_bytes - 16  # room for {"events":[...]}
         self._disabled = isinstance(exporter, NullExporter)
         self._recording = not self._disabled
-        self.init_timestamp = utcnow()
+        self.init_timestamp = _utcnow()
         self._t0 = time.monotonic()
         self._open_span(config.instrument_otel and not self._disabled)
         self._ctx_token = registry.set_current(self)
@@ -297,7 +297,7 @@ class AsyncSession:
             self.end_state_reason = str(end_state_reason)
         if video is not None:
             self.video = video
-        self.end_timestamp = utcnow()
+        self.end_timestamp = _utcnow()
         self._t1 = time.monotonic()
         self._close_span(state)
         registry.unregister(self)
@@ -418,7 +418,7 @@ class AsyncSession:
             raise _not_an_event(event)
         data = event.prepare(self.session_id, self.trace_id)
         if len(data) > self._max_event_bytes:
-            raise InvalidEvent(describe_oversize(event, len(data), self._max_event_bytes))
+            raise InvalidEvent(_describe_oversize(event, len(data), self._max_event_bytes))
         with self._count_lock:  # may run in several threads at once
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
@@ -557,7 +557,7 @@ def _describe(exc: BaseException) -> str:
     try:
         text = str(exc)
     except Exception:
-        text = safe_repr(exc)
+        text = _safe_repr(exc)
     return f"{type(exc).__name__}: {text[:500]}" if text else type(exc).__name__
 
 

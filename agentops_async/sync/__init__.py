@@ -30,10 +30,10 @@ from collections.abc import Iterable
 
 from ..errors import AgentOpsError, AmbiguousSession, NoActiveSession
 from ..events import Event
-from ..session import _registry as registry
+from ..session import _registry
 from ..session._session import SessionStats
 from ..session._state import SessionState
-from . import _runtime as runtime
+from . import _runtime
 from ._client import Client, default_client, init
 from ._runtime import shutdown
 from ._session import Session
@@ -112,15 +112,15 @@ def set_tags(tags: Iterable[str] | str) -> None:
 
 def get_active_sessions() -> list[Session]:
     """The sync sessions started and not yet ended in this process, oldest first."""
-    return runtime.running_sessions()
+    return _runtime.running_sessions()
 
 
 def get_current_session() -> Session | None:
     """The sync session current in this thread (context), if any and still running."""
-    current = registry.get_current_session()
+    current = _registry.get_current_session()
     if current is None or not current.is_running:
         return None
-    return runtime.session_for(current.session_id)
+    return _runtime.session_for(current.session_id)
 
 
 def _resolve(what: str) -> Session:
@@ -129,9 +129,9 @@ def _resolve(what: str) -> Session:
     The fallback is the scripts' rule and only ever picks a session of the sync facade: a session
     that async code opened (``AsyncSession``) is never used unless it is current here.
     """
-    current = registry.get_current_session()
+    current = _registry.get_current_session()
     if current is not None and current.is_running:
-        session = runtime.session_for(current.session_id)
+        session = _runtime.session_for(current.session_id)
         if session is None:
             raise AgentOpsError(
                 f"agentops_async.sync.{what}(): session {current.session_id} was started by the "
@@ -139,7 +139,7 @@ def _resolve(what: str) -> Session:
                 "session.end(), ...)"
             )
         return session
-    running = runtime.running_sessions()
+    running = _runtime.running_sessions()
     if len(running) == 1:
         return running[0]
     if not running:

@@ -29,7 +29,7 @@ from .._config import Config
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
-from ..events import Event, describe_oversize, encode_event, finalize, wire_events
+from ..events import Event, _describe_oversize, _encode_event, _finalize, _wire_events
 from ._otel import quiet_context
 from ._spool import EVENT, Spool, SpoolRecord
 
@@ -978,7 +978,7 @@ class Exporter:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             part = run[start : start + _YIELD_EVERY]
             try:
-                wired = wire_events(part, session_id, trace_id)
+                wired = _wire_events(part, session_id, trace_id)
             except Exception:  # some event holds what the wire cannot take: one at a time
                 wired = self._wire_each(channel, part)
             kept, body = self._encode_slice(channel, wired)
@@ -989,11 +989,11 @@ class Exporter:
         return Run(events, parts[0] if len(parts) == 1 else wire.join_bodies(parts))
 
     def _wire_each(self, channel: SessionChannel, payloads: list[Payload]) -> Batch:
-        """:func:`wire_events` one event at a time, dropping (counted) those that fail."""
+        """:func:`_wire_events` one event at a time, dropping (counted) those that fail."""
         events: Batch = []
         for payload in payloads:
             try:
-                events += wire_events((payload,), channel.session_id, channel.trace_id)
+                events += _wire_events((payload,), channel.session_id, channel.trace_id)
             except Exception as exc:
                 self._drop_unsendable(channel, payload, exc)
         return events
@@ -1060,7 +1060,7 @@ class Exporter:
 
     def _encode_slice(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
         """One slice's body in one msgspec call; if msgspec refuses some event, each event is
-        encoded on its own (:func:`encode_event` makes what it holds sendable) and kept as
+        encoded on its own (:func:`_encode_event` makes what it holds sendable) and kept as
         ``msgspec.Raw``, so that a retry or a split never encodes it again."""
         try:
             return events, wire.events_body(events)
@@ -1074,7 +1074,7 @@ class Exporter:
                 kept.append(event)
                 continue
             try:
-                kept.append(msgspec.Raw(encode_event(event)))
+                kept.append(msgspec.Raw(_encode_event(event)))
             except Exception as exc:
                 self._drop_unsendable(channel, event, exc)
         return kept, wire.events_body(kept)
@@ -1122,7 +1122,7 @@ class Exporter:
         if len(events) == 1:
             event = events[0]
             detail = (
-                describe_oversize(event, size, self._batch_bytes)
+                _describe_oversize(event, size, self._batch_bytes)
                 if isinstance(event, Event)
                 else f"{size:,} bytes"
             )
@@ -1187,8 +1187,8 @@ def _encoded(channel: SessionChannel, payload: Payload) -> bytes:
     if type(payload) is bytes:
         return payload
     assert isinstance(payload, Event)
-    finalize(payload, channel.session_id, channel.trace_id)
-    return encode_event(payload)
+    _finalize(payload, channel.session_id, channel.trace_id)
+    return _encode_event(payload)
 
 
 def _to_record(item: Item) -> SpoolRecord:

@@ -18,7 +18,7 @@ from _values import depth, nested
 import agentops_async as ao
 from agentops_async import events as events_module
 from agentops_async._limits import MAX_NESTING_DEPTH
-from agentops_async.events import CYCLE_MARKER, DEEP_MARKER
+from agentops_async.events import _CYCLE_MARKER, _DEEP_MARKER
 from agentops_async.telemetry import _exporter
 
 from .fake_api import FakeApi
@@ -184,14 +184,14 @@ async def test_an_event_that_cannot_be_encoded_is_dropped_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Any failure while encoding (here: a simulated bug) drops only the event it happened on."""
-    real = _exporter.encode_event
+    real = _exporter._encode_event
 
     def failing(event: ao.Event) -> bytes:
         if event.params == {"bug": True}:
             raise RuntimeError("simulated encoder bug")
         return real(event)
 
-    monkeypatch.setattr(_exporter, "encode_event", failing)
+    monkeypatch.setattr(_exporter, "_encode_event", failing)
     caplog.set_level(logging.WARNING, logger="agentops_async")
     client = make_client(max_batch_size=100)
     async with client.session() as session:
@@ -271,7 +271,7 @@ def test_values_nested_deeper_than_the_limit_are_cut_at_the_documented_depth(
     ):
         sent = msgspec.json.decode(too_deep.prepare("s", "t"))
         assert depth(sent) == MAX_NESTING_DEPTH
-        assert DEEP_MARKER in msgspec.json.encode(sent).decode()
+        assert _DEEP_MARKER in msgspec.json.encode(sent).decode()
     assert sent["prompt"][0]["role"] == "user"  # what is not too deep is kept
     notes = [r.getMessage() for r in caplog.records]
     assert len(notes) == 1 and f"deeper than {MAX_NESTING_DEPTH} levels" in notes[0]
@@ -285,7 +285,7 @@ def test_a_container_inside_itself_is_cut_not_expanded() -> None:
     event = ao.ToolEvent(name="t", params={"c": cyclic, "x": shared, "y": shared})
     sent = msgspec.json.decode(event.prepare("s", "t"))
     assert sent["params"] == {
-        "c": {"name": "loop", "self": CYCLE_MARKER, "again": CYCLE_MARKER},
+        "c": {"name": "loop", "self": _CYCLE_MARKER, "again": _CYCLE_MARKER},
         "x": {"k": 1},  # the same object twice is not a cycle
         "y": {"k": 1},
     }
@@ -305,7 +305,7 @@ async def test_the_exporter_sends_deep_and_cyclic_values_cut(
     assert await client.close() is True
     sent = api.events[session.session_id]
     assert [depth(e) for e in sent] == [MAX_NESTING_DEPTH, 3, 2]
-    assert sent[1]["params"] == {"cycle": [CYCLE_MARKER]}
+    assert sent[1]["params"] == {"cycle": [_CYCLE_MARKER]}
     assert client.stats.dropped == 0
 
 

@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 import agentops_async as ao
-from agentops_async.events import CYCLE_MARKER, new_event_id, to_json_safe
+from agentops_async.events import _CYCLE_MARKER, _new_event_id, _to_json_safe
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 def test_event_ids_are_unique_uuid4_strings() -> None:
-    ids = {new_event_id() for _ in range(10_000)}
+    ids = {_new_event_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     for event_id in list(ids)[:50]:
         assert UUID_RE.match(event_id)
@@ -106,17 +106,17 @@ def test_to_json_safe_converts_what_json_cannot_hold() -> None:
     cyclic: dict[str, Any] = {"a": 1}
     cyclic["self"] = cyclic
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    assert to_json_safe({"o": _Opaque()}) == {"o": "<opaque thing>"}
-    assert to_json_safe(_Point(1, 2)) == {"x": 1, "y": 2}
-    assert to_json_safe({"c": _Color.RED, "when": moment}) == {
+    assert _to_json_safe({"o": _Opaque()}) == {"o": "<opaque thing>"}
+    assert _to_json_safe(_Point(1, 2)) == {"x": 1, "y": 2}
+    assert _to_json_safe({"c": _Color.RED, "when": moment}) == {
         "c": "red",
         "when": "2026-01-02T03:04:05Z",
     }
-    assert to_json_safe({"m": _Model()}) == {"m": {"field": 1}}
-    assert to_json_safe({1: "int key"}) == {"1": "int key"}
-    assert isinstance(to_json_safe(cyclic), str)  # a cycle becomes its repr, not an exception
-    assert to_json_safe({(1, 2): "tuple key"}) == "{(1, 2): 'tuple key'}"
-    assert sorted(to_json_safe({"s": {3, 1, 2}})["s"]) == [1, 2, 3]
+    assert _to_json_safe({"m": _Model()}) == {"m": {"field": 1}}
+    assert _to_json_safe({1: "int key"}) == {"1": "int key"}
+    assert isinstance(_to_json_safe(cyclic), str)  # a cycle becomes its repr, not an exception
+    assert _to_json_safe({(1, 2): "tuple key"}) == "{(1, 2): 'tuple key'}"
+    assert sorted(_to_json_safe({"s": {3, 1, 2}})["s"]) == [1, 2, 3]
 
 
 def test_to_json_safe_bounds_huge_reprs() -> None:
@@ -124,7 +124,7 @@ def test_to_json_safe_bounds_huge_reprs() -> None:
         def __repr__(self) -> str:
             return "x" * 100_000
 
-    text = to_json_safe(Huge())
+    text = _to_json_safe(Huge())
     assert isinstance(text, str) and len(text) < 3_000 and text.endswith("<truncated>")
 
 
@@ -133,7 +133,7 @@ def test_to_json_safe_survives_a_raising_repr() -> None:
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
-    assert to_json_safe(Broken()) == "<unrepresentable Broken: RuntimeError>"
+    assert _to_json_safe(Broken()) == "<unrepresentable Broken: RuntimeError>"
 
 
 def test_prepare_encodes_at_record_time_so_later_mutation_is_not_sent() -> None:
@@ -159,7 +159,7 @@ def test_prepare_keeps_the_structure_around_values_json_cannot_hold() -> None:
     sent = msgspec.json.decode(event.prepare("s", "t" * 32))
     # Only what JSON cannot hold is converted: the object to its repr, the tuple key to its text.
     assert sent["params"] == {"o": "<opaque thing>", "(1, 2)": "tuple key"}
-    assert sent["returns"] == [1, CYCLE_MARKER]
+    assert sent["returns"] == [1, _CYCLE_MARKER]
     assert sent["logs"] == {"1": "x"}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agentops_async import InvalidStateTransition, SessionState
-from agentops_async.session import SessionStateProperty
+from agentops_async.session._state import SessionStateProperty
 
 
 class Holder:
