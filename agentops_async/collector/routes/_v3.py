@@ -12,8 +12,9 @@ message.
 ``POST /v4/logs/upload/`` (``{"body": "<log text>"}``, header ``Trace-Id``: the trace id as a
 DECIMAL integer, with a project credential): the text is stored with the session of that trace
 (made now, RUNNING, when its spans have not arrived yet) and read back with
-``GET /api/sessions/{id}/logs``. ``POST /v4/objects/upload/`` (the raw bytes, any Content-Type):
-stored in the database and served back at the ``url`` of the answer, ``{"url", "size"}``:
+``GET /api/sessions/{id}/logs``. ``POST /v4/objects/upload/`` (``{"body": "<text>"}`` as the
+agentops SDK sends it, stored as text/plain; or raw bytes with their own Content-Type): stored in
+the database and served back at the ``url`` of the answer, ``{"url", "size"}``:
 ``GET /v4/objects/{id}``, no key needed (the id is a random UUID: whoever has the URL can read
 the object, as with the SaaS's object URLs).
 """
@@ -46,7 +47,7 @@ _token_decoder = msgspec.json.Decoder(_TokenIn)
 
 
 class _LogIn(msgspec.Struct):
-    """``{"body": ...}`` of /v4/logs/upload/."""
+    """``{"body": ...}`` of /v4/logs/upload/ and /v4/objects/upload/."""
 
     body: str
 
@@ -107,6 +108,13 @@ def add_routes(app: web.Application, ctx: Context) -> None:
         data = await ctx.body(request)
         object_id = str(uuid.uuid4())
         content_type = request.content_type or "application/octet-stream"
+        if content_type == "application/json":  # agentops 0.4: {"body": "<the object as text>"}
+            try:
+                text = _log_decoder.decode(data).body
+            except DECODE_ERRORS as exc:
+                decode_error("body", exc)
+            data = text.encode("utf-8", "replace")
+            content_type = "text/plain; charset=utf-8"
         await ctx.storage.put_object(object_id, project, content_type, data)
         return json_response(
             {"url": f"{_origin(request)}/v4/objects/{object_id}", "size": len(data)}
@@ -121,9 +129,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
         if not content_type.startswith(_SAFE_TYPES):
             content_type = "application/octet-stream"
         return web.Response(
-            body=data,
-            content_type=content_type,
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=data, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"}
         )
 
     sender = continue_after(functools.partial(auth.project_credential, ctx))

@@ -115,6 +115,14 @@ async def test_an_uploaded_object_is_served_back(collector: CollectorHandle) -> 
     ):
         assert response.content_type == "application/octet-stream"  # never rendered here
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # agentops 0.4 sends an object as JSON {"body": "<text>"}: the text is the object
+    wrapped = await collector.request(
+        "POST", "/v4/objects/upload/", json_body={"body": '{"input": "hi"}'},
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert wrapped.body["size"] == len('{"input": "hi"}')
+    text = await collector.request("GET", wrapped.body["url"].removeprefix(collector.url))
+    assert text.raw == b'{"input": "hi"}'
     missing = await collector.request("GET", f"/v4/objects/{uuid.uuid4()}")
     assert missing.status == 404
 
