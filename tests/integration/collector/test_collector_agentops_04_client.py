@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ REQUIREMENTS = [
     "opentelemetry-sdk==1.36.0",
     "opentelemetry-api==1.36.0",
     "openai",
+]
+
+OTEL_APP_REQUIREMENTS = [
+    # a consistent set: newer instrumentation releases on the index need newer opentelemetry
+    # packages than the ones it resolves (opentelemetry.util.genai.instruments, _events)
+    "opentelemetry-sdk==1.36.0",
+    "opentelemetry-api==1.36.0",
+    "opentelemetry-exporter-otlp-proto-http==1.36.0",
+    "opentelemetry-instrumentation-openai-v2==2.1b0",
+    "openai",
+    "httpx",
 ]
 
 _SCRIPT = textwrap.dedent(
@@ -107,37 +119,45 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _cache_dir() -> Path:
-    explicit = os.environ.get("AGENTOPS_TEST_V4_VENV")
-    if explicit:
-        return Path(explicit)
-    return Path.home() / ".cache" / "agentops_async-tests" / f"agentops-{V4_VERSION}"
-
-
-@pytest.fixture(scope="session")
-def v4_python() -> Path:
-    """The python of a venv holding the unmodified agentops 0.4.21 (skip if unavailable)."""
+def _client_venv(name: str, requirements: list[str], env_var: str) -> Path:
+    """The python of a cached venv ``name`` holding ``requirements`` (pinned ``==`` versions are
+    checked on reuse); the test is skipped when it cannot be built (no PyPI)."""
     if os.environ.get("AGENTOPS_TEST_SKIP_LEGACY", "") not in ("", "0"):
         pytest.skip("AGENTOPS_TEST_SKIP_LEGACY is set")
-    venv = _cache_dir()
+    explicit = os.environ.get(env_var)
+    venv = Path(explicit) if explicit else Path.home() / ".cache" / "agentops_async-tests" / name
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import importlib.metadata as m; print(m.version('agentops'),"
-             " m.version('opentelemetry-exporter-otlp-proto-http'))"]  # fmt: skip
+    pins = dict(r.split("==") for r in requirements if "==" in r)
+    probe = [str(python), "-c", "import importlib.metadata as m, sys;"
+             " print(*[m.version(n) for n in sys.argv[1:]])", *pins]  # fmt: skip
     if python.exists():
         found = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-        if found.stdout.split() == [V4_VERSION, "1.36.0"]:
+        if found.stdout.split() == list(pins.values()):
             return python
     try:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
                        capture_output=True, timeout=120)  # fmt: skip
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             "--timeout", "15", "--retries", "1", *REQUIREMENTS],
+             "--timeout", "15", "--retries", "1", *requirements],
             check=True, capture_output=True, timeout=600,
         )  # fmt: skip
     except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"cannot build a venv with agentops {V4_VERSION}: {exc}")
+        pytest.skip(f"cannot build a venv with {' '.join(requirements)}: {exc}")
     return python
+
+
+@pytest.fixture(scope="session")
+def v4_python() -> Path:
+    """The python of a venv holding the unmodified agentops 0.4.21 (skip if unavailable)."""
+    return _client_venv(f"agentops-{V4_VERSION}", REQUIREMENTS, "AGENTOPS_TEST_V4_VENV")
+
+
+@pytest.fixture(scope="session")
+def otel_app_python() -> Path:
+    """The python of a venv with the OpenTelemetry SDK, the OTLP/HTTP exporter and the official
+    OpenAI instrumentation, and no agentops (skip if unavailable)."""
+    return _client_venv("otel-openai-app", OTEL_APP_REQUIREMENTS, "AGENTOPS_TEST_OTEL_APP_VENV")
 
 
 @pytest_asyncio.fixture
@@ -164,6 +184,69 @@ async def fake_openai() -> AsyncIterator[str]:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield f"http://127.0.0.1:{port}/v1"
     await runner.cleanup()
+
+
+_OTEL_APP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[4])
+    import _guard
+    _guard.install()
+
+    key, url, llm_url = sys.argv[1:4]
+    from openai import OpenAI
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "plain-app"}))
+    exporter = OTLPSpanExporter(endpoint=url + "/v1/traces", headers={"X-Agentops-Api-Key": key})
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    OpenAIInstrumentor().instrument()
+
+    client = OpenAI(base_url=llm_url, api_key="not-a-key")
+    with trace.get_tracer("plain-app").start_as_current_span("handle-request") as root:
+        for question in ("one", "two"):
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": question}])
+        trace_id = format(root.get_span_context().trace_id, "032x")
+    provider.shutdown()  # exports what is left
+    print("RESULT " + json.dumps({"trace": trace_id, "blocked": _guard.BLOCKED}))
+    """
+)
+
+
+async def test_a_plain_opentelemetry_app_trace_becomes_a_session_with_priced_llms(
+    otel_app_python: Path, collector: CollectorHandle, fake_openai: str
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(otel_app_python), "-c", _OTEL_APP_SCRIPT, collector.api_key, collector.url,
+        fake_openai, str(REPO_ROOT / "benchmarks" / "peers"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_scrubbed_env(),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    stderr = err.decode()
+    assert process.returncode == 0, stderr[-3000:]
+    line = next(ln for ln in out.decode().splitlines() if ln.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["blocked"] == []
+    assert "Failed to export" not in stderr, stderr[-3000:]
+
+    session = collector.get_session_sync(str(uuid.UUID(hex=result["trace"])))
+    assert session is not None
+    assert session["trace_id"] == result["trace"]
+    assert session["state"] == "INDETERMINATE"  # its root's status is UNSET
+    assert session["end_timestamp"] is not None
+    assert session["event_counts"] == {"llms": 2, "actions": 1}
+    assert float(session["token_cost"]) > 0
+    llms = collector.get_events_sync(session["id"], event_type="llms")
+    assert [(e["model"], e["prompt_tokens"], e["completion_tokens"]) for e in llms] == [
+        ("gpt-4o-mini", 1000, 500), ("gpt-4o-mini", 1000, 500),
+    ]  # fmt: skip
 
 
 def _scrubbed_env() -> dict[str, str]:
