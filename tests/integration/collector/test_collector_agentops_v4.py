@@ -215,3 +215,24 @@ async def test_a_trace_of_another_projects_session_is_refused_in_partial_success
     assert answer.status == 200
     assert answer.body["partialSuccess"]["rejectedSpans"] == 1
     assert "another project" in answer.body["partialSuccess"]["errorMessage"]
+
+
+async def test_project_tokens_live_project_token_expiry_not_jwt_expiry() -> None:
+    import base64
+    import json
+
+    import aiohttp
+
+    from agentops_async.collector import Collector
+
+    async with (
+        Collector(database=":memory:", port=0, jwt_expiry=60, project_token_expiry=86400) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        key = await server.create_project("tokens")
+        async with http.post(f"{server.url}/v3/auth/token", json={"api_key": key}) as answer:
+            token = (await answer.json())["token"]
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["session_id"] is None
+    assert claims["exp"] - claims["iat"] == pytest.approx(86400, abs=0.01)
