@@ -7,6 +7,8 @@ processors). Each mapper takes the span and the events made so far and returns t
 
     map_llm      GenAI inference spans (OTel GenAI semantic conventions, current and older
                  attribute names, and the OpenLLMetry indexed names)  -> LLMEvent
+    map_agentops decorator spans of the agentops SDK 0.4 (agentops.span.kind): tool -> ToolEvent,
+                 agent/task/operation/workflow -> ActionEvent(action_type=<kind>)
     map_tool     tool execution spans (gen_ai.operation.name = execute_tool)  -> ToolEvent
     map_plain    every other span  -> ActionEvent(action_type="span")
     map_error    spans with ERROR status: one more event  -> ErrorEvent linked to the first one
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = [
+    "AGENTOPS_ACTION_KINDS",
     "DEFAULT_MAPPERS",
     "LLM_OPERATIONS",
     "OTLP_KINDS",
@@ -48,6 +51,7 @@ __all__ = [
     "Mapper",
     "SpanEventData",
     "SpanLinkData",
+    "map_agentops",
     "map_error",
     "map_llm",
     "map_plain",
@@ -173,6 +177,51 @@ class FinishedSpan(msgspec.Struct, frozen=True, kw_only=True):
             ),
             resource=_plain(span.resource.attributes) if span.resource is not None else {},
             scope=scope.name if scope is not None else None,
+        )
+
+    @classmethod
+    def from_otlp(
+        cls,
+        *,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str | None,
+        name: str,
+        kind: int,
+        start_ns: int,
+        end_ns: int | None,
+        status_code: int,
+        status_message: str | None,
+        attributes: dict[str, Any],
+        events: Sequence[SpanEventData] = (),
+        links: Sequence[SpanLinkData] = (),
+        resource: dict[str, Any] | None = None,
+        scope: str | None = None,
+    ) -> FinishedSpan:
+        """The finished span of a span decoded from an OTLP export (JSON or protobuf).
+
+        Takes the OTLP numbers as they are on the wire: ``kind`` and ``status_code`` are mapped
+        to names through :data:`OTLP_KINDS` and :data:`OTLP_STATUS_CODES` (an unknown number
+        becomes ``UNSPECIFIED``/``UNSET``); ids are hex (lowercased here), an empty parent id
+        means a root; attribute values already unwrapped from ``AnyValue``; an end time of 0
+        means unknown.
+        """
+        kinds, codes = OTLP_KINDS, OTLP_STATUS_CODES
+        return cls(
+            trace_id=trace_id.lower(),
+            span_id=span_id.lower(),
+            parent_span_id=parent_span_id.lower() if parent_span_id else None,
+            name=name,
+            kind=kinds[kind] if 0 <= kind < len(kinds) else kinds[0],
+            start_ns=start_ns,
+            end_ns=end_ns or None,
+            status_code=codes[status_code] if 0 <= status_code < len(codes) else codes[0],
+            status_message=status_message or None,
+            attributes=attributes,
+            events=tuple(events),
+            links=tuple(links),
+            resource=resource or {},
+            scope=scope or None,
         )
 
 
@@ -435,6 +484,57 @@ def map_tool(span: FinishedSpan, events: list[Event]) -> list[Event]:
     return [_stamp(event, span)]
 
 
+AGENTOPS_ACTION_KINDS = frozenset({"agent", "task", "operation", "workflow"})
+"""``agentops.span.kind`` values of the agentops SDK (0.4) mapped to an ActionEvent."""
+
+
+def _agentops_io(attributes: Mapping[str, Any], kind: str, which: str) -> Any:
+    """``agentops.<kind>.<which>``, else ``agentops.entity.<which>`` (JSON decoded)."""
+    value = attributes.get(f"agentops.{kind}.{which}")
+    if value is None:
+        value = attributes.get(f"agentops.entity.{which}")
+    return _json(value)
+
+
+def map_agentops(span: FinishedSpan, events: list[Event]) -> list[Event]:
+    """A decorator span of the agentops SDK (0.4: ``agentops.span.kind``) -> a typed event.
+
+    ``tool`` -> :class:`ToolEvent` (name: ``agentops.entity.name``, ``tool.name``, else the
+    span's name without its ``.tool`` suffix; its
+    input in ``params["arguments"]``, its output as ``returns``; a ``gen_ai.usage.total_cost``
+    stays in ``params["attributes"]``); ``agent``, ``task``, ``operation``, ``workflow`` ->
+    :class:`ActionEvent` with ``action_type`` = the kind, ``returns`` = the output. Inputs and
+    outputs: ``agentops.<kind>.input``/``.output``, else ``agentops.entity.input``/``.output``.
+    """
+    if events:
+        return events
+    kind = _str(span.attributes.get("agentops.span.kind"))
+    if kind == "tool":
+        params = span_params(span)
+        arguments = _agentops_io(span.attributes, kind, "input")
+        if arguments is not None:
+            params["arguments"] = arguments
+        event: Event = ToolEvent(
+            name=_str(span.attributes.get("agentops.entity.name"))
+            or _str(span.attributes.get("tool.name"))
+            or span.name.removesuffix(".tool")
+            or span.name,
+            params=params,
+            returns=_agentops_io(span.attributes, kind, "output"),
+        )
+        return [_stamp(event, span)]
+    if kind in AGENTOPS_ACTION_KINDS:
+        params = span_params(span)
+        arguments = _agentops_io(span.attributes, kind, "input")
+        if arguments is not None:
+            params["arguments"] = arguments
+        event = ActionEvent(
+            action_type=kind, params=params, returns=_agentops_io(span.attributes, kind, "output")
+        )
+        return [_stamp(event, span)]
+    return events
+
+
 def map_plain(span: FinishedSpan, events: list[Event]) -> list[Event]:
     """Any span no earlier mapper took -> ``ActionEvent(action_type="span")`` (``actions``)."""
     if events:
@@ -477,7 +577,7 @@ def map_error(span: FinishedSpan, events: list[Event]) -> list[Event]:
     return [*events, error]
 
 
-DEFAULT_MAPPERS: tuple[Mapper, ...] = (map_llm, map_tool, map_plain, map_error)
+DEFAULT_MAPPERS: tuple[Mapper, ...] = (map_llm, map_agentops, map_tool, map_plain, map_error)
 """The chain :func:`map_span` runs by default, in order."""
 
 

@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--jwt-expiry", type=float, default=3600.0, help="session token lifetime in seconds"
     )
+    serve.add_argument(
+        "--project-token-expiry",
+        type=float,
+        default=30 * 86400.0,
+        help="lifetime in seconds of the project tokens of /v3/auth/token (agentops 0.4 never"
+        " refreshes its token; default 30 days)",
+    )
     serve.add_argument("--prices", metavar="FILE", help="JSON file overriding token prices")
     serve.add_argument(
         "--max-body-size",
@@ -210,6 +217,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         jwt_expiry=args.jwt_expiry,
+        project_token_expiry=args.project_token_expiry,
         prices=prices,
         max_body_size=args.max_body_size,
         admin_token=os.environ.get(_ADMIN_TOKEN_ENV) or None,

@@ -8,7 +8,9 @@ One resolver per kind of credential, each ``async (ctx, request) -> Principal``:
 - :func:`session_token`: a session JWT as ``Authorization: Bearer <jwt>`` (the v2 calls of one
   session); its principal always names the session.
 - :func:`project_token`: a project JWT (no session claim) as ``Authorization: Bearer <jwt>``,
-  for the ``/v3/auth/token`` of the current agentops SDK.
+  from the ``/v3/auth/token`` of the current agentops SDK.
+- :func:`project_credential`: any of the project's credentials (API key header, bearer API key,
+  bearer project JWT): what OTLP senders and the v4 uploads show.
 
 Each answers 401 with a message that says what is missing or wrong; a key or token is never in a
 message or a log line. API keys are stored only as hashes (:func:`hash_key`).
@@ -39,6 +41,8 @@ __all__ = [
     "new_key",
     "new_project",
     "new_secret",
+    "project_credential",
+    "project_for_api_key",
     "project_token",
     "session_token",
 ]
@@ -106,6 +110,11 @@ async def api_key(ctx: Context, request: web.Request) -> Principal:
     return await bearer_api_key(ctx, request)
 
 
+async def project_for_api_key(ctx: Context, api_key: str | None) -> str:
+    """The project of an API key given in a request body (``/v3/auth/token``); 401 if none."""
+    return await _project_of_key(ctx, api_key)
+
+
 async def _project_of_key(ctx: Context, api_key: str | None) -> str:
     if not api_key:
         fail(401, "missing API key (X-Agentops-Api-Key header)")
@@ -139,6 +148,20 @@ async def project_token(ctx: Context, request: web.Request) -> Principal:
     if claims.session_id is not None:
         fail(401, "Invalid Token: a session token, not a project token")
     return Principal(claims.project_id)
+
+
+async def project_credential(ctx: Context, request: web.Request) -> Principal:
+    """The project of an API key (header or bearer) or of a bearer project JWT.
+
+    A bearer credential shaped like a JWT (``header.payload.signature``) is read as a project
+    token; anything else as an API key.
+    """
+    if request.headers.get(API_KEY_HEADER):
+        return await api_key_header(ctx, request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip().count(".") == 2:
+        return await project_token(ctx, request)
+    return await bearer_api_key(ctx, request)
 
 
 def _bearer_claims(ctx: Context, request: web.Request, kind: str) -> Claims:

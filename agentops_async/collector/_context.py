@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PROJECT_TOKEN_EXPIRY",
     "KEY_CACHE_SECONDS",
     "CollectorSettings",
     "Context",
@@ -42,6 +43,7 @@ DEFAULT_BODY_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 75.0
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_PROJECT_TOKEN_EXPIRY = 30 * 86400.0
 _CACHE_LIMIT = 100_000
 # How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
 # another collector on the same database) stops working within this many seconds.
@@ -61,6 +63,9 @@ class CollectorSettings:
 
     Attributes:
         jwt_expiry: Lifetime of the session tokens in seconds.
+        project_token_expiry: Lifetime of the project tokens of ``POST /v3/auth/token`` in
+            seconds (default 30 days: the agentops SDK 0.4 fetches one at start and never
+            refreshes it, so a process that runs longer than this loses its spans).
         max_body_size: Largest accepted request body in bytes, after decompression (larger
             ones get 413).
         prices: Token prices for the cost of LLM events.
@@ -77,6 +82,7 @@ class CollectorSettings:
     """
 
     jwt_expiry: float = 3600.0
+    project_token_expiry: float = DEFAULT_PROJECT_TOKEN_EXPIRY
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     prices: PriceTable = field(default_factory=PriceTable)
     admin_token: str | None = None

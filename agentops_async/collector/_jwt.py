@@ -69,10 +69,18 @@ class JwtSigner:
         digest = hmac.new(self._secret, signing_input, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
-    def issue(self, session_id: str | None, project_id: str, now: float | None = None) -> str:
-        """A new token for ``session_id`` of ``project_id`` (None: a project token)."""
+    def issue(
+        self,
+        session_id: str | None,
+        project_id: str,
+        now: float | None = None,
+        expiry: float | None = None,
+    ) -> str:
+        """A new token for ``session_id`` of ``project_id`` (None: a project token), valid for
+        ``expiry`` seconds (default: the signer's ``expiry``)."""
         issued = time.time() if now is None else now
-        claims = Claims(session_id, project_id, round(issued, 3), round(issued + self.expiry, 3))
+        lifetime = self.expiry if expiry is None else expiry
+        claims = Claims(session_id, project_id, round(issued, 3), round(issued + lifetime, 3))
         payload = base64.urlsafe_b64encode(_claims_encoder.encode(claims)).rstrip(b"=")
         signing_input = _HEADER + b"." + payload
         return (signing_input + b"." + self._sign(signing_input)).decode("ascii")

@@ -1,9 +1,10 @@
-"""OTLP/HTTP trace ingest: protobuf and JSON bodies to span events.
+"""OTLP/HTTP trace ingest: protobuf and JSON bodies to finished spans.
 
-Both encodings are turned into the same :class:`SpanRecord`; the handler then keeps the spans whose
-trace id belongs to one of the project's sessions and stores them as that session's events with
-``event_type = "spans"``. The JSON mapping follows the OTLP spec (lowerCamelCase keys, hex ids,
-64-bit integers possibly as strings).
+Both encodings are turned into :class:`~agentops_async._spans.FinishedSpan` (through
+``FinishedSpan.from_otlp``), the shape the span-to-event mapping shared with the SDK takes; the
+route (``routes/_otlp.py``) then turns traces into sessions (``_traces.py``) and spans into typed
+events (``_spans.map_span``). The JSON mapping follows the OTLP spec (lowerCamelCase keys, hex
+ids, 64-bit integers possibly as strings).
 """
 
 from __future__ import annotations
@@ -15,34 +16,14 @@ from typing import Any
 import msgspec
 
 from .._limits import MAX_NESTING_DEPTH
+from .._spans import FinishedSpan, SpanEventData, SpanLinkData
 
 __all__ = [
-    "SpanRecord",
     "decode_json_request",
     "decode_protobuf_request",
     "encode_response",
     "ns_to_iso",
 ]
-
-
-class SpanRecord(msgspec.Struct, kw_only=True):
-    """One span as stored (the event JSON of a ``spans`` event)."""
-
-    id: str
-    event_type: str = "spans"
-    session_id: str = ""
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None = None
-    name: str
-    kind: int = 0
-    init_timestamp: str
-    end_timestamp: str
-    attributes: dict[str, Any] = {}
-    status: dict[str, Any] = {}
-    events: list[dict[str, Any]] = []
-    resource: dict[str, Any] = {}
-    scope: dict[str, Any] = {}
 
 
 # OTLP times are fixed64 nanoseconds since the epoch.
@@ -58,6 +39,13 @@ def ns_to_iso(ns: int, what: str = "timeUnixNano") -> str:
     if not 0 <= ns <= _MAX_NS:
         raise ValueError(f"{what}: out of range (expected 0..2^64-1 nanoseconds since the epoch)")
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+
+
+def _check_ns(ns: int, what: str) -> int:
+    """``ns`` if it is a valid OTLP time (0..2**64-1 nanoseconds), else a ValueError naming it."""
+    if not 0 <= ns <= _MAX_NS:
+        raise ValueError(f"{what}: out of range (expected 0..2^64-1 nanoseconds since the epoch)")
+    return ns
 
 
 def _too_deep(key: str) -> ValueError:
@@ -101,6 +89,12 @@ class _SpanEvent(msgspec.Struct, rename="camel"):
     attributes: list[_KeyValue] = []
 
 
+class _Link(msgspec.Struct, rename="camel"):
+    trace_id: str = ""
+    span_id: str = ""
+    attributes: list[_KeyValue] = []
+
+
 class _Span(msgspec.Struct, rename="camel"):
     trace_id: str = ""
     span_id: str = ""
@@ -112,6 +106,7 @@ class _Span(msgspec.Struct, rename="camel"):
     attributes: list[_KeyValue] = []
     status: _Status | None = None
     events: list[_SpanEvent] = []
+    links: list[_Link] = []
 
 
 class _Scope(msgspec.Struct, rename="camel"):
@@ -184,7 +179,7 @@ def _hex_id(value: str, size: int, what: str) -> str:
     return raw.hex()
 
 
-def decode_json_request(body: bytes) -> list[SpanRecord]:
+def decode_json_request(body: bytes) -> list[FinishedSpan]:
     """Spans of an OTLP/JSON ExportTraceServiceRequest.
 
     Raises:
@@ -194,43 +189,51 @@ def decode_json_request(body: bytes) -> list[SpanRecord]:
         request = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ValueError(f"invalid OTLP/JSON body: {exc}") from None
-    spans: list[SpanRecord] = []
+    spans: list[FinishedSpan] = []
     for resource_spans in request.resource_spans:
         resource = (
             _json_attributes(resource_spans.resource.attributes) if resource_spans.resource else {}
         )
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            scope_info = {"name": scope.name, "version": scope.version} if scope else {}
+            scope = scope_spans.scope.name if scope_spans.scope else None
             for span in scope_spans.spans:
-                trace_id = _hex_id(span.trace_id, 16, "traceId")
-                span_id = _hex_id(span.span_id, 8, "spanId")
-                parent = (
-                    _hex_id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
-                )
+                _check_ns(span.start_time_unix_nano, "startTimeUnixNano")
+                _check_ns(span.end_time_unix_nano, "endTimeUnixNano")
                 status = span.status or _Status()
                 spans.append(
-                    SpanRecord(
-                        id=span_id,
-                        trace_id=trace_id,
-                        span_id=span_id,
-                        parent_span_id=parent,
+                    FinishedSpan.from_otlp(
+                        trace_id=_hex_id(span.trace_id, 16, "traceId"),
+                        span_id=_hex_id(span.span_id, 8, "spanId"),
+                        parent_span_id=(
+                            _hex_id(span.parent_span_id, 8, "parentSpanId")
+                            if span.parent_span_id
+                            else None
+                        ),
                         name=span.name,
                         kind=span.kind,
-                        init_timestamp=ns_to_iso(span.start_time_unix_nano, "startTimeUnixNano"),
-                        end_timestamp=ns_to_iso(span.end_time_unix_nano, "endTimeUnixNano"),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status_code=status.code,
+                        status_message=status.message,
                         attributes=_json_attributes(span.attributes),
-                        status={"code": status.code, "message": status.message},
                         events=[
-                            {
-                                "name": e.name,
-                                "timestamp": ns_to_iso(e.time_unix_nano),
-                                "attributes": _json_attributes(e.attributes),
-                            }
+                            SpanEventData(
+                                name=e.name,
+                                time_ns=_check_ns(e.time_unix_nano, "events.timeUnixNano"),
+                                attributes=_json_attributes(e.attributes),
+                            )
                             for e in span.events
                         ],
+                        links=[
+                            SpanLinkData(
+                                trace_id=_hex_id(link.trace_id, 16, "links.traceId"),
+                                span_id=_hex_id(link.span_id, 8, "links.spanId"),
+                                attributes=_json_attributes(link.attributes),
+                            )
+                            for link in span.links
+                        ],
                         resource=resource,
-                        scope=scope_info,
+                        scope=scope,
                     )
                 )
     return spans
@@ -260,7 +263,7 @@ def _pb_attributes(pairs: Any, depth: int = 1, top: str = "") -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value, top or kv.key, depth) for kv in pairs}
 
 
-def decode_protobuf_request(body: bytes) -> list[SpanRecord]:
+def decode_protobuf_request(body: bytes) -> list[FinishedSpan]:
     """Spans of an OTLP/protobuf ExportTraceServiceRequest.
 
     Raises:
@@ -275,34 +278,42 @@ def decode_protobuf_request(body: bytes) -> list[SpanRecord]:
         request.ParseFromString(body)
     except Exception as exc:  # google.protobuf.message.DecodeError (untyped package)
         raise ValueError(f"invalid OTLP/protobuf body: {exc}") from None
-    spans: list[SpanRecord] = []
+    spans: list[FinishedSpan] = []
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            scope = {"name": scope_spans.scope.name, "version": scope_spans.scope.version}
+            scope = scope_spans.scope.name
             for span in scope_spans.spans:
                 if len(span.trace_id) != 16 or len(span.span_id) != 8:
                     raise ValueError("span with a malformed trace_id or span_id")
-                span_id = span.span_id.hex()
                 spans.append(
-                    SpanRecord(
-                        id=span_id,
+                    FinishedSpan.from_otlp(
                         trace_id=span.trace_id.hex(),
-                        span_id=span_id,
+                        span_id=span.span_id.hex(),
                         parent_span_id=span.parent_span_id.hex() or None,
                         name=span.name,
                         kind=int(span.kind),
-                        init_timestamp=ns_to_iso(span.start_time_unix_nano),
-                        end_timestamp=ns_to_iso(span.end_time_unix_nano),
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status_code=int(span.status.code),
+                        status_message=span.status.message,
                         attributes=_pb_attributes(span.attributes),
-                        status={"code": int(span.status.code), "message": span.status.message},
                         events=[
-                            {
-                                "name": e.name,
-                                "timestamp": ns_to_iso(e.time_unix_nano),
-                                "attributes": _pb_attributes(e.attributes),
-                            }
+                            SpanEventData(
+                                name=e.name,
+                                time_ns=e.time_unix_nano,
+                                attributes=_pb_attributes(e.attributes),
+                            )
                             for e in span.events
+                        ],
+                        links=[
+                            SpanLinkData(
+                                trace_id=link.trace_id.hex(),
+                                span_id=link.span_id.hex(),
+                                attributes=_pb_attributes(link.attributes),
+                            )
+                            for link in span.links
+                            if len(link.trace_id) == 16 and len(link.span_id) == 8
                         ],
                         resource=resource,
                         scope=scope,

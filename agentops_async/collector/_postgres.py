@@ -172,6 +172,23 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_keys ADD COLUMN revoked_at timestamptz
     """,
+    # 3: log uploads of a session and uploaded objects (agentops 0.4's /v4 uploads)
+    """
+    CREATE TABLE session_logs (
+        seq bigserial PRIMARY KEY,
+        session_id text NOT NULL,
+        body text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX session_logs_by_session ON session_logs(session_id, seq);
+    CREATE TABLE objects (
+        id text PRIMARY KEY,
+        project_id text NOT NULL,
+        content_type text NOT NULL,
+        data bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 ]
 
 # The staging table of a connection: made when the pool opens the connection, emptied when each
@@ -444,6 +461,54 @@ class PostgresStorage:
         )
 
     @_translated
+    async def add_session_log(self, session_id: str, body: str) -> None:
+        """Store a log upload of a session (NUL, which text cannot hold, replaced)."""
+        await self.pool.execute(
+            "INSERT INTO session_logs (session_id, body) VALUES ($1, $2)",
+            session_id,
+            body.replace("\x00", "\ufffd"),
+        )
+
+    @_translated
+    async def session_logs(self, session_id: str) -> list[tuple[str, float]]:
+        """``(body, created_at)`` of a session's log uploads, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT body, extract(epoch FROM created_at)::float8 FROM session_logs"
+            " WHERE session_id = $1 ORDER BY seq",
+            session_id,
+        )
+        return [(str(r[0]), float(r[1])) for r in rows]
+
+    @_translated
+    async def put_object(
+        self, object_id: str, project_id: str, content_type: str, data: bytes
+    ) -> None:
+        """Store an uploaded object."""
+        await self.pool.execute(
+            "INSERT INTO objects (id, project_id, content_type, data) VALUES ($1, $2, $3, $4)",
+            object_id,
+            project_id,
+            _no_nul(content_type),
+            data,
+        )
+
+    @_translated
+    async def get_object(self, object_id: str) -> tuple[str, bytes] | None:
+        """``(content_type, data)`` of an uploaded object, or None."""
+        row = await self.pool.fetchrow(
+            "SELECT content_type, data FROM objects WHERE id = $1", object_id
+        )
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    @_translated
+    async def session_of_trace(self, trace_id: str) -> str | None:
+        """The session that names a trace id (the first stored), or None."""
+        value: str | None = await self.pool.fetchval(
+            "SELECT id FROM sessions WHERE trace_id = $1 ORDER BY seq LIMIT 1", trace_id
+        )
+        return value
+
+    @_translated
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
         # Tags are stored with NUL replaced; a filter on a tag with NUL matches them.
@@ -524,7 +589,7 @@ class PostgresStorage:
                         "DELETE FROM events WHERE session_id = ANY($1::text[])", session_ids
                     )
                 )
-                for table in ("session_tags", "agents", "developer_errors"):
+                for table in ("session_tags", "agents", "developer_errors", "session_logs"):
                     await conn.execute(
                         f"DELETE FROM {table} WHERE session_id = ANY($1::text[])", session_ids
                     )

@@ -34,6 +34,7 @@ from ._context import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROJECT_TOKEN_EXPIRY,
     CollectorSettings,
 )
 from ._jwt import JwtSigner
@@ -55,6 +56,8 @@ class Collector:
         host: Interface to listen on.
         port: TCP port; 0 picks a free one (read it back from :attr:`url`).
         jwt_expiry: Lifetime of session tokens in seconds.
+        project_token_expiry: Lifetime of the project tokens of ``POST /v3/auth/token`` (the
+            agentops SDK 0.4 never refreshes its token), in seconds; default 30 days.
         prices: A price table, or the path of a JSON file overriding the built-in one.
         max_body_size: Largest accepted request body in bytes (also once decompressed).
         admin_token: Enables ``POST /admin/projects`` for this token (None: disabled).
@@ -79,6 +82,7 @@ class Collector:
         host: str = "127.0.0.1",
         port: int = 8000,
         jwt_expiry: float = 3600.0,
+        project_token_expiry: float = DEFAULT_PROJECT_TOKEN_EXPIRY,
         prices: PriceTable | str | Path | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         admin_token: str | None = None,
@@ -96,6 +100,7 @@ class Collector:
             prices = PriceTable.from_file(prices)
         self.settings = CollectorSettings(
             jwt_expiry=jwt_expiry,
+            project_token_expiry=project_token_expiry,
             max_body_size=max_body_size,
             prices=prices or PriceTable(),
             admin_token=admin_token,

@@ -116,6 +116,23 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE api_keys ADD COLUMN revoked_at REAL
     """,
+    # 3: log uploads of a session and uploaded objects (agentops 0.4's /v4 uploads)
+    """
+    CREATE TABLE session_logs (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX session_logs_by_session ON session_logs(session_id, seq);
+    CREATE TABLE objects (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
@@ -564,6 +581,65 @@ class SqliteStorage:
 
         await self._write(run)
 
+    async def add_session_log(self, session_id: str, body: str) -> None:
+        """Store a log upload of a session."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO session_logs (session_id, body, created_at) VALUES (?, ?, ?)",
+                (session_id, body, time.time()),
+            )
+
+        await self._write(run)
+
+    async def session_logs(self, session_id: str) -> list[tuple[str, float]]:
+        """``(body, created_at)`` of a session's log uploads, oldest first."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+            rows = conn.execute(
+                "SELECT body, created_at FROM session_logs WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            ).fetchall()
+            return [(str(b), float(t)) for b, t in rows]
+
+        return await self._read(run)
+
+    async def put_object(
+        self, object_id: str, project_id: str, content_type: str, data: bytes
+    ) -> None:
+        """Store an uploaded object."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO objects (id, project_id, content_type, data, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (object_id, project_id, content_type, data, time.time()),
+            )
+
+        await self._write(run)
+
+    async def get_object(self, object_id: str) -> tuple[str, bytes] | None:
+        """``(content_type, data)`` of an uploaded object, or None."""
+
+        def run(conn: sqlite3.Connection) -> tuple[str, bytes] | None:
+            row = conn.execute(
+                "SELECT content_type, data FROM objects WHERE id = ?", (object_id,)
+            ).fetchone()
+            return None if row is None else (str(row[0]), bytes(row[1]))
+
+        return await self._read(run)
+
+    async def session_of_trace(self, trace_id: str) -> str | None:
+        """The session that names a trace id (the first stored), or None."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT id FROM sessions WHERE trace_id = ? ORDER BY seq LIMIT 1", (trace_id,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(run)
+
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
         """A page of sessions, newest first."""
         sql, args = session_page_sql(flt, _SESSION_COLUMNS, lambda _: "?")
@@ -723,7 +799,7 @@ def _delete_sessions(session_ids: Sequence[str], cutoff: float, conn: sqlite3.Co
             events = conn.execute(
                 f"DELETE FROM events WHERE session_id IN ({marks})", session_ids
             ).rowcount
-            for table in ("session_tags", "agents", "developer_errors"):
+            for table in ("session_tags", "agents", "developer_errors", "session_logs"):
                 conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks})", session_ids)
             conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", session_ids)
         conn.execute(

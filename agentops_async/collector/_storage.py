@@ -261,6 +261,16 @@ class SessionReader(Protocol):
         previous page), or at the first event when it is None.
         """
 
+    async def session_logs(self, session_id: str) -> list[tuple[str, float]]:
+        """``(body, created_at)`` of a session's log uploads (``/v4/logs/upload/``), oldest
+        first."""
+
+    async def get_object(self, object_id: str) -> tuple[str, bytes] | None:
+        """``(content_type, data)`` of an uploaded object (``/v4/objects/upload/``), or None."""
+
+    async def session_of_trace(self, trace_id: str) -> str | None:
+        """The session that names ``trace_id`` (32 hex), in any project, or None."""
+
 
 class Storage(SessionReader, Protocol):
     """What the collector needs from a database: the read side, and the writes. All methods are
@@ -318,14 +328,22 @@ class Storage(SessionReader, Protocol):
     async def add_developer_error(self, project_id: str, session_id: str | None, data: str) -> None:
         """Keep an SDK error report."""
 
+    async def add_session_log(self, session_id: str, body: str) -> None:
+        """Keep a log upload of a session (deleted with the session by a prune)."""
+
+    async def put_object(
+        self, object_id: str, project_id: str, content_type: str, data: bytes
+    ) -> None:
+        """Keep an uploaded object under a new, unguessable ``object_id``."""
+
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete at most ``limit`` sessions older than ``cutoff`` (Unix time) with all their rows.
 
         A session is older than the cutoff when it ended before it; one that never ended (still
         running, or its client went away) when it started before it (its ``init_timestamp``, or
-        when the collector first stored it if the client sent none). Its events, tags, agents
-        and developer error reports go with it; so do developer error reports of no session
-        stored before the cutoff. Events are deleted in transactions of at most
+        when the collector first stored it if the client sent none). Its events, tags, agents,
+        log uploads and developer error reports go with it; so do developer error reports of no
+        session stored before the cutoff. Events are deleted in transactions of at most
         :data:`EVENTS_PER_DELETE` rows, so ingest is never held up for long.
         """
 

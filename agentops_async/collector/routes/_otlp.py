@@ -1,36 +1,50 @@
-"""OTLP/HTTP trace ingest (``POST /v1/traces``), protobuf or JSON, with the project's API key.
+"""OTLP/HTTP trace ingest (``POST /v1/traces``), protobuf or JSON.
 
-The decoding is :mod:`agentops_async.collector._otlp`; here the spans whose trace belongs to one
-of the project's sessions become that session's ``spans`` events, and the others are refused in
-the answer's ``partialSuccess``.
+The sender shows a project credential: the API key (``X-Agentops-Api-Key`` or
+``Authorization: Bearer <key>``) or a project token from ``POST /v3/auth/token``
+(``Authorization: Bearer <jwt>``, what the agentops SDK 0.4 sends). An export, in order: the
+decoding (:mod:`agentops_async.collector._otlp`, to ``FinishedSpan``), the session of each trace
+(one of the project's sessions that names the trace id, else one made from the trace by the rules
+of :mod:`agentops_async.collector._traces`), then each span's typed events through the mapping
+shared with the SDK (:func:`agentops_async._spans.map_span`), stored with ids derived from the
+span (idempotent: a span exported twice, or captured by the SDK and exported over OTLP, is stored
+once). Spans that cannot be stored (their trace's session belongs to another project, an event
+nested too deep) are refused in the answer's ``partialSuccess`` with the reason; never a 500.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
+import msgspec
 from aiohttp import web
 
 from ..._limits import MAX_NESTING_DEPTH
+from ..._spans import FinishedSpan, map_span
+from ...events import encode_event, wire_events
 from .. import _auth as auth
 from .. import _otlp as otlp
+from .. import _traces as traces
 from .. import _wire as wire
 from .._context import Context
 from .._http import continue_after, fail
-from .._ingest import nesting_exceeds, too_deep_message
+from .._ingest import nesting_exceeds
 from .._storage import EventRow
 
 __all__ = ["add_routes"]
+
+_head_decoder = msgspec.json.Decoder(wire.EventHead)
 
 
 def add_routes(app: web.Application, ctx: Context) -> None:
     """Add ``POST /v1/traces`` to ``app``."""
     api = _OtlpApi(ctx)
-    sender = continue_after(functools.partial(auth.api_key, ctx))
+    sender = continue_after(functools.partial(auth.project_credential, ctx))
     app.add_routes([web.post("/v1/traces", api.traces, expect_handler=sender)])
 
 
-def _decode_spans(body: bytes, protobuf: bool) -> list[otlp.SpanRecord]:
+def _decode_spans(body: bytes, protobuf: bool) -> list[FinishedSpan]:
     try:
         if protobuf:
             return otlp.decode_protobuf_request(body)
@@ -43,21 +57,54 @@ def _decode_spans(body: bytes, protobuf: bool) -> list[otlp.SpanRecord]:
         fail(415, "OTLP/protobuf needs opentelemetry-proto: pip install agentops-async[collector]")
 
 
-def _span_rows(spans: list[otlp.SpanRecord], sessions: dict[str, str]) -> list[EventRow]:
-    """Rows of the spans of ``sessions`` (by trace id); a 400 if one is nested too deep."""
-    rows: list[EventRow] = []
+class _Rows(msgspec.Struct):
+    """The rows of an export's spans, the agents they name, and the spans refused (with why)."""
+
+    rows: list[EventRow]
+    agents: list[tuple[str, str, str | None]]
+    refused: int = 0
+    reason: str = ""
+
+
+def _event_row(session_id: str, data: str) -> EventRow:
+    head = _head_decoder.decode(data)
+    usage = (head.model, head.prompt_tokens, head.completion_tokens, head.cost)
+    if usage == (None, None, None, None):
+        return (session_id, head.id, head.event_type, head.init_timestamp,
+                head.end_timestamp, data)  # fmt: skip
+    return (session_id, head.id, head.event_type, head.init_timestamp, head.end_timestamp, data,
+            head.model, head.prompt_tokens, head.completion_tokens, head.cost)  # fmt: skip
+
+
+def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows:
+    """The events of the spans whose trace has a session in ``sessions`` (by trace id), as rows.
+
+    CPU work only (it runs in a decode thread for large exports).
+    """
+    out = _Rows([], [])
     for span in spans:
         session_id = sessions.get(span.trace_id)
         if session_id is None:
+            out.refused += 1
+            out.reason = out.reason or (
+                f"trace {span.trace_id}: its session belongs to another project"
+            )
             continue
-        span.session_id = session_id
-        data = wire.encode(span).decode()
-        if nesting_exceeds(data):
-            fail(400, too_deep_message(f"span {span.span_id}"))
-        rows.append(
-            (session_id, span.id, span.event_type, span.init_timestamp, span.end_timestamp, data)
-        )
-    return rows
+        events = map_span(span)
+        encoded = [encode_event(e) for e in wire_events(events, session_id, span.trace_id)
+                   if not isinstance(e, msgspec.Raw)]  # fmt: skip
+        texts = [data.decode() for data in encoded]
+        if any(nesting_exceeds(text) for text in texts):
+            out.refused += 1
+            out.reason = out.reason or (
+                f"span {span.span_id}: nested deeper than {MAX_NESTING_DEPTH} levels"
+            )
+            continue
+        out.rows.extend(_event_row(session_id, text) for text in texts)
+        if span.attributes.get("agentops.span.kind") == "agent":
+            name = span.attributes.get("agentops.entity.name") or span.name.removesuffix(".agent")
+            out.agents.append((session_id, span.span_id, str(name)))
+    return out
 
 
 class _OtlpApi:
@@ -68,21 +115,41 @@ class _OtlpApi:
 
     async def traces(self, request: web.Request) -> web.Response:
         ctx = self.ctx
-        project = (await auth.api_key(ctx, request)).project_id
+        project = (await auth.project_credential(ctx, request)).project_id
         protobuf = request.content_type == "application/x-protobuf"
         if not protobuf and request.content_type != "application/json":
             fail(415, "Content-Type must be application/x-protobuf or application/json")
         body = await ctx.body(request)
         spans = await ctx.off_loop(len(body), _decode_spans, body, protobuf)
-        sessions = await ctx.storage.sessions_for_traces(
-            project, sorted({s.trace_id for s in spans})
-        )
-        rows = await ctx.off_loop(len(body), _span_rows, spans, sessions)
-        if rows:
-            await ctx.storage.insert_events(rows)
-        rejected = len(spans) - len(rows)
-        message = f"{rejected} spans belong to no session of this project" if rejected else ""
+        sessions = await self._sessions(project, spans)
+        result = await ctx.off_loop(len(body), _span_rows, spans, sessions)
+        if result.rows:
+            await ctx.storage.insert_events(result.rows)
+        for session_id, agent_id, name in result.agents:
+            await ctx.storage.create_agent(session_id, agent_id, name)
         return web.Response(
-            body=otlp.encode_response(protobuf, rejected, message),
+            body=otlp.encode_response(protobuf, result.refused, result.reason),
             content_type="application/x-protobuf" if protobuf else "application/json",
         )
+
+    async def _sessions(self, project: str, spans: Sequence[FinishedSpan]) -> dict[str, str]:
+        """``{trace_id: session_id}`` for the export's traces, creating or completing the sessions
+        made from traces (a trace whose session is another project's is left out)."""
+        storage = self.ctx.storage
+        by_trace = traces.group_by_trace(spans)
+        known = await storage.sessions_for_traces(project, sorted(by_trace))
+        sessions: dict[str, str] = {}
+        for trace_id, trace_spans in by_trace.items():
+            derived = traces.trace_session_id(trace_id)
+            session_id = known.get(trace_id)
+            if session_id is not None and session_id != derived:
+                sessions[trace_id] = session_id  # a v2 session that names the trace: as it is
+                continue
+            stored = await storage.get_session(derived) if session_id is not None else None
+            write = traces.session_for_trace(project, trace_id, trace_spans, stored)
+            if write is not None:
+                if await storage.upsert_session(write) != project:
+                    continue
+                self.ctx.remember_owner(derived, project)
+            sessions[trace_id] = derived
+        return sessions

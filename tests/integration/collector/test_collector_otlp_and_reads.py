@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from _servers import CollectorHandle
 
+from agentops_async._spans import span_event_id
+
 pytestmark = pytest.mark.asyncio
 
 
@@ -99,15 +101,17 @@ async def test_otlp_protobuf_spans_are_stored_under_their_session(
     await collector.request("POST", "/v1/traces", data=body, headers=headers)
 
     spans = await collector.get_events(session_id)
-    assert [s["name"] for s in spans] == ["root", "child"]
+    assert [s["params"]["name"] for s in spans] == ["root", "child"]
     child = spans[1]
-    assert child["event_type"] == "spans"
+    # a span with a model and a provider-less name is a plain span action (no gen_ai.system)
+    assert child["event_type"] == "actions"
+    assert child["id"] == span_event_id(trace_id, "00000000000000a2")
     assert child["trace_id"] == trace_id
     assert child["span_id"] == "00000000000000a2"
-    assert child["parent_span_id"] == "00000000000000a1"
-    assert child["attributes"] == {"gen_ai.request.model": "gpt-4o", "retries": 2}
-    assert child["resource"] == {"service.name": "svc"}
-    assert (await collector.get_session(session_id) or {})["event_counts"] == {"spans": 2}
+    assert child["params"]["parent_span_id"] == "00000000000000a1"
+    assert child["params"]["attributes"] == {"gen_ai.request.model": "gpt-4o", "retries": 2}
+    assert child["params"]["resource"] == {"service.name": "svc"}
+    assert (await collector.get_session(session_id) or {})["event_counts"] == {"actions": 2}
 
 
 async def test_otlp_json_spans_and_unknown_traces(collector: CollectorHandle) -> None:
@@ -120,15 +124,21 @@ async def test_otlp_json_spans_and_unknown_traces(collector: CollectorHandle) ->
     )  # fmt: skip
     assert answer.status == 200
     assert answer.body == {}
-    stranger = _json_request(os.urandom(16).hex(), "00000000000000b2", "lost")
+    # a trace no session names becomes a session of its own (id: the trace id as a UUID)
+    stranger_trace = os.urandom(16).hex()
+    stranger = _json_request(stranger_trace, "00000000000000b2", "new")
     answer = await collector.request("POST", "/v1/traces", json_body=stranger, headers=headers)
     assert answer.status == 200
-    assert answer.body["partialSuccess"]["rejectedSpans"] == 1
+    assert answer.body == {}
+    made = await collector.get_session(str(uuid.UUID(hex=stranger_trace)))
+    assert made is not None and made["state"] == "SUCCEEDED"  # its root's status is OK
 
     (span,) = await collector.get_events(session_id)
-    assert span["name"] == "j"
-    assert span["attributes"] == {"ok": True, "n": 7}
-    assert span["status"] == {"code": 1, "message": ""}
+    assert span["params"]["name"] == "j"
+    assert span["params"]["attributes"] == {"ok": True, "n": 7}
+    assert span["params"]["status"] == "OK"
+    # a v2 session keeps its own lifecycle: a root span of its trace does not end it
+    assert (await collector.get_session(session_id) or {})["state"] == "RUNNING"
 
 
 async def test_otlp_needs_a_key_of_the_sessions_project(collector: CollectorHandle) -> None:
@@ -136,9 +146,11 @@ async def test_otlp_needs_a_key_of_the_sessions_project(collector: CollectorHand
     session_id, _ = await collector.v2_create_session(trace_id=trace_id)
     body = _json_request(trace_id, "00000000000000c1", "x")
     assert (await collector.request("POST", "/v1/traces", json_body=body)).status == 401
-    other = {"X-Agentops-Api-Key": collector.new_api_key()}
+    other_key = collector.new_api_key()
+    other = {"X-Agentops-Api-Key": other_key}
     answer = await collector.request("POST", "/v1/traces", json_body=body, headers=other)
-    assert answer.body["partialSuccess"]["rejectedSpans"] == 1
+    assert answer.status == 200
+    # the other project gets a session of its own for the trace; this one's stays empty
     assert await collector.get_events(session_id) == []
     bad = await collector.request(
         "POST", "/v1/traces", data=b"\x00garbage", headers={

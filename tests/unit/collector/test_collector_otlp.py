@@ -33,8 +33,9 @@ def _json_body(trace_id: str, span_id: str) -> bytes:
 
 def test_json_spans_with_hex_or_base64_ids() -> None:
     (span,) = decode_json_request(_json_body(TRACE, SPAN))
-    assert (span.trace_id, span.span_id, span.id) == (TRACE, SPAN, SPAN)
-    assert span.init_timestamp.startswith("2023-11-14T22:13:20")
+    assert (span.trace_id, span.span_id, span.parent_span_id) == (TRACE, SPAN, None)
+    assert (span.start_ns, span.end_ns) == (1_700_000_000_000_000_000, 1_700_000_000_500_000_000)
+    assert (span.kind, span.status_code) == ("UNSPECIFIED", "UNSET")
     assert span.attributes == {"list": [1, "b"], "kv": {"x": 1.5}}
     b64 = decode_json_request(_json_body(base64.b64encode(bytes.fromhex(TRACE)).decode(), SPAN))
     assert b64[0].trace_id == TRACE
