@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..._limits import MAX_NESTING_DEPTH
 from ..._spans import FinishedSpan, map_span
-from ...events import encode_event, wire_events
+from ...events import _encode_event, _wire_events
 from .. import _auth as auth
 from .. import _otlp as otlp
 from .. import _traces as traces
@@ -91,7 +91,7 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
             )
             continue
         events = map_span(span)
-        encoded = [encode_event(e) for e in wire_events(events, session_id, span.trace_id)
+        encoded = [_encode_event(e) for e in _wire_events(events, session_id, span.trace_id)
                    if not isinstance(e, msgspec.Raw)]  # fmt: skip
         texts = [data.decode() for data in encoded]
         if any(nesting_exceeds(text) for text in texts):
