@@ -81,7 +81,10 @@ def legacy_python() -> Path:
             check=True, capture_output=True, timeout=300,
         )  # fmt: skip
     except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"cannot build a venv with agentops {LEGACY_VERSION}: {exc}")
+        problem = f"cannot build a venv with agentops {LEGACY_VERSION}: {exc}"
+        if os.environ.get("CI", "").lower() in ("1", "true"):  # CI reaches the index: this is real
+            pytest.fail(problem)
+        pytest.skip(problem)
     return python
 
 
