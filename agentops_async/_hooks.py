@@ -148,20 +148,23 @@ def redact_event(event: Event) -> None:
 FILTERED = "filtered by before_send"
 HOOK_FAILED = "before_send raised an exception"
 HOOK_RETURNED = "before_send returned neither an Event nor None"
+REDACT_FAILED = "secret redaction failed"
 
 
 class Hooks:
     """The per-event chain of one client: ``before_send``, then redaction.
 
     :meth:`apply` returns the event to send, or a reason string when it is not sent (one of
-    :data:`FILTERED`, :data:`HOOK_FAILED`, :data:`HOOK_RETURNED`); it never raises.
+    :data:`FILTERED`, :data:`HOOK_FAILED`, :data:`HOOK_RETURNED`, :data:`REDACT_FAILED`); it
+    never raises.
     """
 
-    __slots__ = ("before_send", "redact")
+    __slots__ = ("_logged", "before_send", "redact")
 
     def __init__(self, before_send: BeforeSend | None, redact: bool) -> None:
         self.before_send = before_send
         self.redact = redact
+        self._logged: set[str] = set()  # what was logged (once per client)
 
     @classmethod
     def from_config(cls, before_send: BeforeSend | None, redact: bool) -> Hooks | None:
@@ -176,12 +179,12 @@ class Hooks:
             try:
                 result = before_send(event)
             except Exception:
-                _log_once(HOOK_FAILED, f"{HOOK_FAILED}; the event is dropped", exc_info=True)
+                self._log_once(HOOK_FAILED, f"{HOOK_FAILED}; the event is dropped", exc_info=True)
                 return HOOK_FAILED
             if result is None:
                 return FILTERED
             if not isinstance(result, Event):
-                _log_once(
+                self._log_once(
                     HOOK_RETURNED,
                     f"{HOOK_RETURNED} (got {type(result).__name__}): return the event (changed "
                     "or not) to send it, or None to drop it; the event is dropped",
@@ -192,16 +195,17 @@ class Hooks:
             try:
                 redact_event(event)
             except Exception:  # a value whose text cannot be scanned: sent unredacted is worse
-                _log_once("redact", "could not redact an event; it is dropped", exc_info=True)
-                return HOOK_FAILED
+                self._log_once(REDACT_FAILED, f"{REDACT_FAILED}; the event is dropped", True)
+                return REDACT_FAILED
         return event
 
+    def _log_once(self, key: str, message: str, exc_info: bool = False) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(
+                "agentops_async: %s; later cases are counted in stats, not logged",
+                message,
+                exc_info=exc_info,
+            )
 
-_logged: set[str] = set()
 
-
-def _log_once(key: str, message: str, exc_info: bool = False) -> None:
-    if key not in _logged:
-        _logged.add(key)
-        log.warning("agentops_async: %s; later cases are counted, not logged", message,
-                    exc_info=exc_info)  # fmt: skip

@@ -756,8 +756,9 @@ class Exporter:
         filtered by before_send, or dropped for ``reason`` when a hook failed."""
         if reason == FILTERED:
             self._filtered += 1
-        else:
-            self.drop(channel, reason)
+        else:  # the hooks logged it (once, with the traceback)
+            channel.dropped += 1
+            self._dropped[reason] += 1
 
     def not_sent_threadsafe(self, channel: SessionChannel, reason: str) -> None:
         """:meth:`count_not_sent` from any thread."""
