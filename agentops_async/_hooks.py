@@ -207,5 +207,3 @@ class Hooks:
                 message,
                 exc_info=exc_info,
             )
-
-

@@ -22,6 +22,7 @@ def is_sampled(session_id: str, rate: float) -> bool:
 
     return is_sampled(session_id, rate)
 
+
 pytestmark = pytest.mark.asyncio
 
 OPENAI_KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0" * 2
