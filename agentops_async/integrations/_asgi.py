@@ -96,7 +96,6 @@ class SessionMiddleware:
         paths = list(exclude_paths)
         self._excluded = frozenset(p for p in paths if not p.endswith("/"))
         self._excluded_prefixes = tuple(p for p in paths if p.endswith("/"))
-        # The sampling bound on a 32-bit hash of the session id.
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_excluded(scope.get("path", "")):

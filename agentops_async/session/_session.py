@@ -64,6 +64,7 @@ class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
         recorded: Events accepted by ``record()``.
         delivered: Events acknowledged by the API.
         dropped: Events that will not be delivered (queue full, refused, shutdown timeout).
+        filtered: Events the client's ``before_send`` dropped on purpose (not lost).
         token_cost: Cost in USD computed by the server, when it answered one.
         session_url: Where to look at the session, when the server gave a URL.
     """
@@ -78,6 +79,7 @@ class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
     dropped: int
     token_cost: Decimal | None
     session_url: str | None
+    filtered: int = 0
 
     def summary(self) -> str:
         """The one-line stats summary logged when a session ends."""
@@ -425,8 +427,11 @@ class AsyncSession:
         if not isinstance(event, Event):
             raise _not_an_event(event)
         sent = self._through_hooks(event)
-        if sent is None:
-            return True  # filtered (counted), not lost
+        if sent is None:  # filtered or a failing hook: counted by the exporter
+            with self._count_lock:
+                counts = self._locked_counts
+                counts[event.event_type] = counts.get(event.event_type, 0) + 1
+            return True
         data = sent.prepare(self.session_id, self.trace_id)
         if len(data) > self._max_event_bytes:
             raise InvalidEvent(describe_oversize(event, len(data), self._max_event_bytes))
@@ -442,13 +447,12 @@ class AsyncSession:
         if self._state_value is not _RUNNING or self._channel is None:
             return
         sent = self._through_hooks(event)
-        if sent is None:
-            return
-        data = sent.prepare(self.session_id, self.trace_id)
+        data = sent.prepare(self.session_id, self.trace_id) if sent is not None else None
         with self._count_lock:
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
-        self._exporter.submit_threadsafe(self._channel, data)
+        if data is not None:
+            self._exporter.submit_threadsafe(self._channel, data)
 
     def _through_hooks(self, event: Event) -> Event | None:
         """An event encoded outside the exporter (other threads, captured spans) goes through
@@ -578,6 +582,7 @@ class AsyncSession:
             dropped=channel.dropped if channel else 0,
             token_cost=channel.token_cost if channel else None,
             session_url=channel.session_url if channel else None,
+            filtered=channel.filtered if channel else 0,
         )
 
 

@@ -56,6 +56,7 @@ class SessionChannel:
         "done",
         "dropped",
         "failure",
+        "filtered",
         "in_flight",
         "session_id",
         "session_url",
@@ -70,6 +71,7 @@ class SessionChannel:
         self.auth = SessionAuth(session_id)
         self.delivered = 0
         self.dropped = 0
+        self.filtered = 0  # dropped by before_send on purpose: not lost
         self.in_flight = 0  # events taken into the current batch and not yet accounted for
         self.failure: str | None = None  # why the session could not be created, if it could not
         self.session_url: str | None = None
@@ -755,6 +757,7 @@ class Exporter:
         """Count an event the hooks did not let through before it was queued (loop thread):
         filtered by before_send, or dropped for ``reason`` when a hook failed."""
         if reason == FILTERED:
+            channel.filtered += 1
             self._filtered += 1
         else:  # the hooks logged it (once, with the traceback)
             channel.dropped += 1

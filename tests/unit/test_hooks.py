@@ -130,6 +130,8 @@ async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
     assert stats.filtered == 1
     assert stats.dropped == 0 and stats.dropped_by_reason == {}
     assert stats.delivered == 2 and stats.pending == 0
+    assert (session.stats.recorded, session.stats.delivered) == (3, 2)
+    assert (session.stats.filtered, session.stats.dropped) == (1, 0)
 
 
 async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_once(
@@ -171,6 +173,7 @@ async def test_before_send_applies_to_events_recorded_from_other_threads(
     await client.close()
     assert [e["params"] for e in sent_events(api, session)] == [{"token": REDACTED}]
     assert client.stats.filtered == 1
+    assert (session.stats.recorded, session.stats.filtered, session.stats.delivered) == (2, 1, 1)
 
 
 async def test_before_send_must_be_callable() -> None:
@@ -209,3 +212,18 @@ async def test_a_sampled_out_session_sends_nothing_and_is_counted(
 async def test_sample_rate_out_of_range_is_refused_naming_the_setting(rate: Any) -> None:
     with pytest.raises(ao.ConfigError, match="sample_rate="):
         ao.AsyncClient(api_key="k", sample_rate=rate)
+
+
+async def test_captured_otel_spans_go_through_the_hooks(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    from _tracing import sdk_provider
+
+    tracer = sdk_provider().get_tracer("llm-instrumentation")
+    async with client.session() as session:
+        with tracer.start_as_current_span(
+            "chat", attributes={"http.header": f"Bearer {OPENAI_KEY}"}
+        ):
+            pass
+    (captured,) = sent_events(api, session)
+    assert captured["params"]["attributes"] == {"http.header": f"Bearer {REDACTED}"}
