@@ -15,8 +15,9 @@ details), text that looks like a credential by :data:`REDACTED`:
   ``AIza...`` (Google);
 - ``Bearer <token>`` and ``Basic <credentials>`` (the scheme is kept);
 - the value after ``Authorization:``, ``api_key=``, ``x-api-key:``, ``password=``... in text;
-- the whole value of a dict key named like a secret (``authorization``, ``api_key``,
-  ``apikey``, ``x-api-key``, ``password``, ``secret``, ``token``, ``access_token``...).
+- the whole text value of a dict key named like a secret (``authorization``, ``api_key``,
+  ``apikey``, ``x-api-key``, ``password``, ``secret``, ``token``, ``access_token``...); other
+  values under such keys (``{"token": True}``, nested dicts) are kept, their text scanned.
 
 Only strings of at least :data:`MIN_SECRET_LENGTH` characters are scanned (shorter ones cannot
 hold any of the above). The values the application still holds are never changed: a container
@@ -121,7 +122,7 @@ def _redact(value: Any, depth: int) -> Any:
     if kind is dict:
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
-            if key in _SECRET_KEY_SPELLINGS and item:
+            if key in _SECRET_KEY_SPELLINGS and type(item) is str and item:
                 new: Any = REDACTED
             else:
                 kind = type(item)

@@ -227,3 +227,17 @@ async def test_captured_otel_spans_go_through_the_hooks(
             pass
     (captured,) = sent_events(api, session)
     assert captured["params"]["attributes"] == {"http.header": f"Bearer {REDACTED}"}
+
+
+async def test_only_text_under_a_secret_named_key_is_replaced(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    params = {"Api_Token": True, "token": {"kind": "refresh"}, "password": "hunter2"}
+    async with client.session() as session:
+        await session.record(ao.ActionEvent(params=params))
+    (event,) = sent_events(api, session)
+    assert event["params"] == {
+        "Api_Token": True,
+        "token": {"kind": "refresh"},
+        "password": REDACTED,
+    }
