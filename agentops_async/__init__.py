@@ -9,10 +9,11 @@ __version__ = "0.1.0"
 
 # The sync facade (scripts, notebooks, threads) and the decorators for both worlds. The sync
 # module-level record/add_tags/set_tags live in ``agentops_async.sync`` (``record`` here is async).
-from . import sync
+from . import decorators, sync
 from ._client import AsyncClient, default_client, set_default_client
 from ._config import Config
 from ._decorators import record_action, record_tool
+from ._decorators import trace_session as trace
 from .errors import (
     AgentOpsError,
     AmbiguousSession,
@@ -76,6 +77,7 @@ __all__ = [
     "SessionStats",
     "ToolEvent",
     "__version__",
+    "decorators",
     "default_client",
     "end_session",
     "get_active_sessions",
@@ -87,4 +89,5 @@ __all__ = [
     "set_default_client",
     "start_session",
     "sync",
+    "trace",
 ]

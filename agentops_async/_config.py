@@ -53,6 +53,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "spool_dir": ("AGENTOPS_SPOOL_DIR", str),
     "spool_max_bytes": ("AGENTOPS_SPOOL_MAX_BYTES", int),
     "log_session_stats": ("AGENTOPS_LOG_SESSION_STATS", _parse_bool),
+    "redact_secrets": ("AGENTOPS_REDACT_SECRETS", _parse_bool),
+    "sample_rate": ("AGENTOPS_SAMPLE_RATE", float),
 }
 
 
@@ -92,6 +94,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             to disk instead of being dropped, and are replayed after the outage, or by the next
             process using the same directory. One process per directory.
         spool_max_bytes: Cap of the spool on disk; beyond it events are dropped and counted.
+        before_send: ``before_send(event) -> event | None``, called for each event when its
+            batch is prepared (in the exporter, not in ``record()``): return the event (changed
+            or not) to send it, or None to drop it; dropped events are counted as
+            ``stats.filtered``, not as lost. One that raises drops only that event (counted in
+            ``dropped_by_reason``, logged once). See docs/hooks.md.
+        redact_secrets: Replace common secrets (``sk-...`` keys, bearer tokens,
+            ``Authorization:`` values, values of keys named like ``api_key``/``password``) in
+            the free-form fields (params, returns, prompts, completions, logs) by
+            ``[REDACTED]`` before sending. On by default.
+        sample_rate: Fraction of sessions sent, from 0.0 to 1.0 (default 1.0: all). Decided once
+            per session when it starts, deterministically from its session id; a session left
+            out records nothing and sends nothing (counted as ``stats.sessions_sampled_out``).
     """
 
     api_key: str | None = None
@@ -113,6 +127,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     log_session_stats: bool = True
     spool_dir: str | None = None
     spool_max_bytes: int = 1024**3
+    before_send: Callable[[Any], Any] | None = None
+    redact_secrets: bool = True
+    sample_rate: float = 1.0
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
@@ -132,6 +149,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 f"backpressure={self.backpressure!r} is not valid: use 'drop' (the default) or "
                 "'block' (keyword backpressure= or AGENTOPS_BACKPRESSURE)"
+            )
+        if self.before_send is not None and not callable(self.before_send):
+            raise ConfigError(
+                f"before_send={self.before_send!r} is not callable: pass a function "
+                "before_send(event) -> event | None (keyword before_send=)"
+            )
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ConfigError(
+                f"sample_rate={rate!r} must be a number from 0.0 (no session sent) to 1.0 "
+                f"(every session) ({_where('sample_rate')})"
             )
         if not self.endpoint.startswith(("http://", "https://")):
             raise ConfigError(

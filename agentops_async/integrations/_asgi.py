@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .._client import AsyncClient, default_client
 from .._config import check_tags
 from .._limits import MAX_TAG_LENGTH
+from .._sampling import is_sampled
 from ..errors import ConfigError
 from ..events import ErrorEvent
 from ..session._session import AsyncSession
@@ -61,7 +61,9 @@ class SessionMiddleware:
         sample_rate: The fraction of requests that get a recorded session, from 0.0 to 1.0,
             decided once per session from its id (deterministic: the same id always gets the
             same answer). The others run with a disabled session, so ``record()`` in the
-            handler is a cheap no-op there.
+            handler is a cheap no-op there. The client's own ``sample_rate`` (which applies
+            to every session) is the same decision: with both set, a request is traced when
+            its session id passes the lower rate.
     """
 
     def __init__(
@@ -94,8 +96,6 @@ class SessionMiddleware:
         paths = list(exclude_paths)
         self._excluded = frozenset(p for p in paths if not p.endswith("/"))
         self._excluded_prefixes = tuple(p for p in paths if p.endswith("/"))
-        # The sampling bound on a 32-bit hash of the session id.
-        self._sample_below = int(self.sample_rate * 2**32)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_excluded(scope.get("path", "")):
@@ -144,9 +144,9 @@ class SessionMiddleware:
         )
 
     def _sampled(self, session_id: str) -> bool:
-        if self._sample_below >= 2**32:
-            return True
-        return zlib.crc32(session_id.encode()) < self._sample_below
+        # The same deterministic decision as the client's sample_rate (applied again when the
+        # session starts): a request is traced only when both keep its session id.
+        return is_sampled(session_id, self.sample_rate)
 
 
 async def _finish(

@@ -21,6 +21,7 @@ from opentelemetry import trace
 
 from .._config import check_tags
 from .._limits import MAX_ID_LENGTH
+from .._sampling import is_sampled
 from ..api import _wire as wire
 from ..errors import ConfigError, InvalidEvent, SessionNotRunning
 from ..events import (
@@ -63,6 +64,7 @@ class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
         recorded: Events accepted by ``record()``.
         delivered: Events acknowledged by the API.
         dropped: Events that will not be delivered (queue full, refused, shutdown timeout).
+        filtered: Events the client's ``before_send`` dropped on purpose (not lost).
         token_cost: Cost in USD computed by the server, when it answered one.
         session_url: Where to look at the session, when the server gave a URL.
     """
@@ -77,6 +79,7 @@ class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
     dropped: int
     token_cost: Decimal | None
     session_url: str | None
+    filtered: int = 0
 
     def summary(self) -> str:
         """The one-line stats summary logged when a session ends."""
@@ -141,6 +144,9 @@ class AsyncSession:
     ) -> None:
         self._client = client
         self.flush_on_exit = flush_on_exit
+        #: False when the client's ``sample_rate`` left this session out (decided at start):
+        #: it then runs as usual but records and sends nothing.
+        self.sampled = True
         self.session_id = (
             _checked_id(str(session_id), "session_id")
             if session_id is not None
@@ -207,9 +213,13 @@ class AsyncSession:
             InvalidStateTransition: the session was started before.
         """
         client = self.client
-        exporter = client._exporter_for_running_loop()
+        exporter: Exporter | NullExporter = client._exporter_for_running_loop()
         self.state = SessionState.RUNNING
         config = client.config
+        if config.sample_rate < 1.0 and not is_sampled(self.session_id, config.sample_rate):
+            exporter.count_sampled_out()
+            exporter = NullExporter()  # runs, records nothing, sends nothing
+            self.sampled = False
         self.tags = list(dict.fromkeys([*config.default_tags, *self.tags]))
         self._exporter = exporter
         self._offer = exporter.offer
@@ -416,7 +426,13 @@ class AsyncSession:
             return True
         if not isinstance(event, Event):
             raise _not_an_event(event)
-        data = event.prepare(self.session_id, self.trace_id)
+        sent = self._through_hooks(event)
+        if sent is None:  # filtered or a failing hook: counted by the exporter
+            with self._count_lock:
+                counts = self._locked_counts
+                counts[event.event_type] = counts.get(event.event_type, 0) + 1
+            return True
+        data = sent.prepare(self.session_id, self.trace_id)
         if len(data) > self._max_event_bytes:
             raise InvalidEvent(_describe_oversize(event, len(data), self._max_event_bytes))
         with self._count_lock:  # may run in several threads at once
@@ -430,11 +446,27 @@ class AsyncSession:
         trace (any thread), counted under its event type like a recorded one."""
         if self._state_value is not _RUNNING or self._channel is None:
             return
-        data = event.prepare(self.session_id, self.trace_id)
+        sent = self._through_hooks(event)
+        data = sent.prepare(self.session_id, self.trace_id) if sent is not None else None
         with self._count_lock:
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
-        self._exporter.submit_threadsafe(self._channel, data)
+        if data is not None:
+            self._exporter.submit_threadsafe(self._channel, data)
+
+    def _through_hooks(self, event: Event) -> Event | None:
+        """An event encoded outside the exporter (other threads, captured spans) goes through
+        the client's hooks here; None (counted) when they do not let it through."""
+        hooks = self._exporter.hooks
+        if hooks is None:
+            return event
+        event.session_id = self.session_id
+        result = hooks.apply(event)
+        if type(result) is str:
+            assert self._channel is not None
+            self._exporter.not_sent_threadsafe(self._channel, result)
+            return None
+        return result  # type: ignore[return-value]
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything recorded so far is resolved: acknowledged by the API, or
@@ -550,6 +582,7 @@ class AsyncSession:
             dropped=channel.dropped if channel else 0,
             token_cost=channel.token_cost if channel else None,
             session_url=channel.session_url if channel else None,
+            filtered=channel.filtered if channel else 0,
         )
 
 

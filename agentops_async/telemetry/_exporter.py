@@ -26,6 +26,7 @@ from typing import NamedTuple
 import msgspec
 
 from .._config import Config
+from .._hooks import FILTERED, Hooks
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
@@ -55,6 +56,7 @@ class SessionChannel:
         "done",
         "dropped",
         "failure",
+        "filtered",
         "in_flight",
         "session_id",
         "session_url",
@@ -69,6 +71,7 @@ class SessionChannel:
         self.auth = SessionAuth(session_id)
         self.delivered = 0
         self.dropped = 0
+        self.filtered = 0  # dropped by before_send on purpose: not lost
         self.in_flight = 0  # events taken into the current batch and not yet accounted for
         self.failure: str | None = None  # why the session could not be created, if it could not
         self.session_url: str | None = None
@@ -142,6 +145,9 @@ class ExportStats(msgspec.Struct, frozen=True):
             shows them RUNNING.
         spooled: Events that ``close()`` left in the disk spool, for the next process using the
             same ``spool_dir`` (not lost, not delivered yet).
+        filtered: Events that ``before_send`` dropped on purpose (returned None): not lost, not
+            in ``dropped``.
+        sessions_sampled_out: Sessions that ``sample_rate`` left out (nothing of them is sent).
     """
 
     queued: int
@@ -152,6 +158,8 @@ class ExportStats(msgspec.Struct, frozen=True):
     ops_dropped: int = 0
     sessions_not_ended: int = 0
     spooled: int = 0
+    filtered: int = 0
+    sessions_sampled_out: int = 0
 
 
 class Exporter:
@@ -167,6 +175,10 @@ class Exporter:
         self._block = config.backpressure == "block"
         self._block_timeout = config.backpressure_timeout
         self._max_concurrency = 8
+        # before_send and redaction, run when a batch is prepared (None: nothing to run)
+        self.hooks = Hooks.from_config(config.before_send, config.redact_secrets)
+        self._filtered = 0
+        self._sampled_out = 0
 
         # The buffer: two deques kept in step (a payload and its session's channel), so that
         # buffering an event allocates nothing the garbage collector tracks (no tuple per event):
@@ -419,6 +431,8 @@ class Exporter:
         next process; the server treats them as the same operation.
         """
         assert self._spool is not None
+        if self.hooks is not None:  # what goes to disk goes through the hooks first
+            unsent = [item for item in unsent if self._passes_hooks(item)]
         kept = self._spool.prepend([_to_record(item) for item in unsent])
         self._drop_items(unsent[kept:], SPOOL_FULL)
         self._spooled = self._spool.events
@@ -469,6 +483,12 @@ class Exporter:
                 return True
         if self._spool is None:
             return False
+        if self.hooks is not None and type(data) is not bytes:  # before it is written to disk
+            result = self.hooks.apply(data)  # type: ignore[arg-type]
+            if type(result) is str:
+                self.count_not_sent(channel, result)
+                return True  # accounted for
+            data = result  # type: ignore[assignment]
         if not self._spool.append(SpoolRecord(EVENT, channel.session_id, _encoded(channel, data))):
             self.drop(channel, SPOOL_FULL)
             return True  # accounted for: do not wait for room or count it twice
@@ -725,7 +745,30 @@ class Exporter:
             ops_dropped=self._ops_dropped,
             sessions_not_ended=self._sessions_not_ended,
             spooled=self._spooled,
+            filtered=self._filtered,
+            sessions_sampled_out=self._sampled_out,
         )
+
+    def count_sampled_out(self) -> None:
+        """Count a session that sampling left out (loop thread)."""
+        self._sampled_out += 1
+
+    def count_not_sent(self, channel: SessionChannel, reason: str) -> None:
+        """Count an event the hooks did not let through before it was queued (loop thread):
+        filtered by before_send, or dropped for ``reason`` when a hook failed."""
+        if reason == FILTERED:
+            channel.filtered += 1
+            self._filtered += 1
+        else:  # the hooks logged it (once, with the traceback)
+            channel.dropped += 1
+            self._dropped[reason] += 1
+
+    def not_sent_threadsafe(self, channel: SessionChannel, reason: str) -> None:
+        """:meth:`count_not_sent` from any thread."""
+        if threading.get_ident() == self._loop_thread:
+            self.count_not_sent(channel, reason)
+        else:
+            self._call_on_loop(self.count_not_sent, channel, reason)
 
     # -- flush ------------------------------------------------------------------------------------
     async def flush(self, timeout: float | None) -> bool:
@@ -977,6 +1020,8 @@ class Exporter:
             if start:
                 await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
             part = run[start : start + _YIELD_EVERY]
+            if self.hooks is not None:
+                part = self._apply_hooks(channel, part)
             try:
                 wired = _wire_events(part, session_id, trace_id)
             except Exception:  # some event holds what the wire cannot take: one at a time
@@ -987,6 +1032,40 @@ class Exporter:
                 parts.append(body)
         await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
         return Run(events, parts[0] if len(parts) == 1 else wire.join_bodies(parts))
+
+    def _apply_hooks(self, channel: SessionChannel, part: list[Payload]) -> list[Payload]:
+        """The events of ``part`` that the hooks let through (changed as they said); the others
+        are counted (filtered, or dropped when a hook failed) and resolved with their batch.
+        Encoded events (bytes) went through the hooks where they were encoded."""
+        hooks = self.hooks
+        assert hooks is not None
+        kept: list[Payload] = []
+        session_id = channel.session_id
+        for payload in part:
+            if type(payload) is bytes:
+                kept.append(payload)
+                continue
+            event: Event = payload  # type: ignore[assignment]
+            event.session_id = session_id  # for before_send to see
+            result = hooks.apply(event)
+            if type(result) is str:
+                channel.in_flight -= 1
+                self.count_not_sent(channel, result)
+            else:
+                kept.append(result)  # type: ignore[arg-type]
+        return kept
+
+    def _passes_hooks(self, item: Item) -> bool:
+        """At close: False (counted) for a queued event the hooks do not let through."""
+        if type(item) is not tuple or type(item[1]) is bytes:
+            return True
+        assert self.hooks is not None
+        channel, event = item
+        result = self.hooks.apply(event)  # type: ignore[arg-type]
+        if type(result) is str:
+            self.count_not_sent(channel, result)
+            return False
+        return True
 
     def _wire_each(self, channel: SessionChannel, payloads: list[Payload]) -> Batch:
         """:func:`_wire_events` one event at a time, dropping (counted) those that fail."""
@@ -1246,6 +1325,17 @@ class NullExporter:
 
     async def close(self, timeout: float) -> bool:
         return True
+
+    hooks = None
+
+    def count_sampled_out(self) -> None:
+        return None
+
+    def count_not_sent(self, channel: SessionChannel, reason: str) -> None:
+        return None
+
+    def not_sent_threadsafe(self, channel: SessionChannel, reason: str) -> None:
+        return None
 
     def stats(self) -> ExportStats:
         return ExportStats(queued=0, delivered=0, dropped=0, dropped_by_reason={}, pending=0)

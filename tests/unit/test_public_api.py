@@ -25,6 +25,7 @@ PUBLIC_MODULES = frozenset(
     {
         "agentops_async",
         "agentops_async.sync",  # the sync facade (its own record/add_tags/set_tags)
+        "agentops_async.decorators",  # the AgentOps 0.4 decorator names (session would shadow)
         "agentops_async.integrations.asgi",  # SessionMiddleware for any ASGI app
         "agentops_async.integrations.fastapi",  # the lifespan helper on top of it
         "agentops_async.collector",  # the embeddable collector, its storage and prices
@@ -164,7 +165,7 @@ def test_top_level_submodules_in_all_are_public() -> None:
         for name in agentops_async.__all__
         if isinstance(getattr(agentops_async, name), types.ModuleType)
     ]
-    assert modules == ["sync"]
+    assert modules == ["decorators", "sync"]
     assert {f"agentops_async.{name}" for name in modules} <= PUBLIC_MODULES
 
 
