@@ -189,6 +189,12 @@ _MIGRATIONS: list[str] = [
         created_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 4: the costs of a session's tools events (agentops 0.4's @tool(cost=...)), summed into its
+    # cost through this partial index (only those rows are read, not the whole session)
+    """
+    CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
+        WHERE event_type = 'tools' AND cost IS NOT NULL
+    """,
 ]
 
 # The staging table of a connection: made when the pool opens the connection, emptied when each
@@ -540,7 +546,7 @@ class PostgresStorage:
 
     @_translated
     async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
-        """Token sums per session and model."""
+        """Token sums per session and model, and the tools' costs per session."""
         if not session_ids:
             return []
         rows = await self.pool.fetch(
@@ -548,7 +554,11 @@ class PostgresStorage:
             "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
             " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
             " WHERE session_id = ANY($1::text[]) AND event_type = 'llms'"
-            " GROUP BY session_id, model, cost IS NULL",
+            " GROUP BY session_id, model, cost IS NULL"
+            # the tools' costs: one row per session, through events_tool_cost_by_session
+            " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM events"
+            " WHERE session_id = ANY($1::text[]) AND event_type = 'tools' AND cost IS NOT NULL"
+            " GROUP BY session_id",
             list(session_ids),
         )
         return [usage_row(*row) for row in rows]

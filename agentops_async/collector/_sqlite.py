@@ -133,6 +133,12 @@ _MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 4: the costs of a session's tools events (agentops 0.4's @tool(cost=...)), summed into its
+    # cost through this partial index (only those rows are read, not the whole session)
+    """
+    CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
+        WHERE event_type = 'tools' AND cost IS NOT NULL
+    """,
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
@@ -679,7 +685,7 @@ class SqliteStorage:
         return await self._read(run)
 
     async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
-        """Token sums per session and model."""
+        """Token sums per session and model, and the tools' costs per session."""
         if not session_ids:
             return []
 
@@ -691,8 +697,12 @@ class SqliteStorage:
                 "SELECT session_id, model, total(prompt_tokens), total(completion_tokens),"
                 " sum(cost) FROM events"
                 f" WHERE session_id IN ({marks}) AND event_type = 'llms'"
-                " GROUP BY session_id, model, cost IS NULL",
-                tuple(session_ids),
+                " GROUP BY session_id, model, cost IS NULL"
+                # the tools' costs: one row per session, through events_tool_cost_by_session
+                " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM events"
+                f" WHERE session_id IN ({marks}) AND event_type = 'tools' AND cost IS NOT NULL"
+                " GROUP BY session_id",
+                (*session_ids, *session_ids),
             ).fetchall()
             return [usage_row(*row) for row in rows]
 

@@ -250,7 +250,11 @@ class SessionReader(Protocol):
         """``{session_id: {event_type: count}}``."""
 
     async def llm_usage(self, session_ids: Sequence[str]) -> list[Usage]:
-        """LLM token usage per session and model (for cost)."""
+        """LLM token usage per session and model, and the tools' costs (for the session's cost).
+
+        The costs of a session's ``tools`` events (their ``cost`` column) come as one more row
+        with no model, no tokens and ``explicit_cost`` = their sum.
+        """
 
     async def list_events(
         self, session_id: str, after_id: str | None, limit: int, event_type: str | None

@@ -8,13 +8,16 @@ decoding (:mod:`agentops_async.collector._otlp`, to ``FinishedSpan``), the sessi
 of :mod:`agentops_async.collector._traces`), then each span's typed events through the mapping
 shared with the SDK (:func:`agentops_async._spans.map_span`), stored with ids derived from the
 span (idempotent: a span exported twice, or captured by the SDK and exported over OTLP, is stored
-once). Spans that cannot be stored (their trace's session belongs to another project, an event
-nested too deep) are refused in the answer's ``partialSuccess`` with the reason; never a 500.
+once). A tool span's ``gen_ai.usage.total_cost`` becomes its ``tools`` event's ``cost`` column,
+which the session's cost sums (see :func:`tool_cost`). Spans that cannot be stored (their
+trace's session belongs to another project, an event nested too deep) are refused in the answer's
+``partialSuccess`` with the reason; never a 500.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import msgspec
@@ -32,7 +35,12 @@ from .._http import continue_after, fail
 from .._ingest import nesting_exceeds
 from .._storage import EventRow
 
-__all__ = ["add_routes"]
+__all__ = ["TOOL_COST_ATTRIBUTE", "add_routes", "tool_cost"]
+
+log = logging.getLogger("agentops_async")
+
+TOOL_COST_ATTRIBUTE = "gen_ai.usage.total_cost"
+"""The span attribute of a tool call's cost in US dollars, stored as its ``tools`` event's cost."""
 
 _head_decoder = msgspec.json.Decoder(wire.EventHead)
 
@@ -66,8 +74,34 @@ class _Rows(msgspec.Struct):
     reason: str = ""
 
 
-def _event_row(session_id: str, data: str) -> EventRow:
+def tool_cost(span: FinishedSpan) -> float | None:
+    """A span's ``gen_ai.usage.total_cost`` (agentops 0.4's ``@tool(cost=...)``), if usable.
+
+    The same rule as an event's ``cost``: a finite number in [0, ``MAX_COST``] (US dollars).
+    Anything else (a string, a boolean, a negative or non-finite number) is no cost: the span is
+    still stored, the value stays in its attributes, and a debug record says why.
+    """
+    value = span.attributes.get(TOOL_COST_ATTRIBUTE)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0.0 <= value <= wire.MAX_COST  # also false for NaN
+    ):
+        log.debug(
+            "span %s: %s=%r is not a finite number in [0, %g]: not counted in the session cost",
+            span.span_id, TOOL_COST_ATTRIBUTE, value, wire.MAX_COST,
+        )  # fmt: skip
+        return None
+    return float(value)
+
+
+def _event_row(session_id: str, data: str, cost: float | None = None) -> EventRow:
+    """The row of one mapped event; ``cost`` is the span's tool cost, for a ``tools`` event."""
     head = _head_decoder.decode(data)
+    if cost is not None and head.event_type == "tools" and head.cost is None:
+        head.cost = cost
     usage = (head.model, head.prompt_tokens, head.completion_tokens, head.cost)
     if usage == (None, None, None, None):
         return (session_id, head.id, head.event_type, head.init_timestamp,
@@ -100,7 +134,8 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
                 f"span {span.span_id}: nested deeper than {MAX_NESTING_DEPTH} levels"
             )
             continue
-        out.rows.extend(_event_row(session_id, text) for text in texts)
+        cost = tool_cost(span)
+        out.rows.extend(_event_row(session_id, text, cost) for text in texts)
         if span.attributes.get("agentops.span.kind") == "agent":
             name = span.attributes.get("agentops.entity.name") or span.name.removesuffix(".agent")
             out.agents.append((session_id, span.span_id, str(name)))

@@ -4,6 +4,7 @@ traces that become sessions, and spans that become typed events (on both storage
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import uuid
 from typing import Any
@@ -13,7 +14,7 @@ from _servers import CollectorHandle
 
 from agentops_async._spans import span_event_id
 from agentops_async.collector import _auth
-from agentops_async.collector._storage import open_storage
+from agentops_async.collector._storage import SessionWrite, open_storage
 
 pytestmark = pytest.mark.asyncio
 
@@ -236,3 +237,134 @@ async def test_project_tokens_live_project_token_expiry_not_jwt_expiry() -> None
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert claims["session_id"] is None
     assert claims["exp"] - claims["iat"] == pytest.approx(86400, abs=0.01)
+
+
+async def _cli_sessions_json(collector: CollectorHandle) -> list[dict[str, Any]]:
+    """``agentops-async sessions list --json`` against the collector (the CLI's read path)."""
+    import asyncio
+    import json
+    import sys
+
+    from _servers import REPO_ROOT
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentops_async", "sessions", "list", "--json",
+        "--endpoint", collector.url, "--api-key", collector.api_key,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return list(json.loads(out))
+
+
+async def test_tool_span_costs_count_in_the_session_cost(collector: CollectorHandle) -> None:
+    token = await _token(collector)
+    trace_id = os.urandom(16).hex()
+    session_id = str(uuid.UUID(hex=trace_id))
+    t0 = time.time_ns() - 10_000_000_000
+    sec = 1_000_000_000
+    root_id = "00000000000000c1"
+
+    def tool(span_id: str, cost: Any) -> dict[str, Any]:
+        return _span(trace_id, span_id, root_id, "search.tool", t0 + sec, t0 + 2 * sec,
+                     {"agentops.span.kind": "tool", "gen_ai.usage.total_cost": cost})  # fmt: skip
+
+    # gpt-4o-mini, 1000 prompt + 500 completion tokens: 0.00015 + 0.0003 = 0.00045 dollars
+    llm = _span(trace_id, "00000000000000c2", root_id, "openai.chat", t0 + sec, t0 + 2 * sec,
+                {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+                 "gen_ai.usage.prompt_tokens": 1000,
+                 "gen_ai.usage.completion_tokens": 500})  # fmt: skip
+    priced = tool("00000000000000c3", 0.25)
+    # not usable as costs (not a number, negative, above the collector's limit): kept, not counted
+    ignored = [tool("00000000000000c4", "0.5"), tool("00000000000000c5", -1.0),
+               tool("00000000000000c6", 1e13), tool("00000000000000c7", True)]  # fmt: skip
+    # a cost on a span that is not a tool call is not a tool cost
+    agent = _span(trace_id, "00000000000000c8", root_id, "planner.agent", t0 + sec, t0 + 2 * sec,
+                  {"agentops.span.kind": "agent", "gen_ai.usage.total_cost": 9.0})  # fmt: skip
+    root = _span(trace_id, root_id, None, "s.session", t0, t0 + 3 * sec,
+                 {"agentops.span.kind": "session"}, status=1)  # fmt: skip
+    assert await _send(collector, token, _export(llm, priced, *ignored, agent, root)) == {}
+    assert await _send(collector, token, _export(priced)) == {}  # a retry: counted once
+
+    session = await collector.get_session(session_id)
+    assert session is not None
+    assert session["event_counts"] == {"llms": 1, "tools": 5, "actions": 2}
+    assert session["token_cost"] == "0.25045"
+    listed = {s["id"]: s for s in await collector.list_sessions()}
+    assert listed[session_id]["token_cost"] == "0.25045"
+    cli = {s["id"]: s for s in await _cli_sessions_json(collector)}
+    assert cli[session_id]["token_cost"] == "0.25045"
+    events = {e["id"]: e for e in await collector.get_events(session_id, event_type="tools")}
+    unusable = events[span_event_id(trace_id, "00000000000000c4")]
+    assert unusable["params"]["attributes"]["gen_ai.usage.total_cost"] == "0.5"
+
+
+async def test_update_session_token_cost_counts_tool_spans_of_its_trace(
+    collector: CollectorHandle,
+) -> None:
+    trace_id = os.urandom(16).hex()
+    session_id, jwt = await collector.v2_create_session(trace_id=trace_id)
+    now = time.time_ns()
+    tool = _span(trace_id, "00000000000000d2", "00000000000000d1", "lookup.tool", now, now + 1000,
+                 {"agentops.span.kind": "tool", "gen_ai.usage.total_cost": 0.125})  # fmt: skip
+    assert await _send(collector, await _token(collector), _export(tool)) == {}
+    assert (await collector.get_events(session_id))[0]["event_type"] == "tools"
+    answer = await collector.v2_post(
+        "update_session", {"session": {"session_id": session_id, "end_state": "Success"}}, jwt=jwt
+    )
+    assert answer.status == 200, answer.body
+    assert answer.body["token_cost"] == "0.125"
+
+
+async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> None:
+    """Version 4 adds the index the tools' cost sum reads; older data keeps being summed."""
+    storage = open_storage(database)
+    await storage.open()
+    await storage.create_project("p", "p", "hash")
+    await storage.upsert_session(SessionWrite(session_id="s1", project_id="p"))
+    await storage.insert_events(
+        [("s1", "t1", "tools", None, None, '{"id": "t1"}', None, None, None, 0.5)]
+    )
+    await storage.close()
+    downgrade = [
+        "DROP INDEX events_tool_cost_by_session",
+        "DELETE FROM schema_version WHERE version = 4",
+    ]
+    index_sql = "SELECT count(*) FROM {} WHERE indexname = 'events_tool_cost_by_session'"
+    if database.startswith("postgresql://"):
+        import asyncpg
+
+        conn = await asyncpg.connect(database)
+        for statement in downgrade:
+            await conn.execute(statement)
+        assert await conn.fetchval(index_sql.format("pg_indexes")) == 0
+        await conn.close()
+    else:
+        with sqlite3.connect(database) as sconn:
+            for statement in downgrade:
+                sconn.execute(statement)
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        assert [(u.session_id, u.explicit_cost) for u in await storage.llm_usage(["s1"])] == [
+            ("s1", 0.5)
+        ]
+    finally:
+        await storage.close()
+    if database.startswith("postgresql://"):
+        conn = await asyncpg.connect(database)
+        assert await conn.fetchval(index_sql.format("pg_indexes")) == 1
+        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 4
+        await conn.close()
+    else:
+        with sqlite3.connect(database) as sconn:
+            assert sconn.execute("SELECT max(version) FROM schema_version").fetchone() == (4,)
+            # the sum searches the partial index: only the session's costed tools rows are read
+            plan = sconn.execute(
+                "EXPLAIN QUERY PLAN SELECT session_id, sum(cost) FROM events"
+                " WHERE session_id IN (?) AND event_type = 'tools' AND cost IS NOT NULL"
+                " GROUP BY session_id",
+                ("s1",),
+            ).fetchall()
+            assert "USING INDEX events_tool_cost_by_session (session_id=?" in str(plan), plan

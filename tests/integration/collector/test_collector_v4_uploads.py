@@ -155,7 +155,8 @@ async def test_a_version_2_database_is_migrated_to_version_3(database: str) -> N
     downgrade = [
         "DROP TABLE session_logs",
         "DROP TABLE objects",
-        "DELETE FROM schema_version WHERE version = 3",
+        "DROP INDEX events_tool_cost_by_session",  # version 4
+        "DELETE FROM schema_version WHERE version >= 3",
     ]
     if database.startswith("postgresql://"):
         import asyncpg
