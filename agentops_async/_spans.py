@@ -502,7 +502,8 @@ def map_agentops(span: FinishedSpan, events: list[Event]) -> list[Event]:
     ``tool`` -> :class:`ToolEvent` (name: ``agentops.entity.name``, ``tool.name``, else the
     span's name without its ``.tool`` suffix; its
     input in ``params["arguments"]``, its output as ``returns``; a ``gen_ai.usage.total_cost``
-    stays in ``params["attributes"]``); ``agent``, ``task``, ``operation``, ``workflow`` ->
+    stays in ``params["attributes"]``, where the collector reads it as the tool's cost for the
+    session's cost); ``agent``, ``task``, ``operation``, ``workflow`` ->
     :class:`ActionEvent` with ``action_type`` = the kind, ``returns`` = the output. Inputs and
     outputs: ``agentops.<kind>.input``/``.output``, else ``agentops.entity.input``/``.output``.
     """
