@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -179,8 +179,35 @@ def _hex_id(value: str, size: int, what: str) -> str:
     return raw.hex()
 
 
-def decode_json_request(body: bytes) -> list[FinishedSpan]:
-    """Spans of an OTLP/JSON ExportTraceServiceRequest.
+class DecodedSpans(NamedTuple):
+    """The spans of an export, and those refused one by one (how many, and the first reason)."""
+
+    spans: list[FinishedSpan]
+    rejected: int
+    reason: str
+
+
+class _Refusals:
+    """Counts the spans an export holds that cannot be stored, keeping the first reason."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.reason = ""
+
+    def add(self, span_id: str, exc: Exception) -> None:
+        self.count += 1
+        if not self.reason:
+            problem = (
+                f"nested deeper than {MAX_NESTING_DEPTH} levels"
+                if isinstance(exc, RecursionError)
+                else str(exc)
+            )
+            self.reason = f"span {span_id[:32]!r}: {problem}"
+
+
+def decode_json_request(body: bytes) -> DecodedSpans:
+    """Spans of an OTLP/JSON ExportTraceServiceRequest; a span that is not valid (a time out of
+    range, an id of the wrong size, attributes nested too deep) is refused alone.
 
     Raises:
         ValueError: The body is not a valid request (the message names what is wrong).
@@ -190,6 +217,7 @@ def decode_json_request(body: bytes) -> list[FinishedSpan]:
     except msgspec.DecodeError as exc:
         raise ValueError(f"invalid OTLP/JSON body: {exc}") from None
     spans: list[FinishedSpan] = []
+    refused = _Refusals()
     for resource_spans in request.resource_spans:
         resource = (
             _json_attributes(resource_spans.resource.attributes) if resource_spans.resource else {}
@@ -197,46 +225,49 @@ def decode_json_request(body: bytes) -> list[FinishedSpan]:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name if scope_spans.scope else None
             for span in scope_spans.spans:
-                _check_ns(span.start_time_unix_nano, "startTimeUnixNano")
-                _check_ns(span.end_time_unix_nano, "endTimeUnixNano")
-                status = span.status or _Status()
-                spans.append(
-                    FinishedSpan.from_otlp(
-                        trace_id=_hex_id(span.trace_id, 16, "traceId"),
-                        span_id=_hex_id(span.span_id, 8, "spanId"),
-                        parent_span_id=(
-                            _hex_id(span.parent_span_id, 8, "parentSpanId")
-                            if span.parent_span_id
-                            else None
-                        ),
-                        name=span.name,
-                        kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=status.code,
-                        status_message=status.message,
-                        attributes=_json_attributes(span.attributes),
-                        events=[
-                            SpanEventData(
-                                name=e.name,
-                                time_ns=_check_ns(e.time_unix_nano, "events.timeUnixNano"),
-                                attributes=_json_attributes(e.attributes),
-                            )
-                            for e in span.events
-                        ],
-                        links=[
-                            SpanLinkData(
-                                trace_id=_hex_id(link.trace_id, 16, "links.traceId"),
-                                span_id=_hex_id(link.span_id, 8, "links.spanId"),
-                                attributes=_json_attributes(link.attributes),
-                            )
-                            for link in span.links
-                        ],
-                        resource=resource,
-                        scope=scope,
-                    )
-                )
-    return spans
+                try:
+                    spans.append(_json_span(span, resource, scope))
+                except (ValueError, RecursionError) as exc:
+                    refused.add(span.span_id, exc)
+    return DecodedSpans(spans, refused.count, refused.reason)
+
+
+def _json_span(span: _Span, resource: dict[str, Any], scope: str | None) -> FinishedSpan:
+    _check_ns(span.start_time_unix_nano, "startTimeUnixNano")
+    _check_ns(span.end_time_unix_nano, "endTimeUnixNano")
+    status = span.status or _Status()
+    return FinishedSpan.from_otlp(
+        trace_id=_hex_id(span.trace_id, 16, "traceId"),
+        span_id=_hex_id(span.span_id, 8, "spanId"),
+        parent_span_id=(
+            _hex_id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
+        ),
+        name=span.name,
+        kind=span.kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status_code=status.code,
+        status_message=status.message,
+        attributes=_json_attributes(span.attributes),
+        events=[
+            SpanEventData(
+                name=e.name,
+                time_ns=_check_ns(e.time_unix_nano, "events.timeUnixNano"),
+                attributes=_json_attributes(e.attributes),
+            )
+            for e in span.events
+        ],
+        links=[
+            SpanLinkData(
+                trace_id=_hex_id(link.trace_id, 16, "links.traceId"),
+                span_id=_hex_id(link.span_id, 8, "links.spanId"),
+                attributes=_json_attributes(link.attributes),
+            )
+            for link in span.links
+        ],
+        resource=resource,
+        scope=scope,
+    )
 
 
 # --- protobuf --------------------------------------------------------------------------------
@@ -263,8 +294,9 @@ def _pb_attributes(pairs: Any, depth: int = 1, top: str = "") -> dict[str, Any]:
     return {kv.key: _pb_value(kv.value, top or kv.key, depth) for kv in pairs}
 
 
-def decode_protobuf_request(body: bytes) -> list[FinishedSpan]:
-    """Spans of an OTLP/protobuf ExportTraceServiceRequest.
+def decode_protobuf_request(body: bytes) -> DecodedSpans:
+    """Spans of an OTLP/protobuf ExportTraceServiceRequest; a span that is not valid (an id of
+    the wrong size, attributes nested too deep) is refused alone.
 
     Raises:
         ValueError: The body is not a valid request.
@@ -279,47 +311,51 @@ def decode_protobuf_request(body: bytes) -> list[FinishedSpan]:
     except Exception as exc:  # google.protobuf.message.DecodeError (untyped package)
         raise ValueError(f"invalid OTLP/protobuf body: {exc}") from None
     spans: list[FinishedSpan] = []
+    refused = _Refusals()
     for resource_spans in request.resource_spans:
         resource = _pb_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
-                    raise ValueError("span with a malformed trace_id or span_id")
-                spans.append(
-                    FinishedSpan.from_otlp(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=int(span.kind),
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=int(span.status.code),
-                        status_message=span.status.message,
-                        attributes=_pb_attributes(span.attributes),
-                        events=[
-                            SpanEventData(
-                                name=e.name,
-                                time_ns=e.time_unix_nano,
-                                attributes=_pb_attributes(e.attributes),
-                            )
-                            for e in span.events
-                        ],
-                        links=[
-                            SpanLinkData(
-                                trace_id=link.trace_id.hex(),
-                                span_id=link.span_id.hex(),
-                                attributes=_pb_attributes(link.attributes),
-                            )
-                            for link in span.links
-                            if len(link.trace_id) == 16 and len(link.span_id) == 8
-                        ],
-                        resource=resource,
-                        scope=scope,
-                    )
-                )
-    return spans
+                try:
+                    spans.append(_pb_span(span, resource, scope))
+                except (ValueError, RecursionError) as exc:
+                    refused.add(span.span_id.hex(), exc)
+    return DecodedSpans(spans, refused.count, refused.reason)
+
+
+def _pb_span(span: Any, resource: dict[str, Any], scope: str) -> FinishedSpan:
+    if len(span.trace_id) != 16 or len(span.span_id) != 8:
+        raise ValueError("malformed trace_id or span_id (expected 16 and 8 bytes)")
+    return FinishedSpan.from_otlp(
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        parent_span_id=span.parent_span_id.hex() or None,
+        name=span.name,
+        kind=int(span.kind),
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano,
+        status_code=int(span.status.code),
+        status_message=span.status.message,
+        attributes=_pb_attributes(span.attributes),
+        events=[
+            SpanEventData(
+                name=e.name, time_ns=e.time_unix_nano, attributes=_pb_attributes(e.attributes)
+            )
+            for e in span.events
+        ],
+        links=[
+            SpanLinkData(
+                trace_id=link.trace_id.hex(),
+                span_id=link.span_id.hex(),
+                attributes=_pb_attributes(link.attributes),
+            )
+            for link in span.links
+            if len(link.trace_id) == 16 and len(link.span_id) == 8
+        ],
+        resource=resource,
+        scope=scope,
+    )
 
 
 def encode_response(protobuf: bool, rejected: int, message: str) -> bytes:

@@ -83,7 +83,7 @@ def test_a_span_captured_by_the_sdk_and_exported_over_otlp_makes_the_same_events
     ended: list[ReadableSpan],
 ) -> None:
     captured = [map_span(FinishedSpan.from_readable_span(s)) for s in ended]
-    received = [map_span(span) for span in decode_json_request(_otlp_json(ended))]
+    received = [map_span(span) for span in decode_json_request(_otlp_json(ended)).spans]
     assert [[e.id for e in events] for events in received] == [
         [e.id for e in events] for events in captured
     ]
@@ -91,7 +91,7 @@ def test_a_span_captured_by_the_sdk_and_exported_over_otlp_makes_the_same_events
 
 
 def test_agentops_span_kinds_become_tools_and_actions(ended: list[ReadableSpan]) -> None:
-    by_name = {s.name: s for s in decode_json_request(_otlp_json(ended))}
+    by_name = {s.name: s for s in decode_json_request(_otlp_json(ended)).spans}
     (tool,) = map_span(by_name["search.tool"])
     assert (tool.event_type, tool.name, tool.returns) == ("tools", "search", "3 hits")  # type: ignore[attr-defined]
     assert tool.params["arguments"] == {"q": 1}

@@ -10,8 +10,9 @@ shared with the SDK (:func:`agentops_async._spans.map_span`), stored with ids de
 span (idempotent: a span exported twice, or captured by the SDK and exported over OTLP, is stored
 once). A tool span's ``gen_ai.usage.total_cost`` becomes its ``tools`` event's ``cost`` column,
 which the session's cost sums (see :func:`tool_cost`). Spans that cannot be stored (their
-trace's session belongs to another project, an event nested too deep) are refused in the answer's
-``partialSuccess`` with the reason; never a 500.
+trace's session belongs to another project, a time out of range, an id of the wrong size,
+attributes or an event nested too deep) are refused one by one in the answer's ``partialSuccess``
+with the reason, and the rest of the export is stored; never a 500.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
     app.add_routes([web.post("/v1/traces", api.traces, expect_handler=sender)])
 
 
-def _decode_spans(body: bytes, protobuf: bool) -> list[FinishedSpan]:
+def _decode_spans(body: bytes, protobuf: bool) -> otlp.DecodedSpans:
     try:
         if protobuf:
             return otlp.decode_protobuf_request(body)
@@ -155,9 +156,12 @@ class _OtlpApi:
         if not protobuf and request.content_type != "application/json":
             fail(415, "Content-Type must be application/x-protobuf or application/json")
         body = await ctx.body(request)
-        spans = await ctx.off_loop(len(body), _decode_spans, body, protobuf)
+        decoded = await ctx.off_loop(len(body), _decode_spans, body, protobuf)
+        spans = decoded.spans
         sessions = await self._sessions(project, spans)
         result = await ctx.off_loop(len(body), _span_rows, spans, sessions)
+        result.refused += decoded.rejected
+        result.reason = decoded.reason or result.reason
         if result.rows:
             await ctx.storage.insert_events(result.rows)
         for session_id, agent_id, name in result.agents:

@@ -171,33 +171,47 @@ def _otlp_deep(trace_id: str, levels: int) -> bytes:
 
 @pytest.mark.asyncio
 @SQLITE_ONLY
-async def test_otlp_json_out_of_range_time_and_deep_attributes_answer_400(
+async def test_otlp_bad_spans_are_refused_alone_in_partial_success_and_a_too_deep_body_is_400(
     collector: CollectorHandle,
 ) -> None:
     watch = LogWatch(collector)
     trace_id = uuid.uuid4().hex
-    await collector.v2_create_session(trace_id=trace_id)
+    session_id, _ = await collector.v2_create_session(trace_id=trace_id)
     headers = {"X-Agentops-Api-Key": collector.api_key, "Content-Type": "application/json"}
 
     async def post(body: Any) -> Any:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return await collector.request("POST", "/v1/traces", data=data, headers=headers)
 
-    answer = await post(_otlp_span(trace_id, startTimeUnixNano=10**30))
-    assert answer.status == 400
-    assert answer.body["message"].startswith("startTimeUnixNano: out of range")
+    def with_good_span(export: Any) -> Any:
+        good = _otlp_span(trace_id, name="good")["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        export["resourceSpans"][0]["scopeSpans"][0]["spans"] += good
+        return export
 
+    # One span with a time out of range: it is refused alone, the good one is stored.
+    answer = await post(with_good_span(_otlp_span(trace_id, startTimeUnixNano=10**30)))
+    assert answer.status == 200, answer.body
+    assert answer.body["partialSuccess"]["rejectedSpans"] == 1
+    assert "startTimeUnixNano: out of range" in answer.body["partialSuccess"]["errorMessage"]
+
+    # 70 levels: within msgspec's limits, beyond ours; the span is refused alone.
+    answer = await post(with_good_span(json.loads(_otlp_deep(trace_id, 70))))
+    assert answer.status == 200, answer.body
+    assert answer.body["partialSuccess"]["rejectedSpans"] == 1
+    assert (
+        "attribute 'a': nested deeper than 64 levels"
+        in (answer.body["partialSuccess"]["errorMessage"])
+    )
+
+    # 400 levels: the body itself cannot be decoded, so the whole request is refused.
     answer = await post(_otlp_deep(trace_id, 400))
     assert answer.status == 400
     assert "nested deeper than 64 levels" in answer.body["message"]
 
-    # 70 levels: within msgspec's limits, beyond ours.
-    answer = await post(_otlp_deep(trace_id, 70))
-    assert answer.status == 400
-    assert answer.body["message"] == "attribute 'a': nested deeper than 64 levels"
-
     answer = await post(_otlp_deep(trace_id, 3))
     assert answer.status == 200, answer.body
+    stored = [e["action_type"] for e in await collector.get_events(session_id)]
+    assert sorted(stored) == ["span", "span", "span"]  # the two good ones and the shallow one
     watch.assert_no_errors()
 
 
