@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from _servers import REPO_ROOT, CollectorHandle, free_port
+from _venvs import client_venv
 from aiohttp import web
 
 pytestmark = pytest.mark.asyncio
@@ -119,48 +119,17 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _client_venv(name: str, requirements: list[str], env_var: str) -> Path:
-    """The python of a cached venv ``name`` holding ``requirements`` (pinned ``==`` versions are
-    checked on reuse); the test is skipped when it cannot be built (no PyPI)."""
-    if os.environ.get("AGENTOPS_TEST_SKIP_LEGACY", "") not in ("", "0"):
-        pytest.skip("AGENTOPS_TEST_SKIP_LEGACY is set")
-    explicit = os.environ.get(env_var)
-    venv = Path(explicit) if explicit else Path.home() / ".cache" / "agentops_async-tests" / name
-    python = venv / "bin" / "python"
-    pins = dict(r.split("==") for r in requirements if "==" in r)
-    probe = [str(python), "-c", "import importlib.metadata as m, sys;"
-             " print(*[m.version(n) for n in sys.argv[1:]])", *pins]  # fmt: skip
-    if python.exists():
-        found = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-        if found.stdout.split() == list(pins.values()):
-            return python
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             "--timeout", "15", "--retries", "1", *requirements],
-            check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
-    except (subprocess.SubprocessError, OSError) as exc:
-        problem = f"cannot build a venv with {' '.join(requirements)}: {exc}"
-        if os.environ.get("CI", "").lower() in ("1", "true"):  # CI reaches the index: this is real
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return python
-
-
 @pytest.fixture(scope="session")
 def v4_python() -> Path:
     """The python of a venv holding the unmodified agentops 0.4.21 (skip if unavailable)."""
-    return _client_venv(f"agentops-{V4_VERSION}", REQUIREMENTS, "AGENTOPS_TEST_V4_VENV")
+    return client_venv(f"agentops-{V4_VERSION}", REQUIREMENTS, "AGENTOPS_TEST_V4_VENV")
 
 
 @pytest.fixture(scope="session")
 def otel_app_python() -> Path:
     """The python of a venv with the OpenTelemetry SDK, the OTLP/HTTP exporter and the official
     OpenAI instrumentation, and no agentops (skip if unavailable)."""
-    return _client_venv("otel-openai-app", OTEL_APP_REQUIREMENTS, "AGENTOPS_TEST_OTEL_APP_VENV")
+    return client_venv("otel-openai-app", OTEL_APP_REQUIREMENTS, "AGENTOPS_TEST_OTEL_APP_VENV")
 
 
 @pytest_asyncio.fixture

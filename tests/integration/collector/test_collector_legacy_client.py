@@ -9,14 +9,13 @@ Creating it needs PyPI (about 20 s, once); without it the test is skipped.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from _servers import CollectorHandle
+from _venvs import client_venv
 
 LEGACY_VERSION = "0.3.26"
 
@@ -48,44 +47,12 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _cache_dir() -> Path:
-    explicit = os.environ.get("AGENTOPS_TEST_LEGACY_VENV")
-    if explicit:
-        return Path(explicit)
-    return Path.home() / ".cache" / "agentops_async-tests" / f"agentops-{LEGACY_VERSION}"
-
-
 @pytest.fixture(scope="session")
 def legacy_python() -> Path:
     """The python of a venv holding the unmodified agentops 0.3.26 client (skip if unavailable)."""
-    if os.environ.get("AGENTOPS_TEST_SKIP_LEGACY", "") not in ("", "0"):
-        pytest.skip("AGENTOPS_TEST_SKIP_LEGACY is set")
-    venv = _cache_dir()
-    python = venv / "bin" / "python"
-    probe = [
-        str(python),
-        "-c",
-        "import agentops, importlib.metadata as m; print(m.version('agentops'))",
-    ]
-    if python.exists():
-        found = subprocess.run(probe, capture_output=True, text=True, timeout=60)
-        if found.stdout.strip() == LEGACY_VERSION:
-            return python
-    try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                       capture_output=True, timeout=120)  # fmt: skip
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-             "--timeout", "15", "--retries", "1",
-             f"agentops=={LEGACY_VERSION}"],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
-    except (subprocess.SubprocessError, OSError) as exc:
-        problem = f"cannot build a venv with agentops {LEGACY_VERSION}: {exc}"
-        if os.environ.get("CI", "").lower() in ("1", "true"):  # CI reaches the index: this is real
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return python
+    return client_venv(
+        f"agentops-{LEGACY_VERSION}", [f"agentops=={LEGACY_VERSION}"], "AGENTOPS_TEST_LEGACY_VENV"
+    )
 
 
 def test_unmodified_agentops_client_round_trip(
