@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import aiohttp
 from aiohttp import web
 
+from .relay import LoopbackRelay
+
 _FORWARDED_HEADERS = ("content-type", "authorization", "x-agentops-api-key", "accept")
 
 
@@ -46,10 +48,11 @@ class Hop:
     message: str = ""
 
 
-class RoundRobinBalancer:
+class RoundRobinBalancer(LoopbackRelay):
     """Forwards each request to the next of ``upstreams`` (see the module docstring)."""
 
     def __init__(self, upstreams: Sequence[str]) -> None:
+        super().__init__()
         if len(upstreams) < 2:
             raise ValueError("a balancer needs two collectors or more")
         self.upstreams = list(upstreams)
@@ -57,26 +60,6 @@ class RoundRobinBalancer:
         self.token_issuer: dict[str, int] = {}  # session token -> the collector that issued it
         self._next = 0
         self._last_for_session: dict[str, int] = {}
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self.url = ""
-
-    async def start(self) -> RoundRobinBalancer:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        return self
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def hops_of(self, session_id: str) -> list[Hop]:
         """The requests about one session, in the order they were answered."""

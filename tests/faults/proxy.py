@@ -19,6 +19,8 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from .relay import LoopbackRelay
+
 FaultKind = Literal[
     "status", "hang", "reset_before", "reset_after", "slow", "malformed", "expire_jwt"
 ]
@@ -49,10 +51,11 @@ class Fault:
     applied: int = 0
 
 
-class FaultProxy:
+class FaultProxy(LoopbackRelay):
     """Forwards to ``upstream``, applying the first matching rule to each request."""
 
     def __init__(self, upstream: str) -> None:
+        super().__init__()
         self.upstream = upstream
         self.rules: list[Fault] = []
         self.injected: Counter[str] = Counter()
@@ -63,28 +66,7 @@ class FaultProxy:
         # issued, so "expire_jwt" leaves them alone (else which request it hits, among several
         # sessions' concurrent ones, could be a retry right after re-authorisation).
         self.fresh_tokens: set[str] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self.url = ""
         self._ids = itertools.count()
-
-    async def start(self) -> FaultProxy:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        return self
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def add(self, fault: Fault) -> Fault:
         self.rules.append(fault)
