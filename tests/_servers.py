@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def fake_chat_completions(
+    answer: Callable[[dict[str, Any]], dict[str, Any]],
+) -> AsyncIterator[str]:
+    """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 answering ``answer(request
+    body)``; yields the base URL (``http://127.0.0.1:PORT/v1``)."""
+    from aiohttp import web
+
+    async def completions(request: web.Request) -> web.Response:
+        return web.json_response(answer(await request.json()))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:

@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from _servers import REPO_ROOT, free_port, http_request, wait_until
-from aiohttp import web
+from _servers import REPO_ROOT, fake_chat_completions, free_port, http_request, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,24 +27,15 @@ def collector_backend() -> str:
 async def fake_llm() -> AsyncIterator[str]:
     """An OpenAI-compatible chat completions endpoint on 127.0.0.1 (a fixed answer)."""
 
-    async def completions(request: web.Request) -> web.Response:
-        body = await request.json()
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
         text = body["messages"][-1]["content"]
-        return web.json_response(
-            {
-                "choices": [{"message": {"role": "assistant", "content": f"echo: {text}"}}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-            }
-        )
+        return {
+            "choices": [{"message": {"role": "assistant", "content": f"echo: {text}"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+        }
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
+    async with fake_chat_completions(answer) as url:
+        yield url
 
 
 async def test_example_service_records_one_session_per_request(

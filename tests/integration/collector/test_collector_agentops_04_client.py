@@ -24,9 +24,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from _servers import REPO_ROOT, CollectorHandle, free_port
+from _servers import REPO_ROOT, CollectorHandle, fake_chat_completions, free_port
 from _venvs import client_venv
-from aiohttp import web
 
 pytestmark = pytest.mark.asyncio
 
@@ -136,26 +135,17 @@ def otel_app_python() -> Path:
 async def fake_openai() -> AsyncIterator[str]:
     """An OpenAI-compatible chat completions endpoint on 127.0.0.1 (a fixed answer)."""
 
-    async def completions(request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response(
-            {
-                "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "an answer"}}],
-                "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
-            }
-        )  # fmt: skip
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "an answer"}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+        }  # fmt: skip
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/v1"
-    await runner.cleanup()
+    async with fake_chat_completions(answer) as url:
+        yield url
 
 
 _OTEL_APP_SCRIPT = textwrap.dedent(
