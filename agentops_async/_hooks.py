@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ._limits import MAX_NESTING_DEPTH
 from .events import ErrorEvent, Event
 
 __all__ = ["MIN_SECRET_LENGTH", "REDACTED", "BeforeSend", "Hooks", "redact_event", "redact_text"]
@@ -117,7 +118,7 @@ def _redact(value: Any, depth: int) -> Any:
     kind = type(value)
     if kind is str:
         return redact_text(value) if len(value) >= MIN_SECRET_LENGTH else value
-    if depth > 64:  # deeper values are cut when sent anyway (MAX_NESTING_DEPTH)
+    if depth > MAX_NESTING_DEPTH:  # deeper values are cut when sent anyway
         return value
     if kind is dict:
         changed: dict[Any, Any] | None = None
