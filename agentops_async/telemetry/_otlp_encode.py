@@ -54,8 +54,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCOPE_NAME",
+    "Span",
     "agent_span",
     "encode_events",
+    "fallback_root",
     "join_runs",
     "request_body",
     "session_span",
@@ -243,7 +245,7 @@ def _new_span_id() -> str:
     return f"{random.getrandbits(64) or 1:016x}"
 
 
-# --- events ----------------------------------------------------------------------------------------
+# --- events ---------------------------------------------------------------------------------
 _CLASSES: dict[str, type[Event]] = {
     EventType.LLM: LLMEvent,
     EventType.ACTION: ActionEvent,
@@ -255,10 +257,10 @@ _CLASSES: dict[str, type[Event]] = {
 
 def _from_raw(raw: msgspec.Raw) -> Event:
     """An event encoded by the SDK (v2 JSON: from another thread, or the spool), decoded."""
-    data = _decode_raw(raw)
-    cls = _CLASSES.get(data.get("event_type"), Event)
-    event: Event = msgspec.convert(data, cls, strict=False)
-    return event
+    data: dict[str, Any] = _decode_raw(raw)
+    cls = _CLASSES.get(data.get("event_type", ""), Event)
+    fields = cls.__struct_fields__
+    return cls(**{k: v for k, v in data.items() if k in fields})  # timestamps stay ISO text
 
 
 def _name_and_kind(event: Event) -> tuple[str, int]:
@@ -302,24 +304,19 @@ def _recorded_span(event: Event, session_id: str, trace_id: str) -> _Span:
 def _captured_part(event: Event) -> str | None:
     """``""`` if ``event`` is the event a captured span was made into, ``"error"`` if it is the
     ErrorEvent made beside it, None if it is a recorded event (ids derived as in _spans)."""
-    params = event.params
-    if (
-        type(params) is not dict
-        or "kind" not in params
-        or "attributes" not in params
-        or event.trace_id is None
-        or event.span_id is None
-    ):
+    trace_id, span_id = event.trace_id, event.span_id
+    if trace_id is None or span_id is None:
         return None
-    if event.id == span_event_id(event.trace_id, event.span_id):
-        return ""
-    if event.id == span_event_id(event.trace_id, event.span_id, "error"):
-        return "error"
+    params = event.params
+    if type(params) is dict and "kind" in params and "attributes" in params:
+        return "" if event.id == span_event_id(trace_id, span_id) else None
+    if type(event) is ErrorEvent and event.trigger_event_id is not None:
+        return "error" if event.id == span_event_id(trace_id, span_id, "error") else None
     return None
 
 
-def _index(names: Sequence[str], name: object, default: int) -> int:
-    return names.index(name) if name in names else default  # type: ignore[arg-type]
+def _index(names: Sequence[str], name: Any, default: int) -> int:
+    return names.index(name) if name in names else default
 
 
 def _captured_span(event: Event) -> tuple[dict[str, Any], str | None, _Span]:
@@ -411,7 +408,7 @@ def with_root(run: bytes, root_span_id: str) -> bytes:
     return run.replace(_PARENT_HOLE, b'"parentSpanId":"' + root_span_id.encode() + b'"')
 
 
-# --- sessions and agents ---------------------------------------------------------------------------
+# --- sessions and agents --------------------------------------------------------------------
 def _session_attributes(snapshot: SessionSnapshot) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         MARKER_ATTRIBUTE: "session",
@@ -461,13 +458,21 @@ def session_span(snapshot: SessionSnapshot, final: bool) -> _Span:
     )
 
 
-def agent_span(agent: AgentSnapshot, session: SessionSnapshot) -> _Span:
-    """The marker span that registers ``agent`` in its session."""
+def fallback_root(session_id: str) -> str:
+    """A stable root span id for a session whose snapshot is not known (replayed from the
+    spool by a new process): its events stay together under one parent."""
+    return hashlib.blake2b(session_id.encode(), digest_size=8).hexdigest()
+
+
+def agent_span(agent: AgentSnapshot, session: SessionSnapshot | None) -> _Span:
+    """The marker span that registers ``agent`` in its session (``session``: its latest
+    snapshot, if known)."""
     now = str(time.time_ns())
+    session_id = agent.session_id
     return _Span(
-        trace_id=_trace_id_of(session.session_id, session.trace_id),
+        trace_id=_trace_id_of(session_id, session.trace_id if session else None),
         span_id=_new_span_id(),
-        parent_span_id=session.span_id,
+        parent_span_id=session.span_id if session else fallback_root(session_id),
         name="agentops.agent",
         kind=_INTERNAL,
         start_time_unix_nano=now,
@@ -475,12 +480,16 @@ def agent_span(agent: AgentSnapshot, session: SessionSnapshot) -> _Span:
         attributes=_attributes(
             {
                 MARKER_ATTRIBUTE: "agent",
-                SESSION_ID_ATTRIBUTE: session.session_id,
+                SESSION_ID_ATTRIBUTE: session_id,
                 AGENT_ID_ATTRIBUTE: agent.agent_id,
                 AGENT_NAME_ATTRIBUTE: agent.name,
             }
         ),
     )
+
+
+Span = _Span
+"""An OTLP span as encoded here (session and agent spans are built one by one)."""
 
 
 def request_body(session_spans: Sequence[_Span], runs: Sequence[bytes]) -> bytes:
