@@ -156,9 +156,7 @@ def test_a_batch_mixing_two_sessions_decodes_as_otlp_with_one_tree_per_session()
     # Session 1 runs: a marker under its (not yet sent) root, every event a child of the root.
     assert all(s.parent_span_id.hex() == R1 for s in by_trace[T1])
     marker = next(s for s in by_trace[T1] if s.name == "agentops.session.update")
-    assert _attrs(marker)["agentops.tags"] == {
-        "arrayValue": {"values": [{"stringValue": "a"}]}
-    }
+    assert _attrs(marker)["agentops.tags"] == {"arrayValue": {"values": [{"stringValue": "a"}]}}
     # Session 2 ended: its root has no parent, its own span id, the end state and the link.
     root = next(s for s in by_trace[T2] if s.name == "agentops.session")
     assert root.span_id.hex() == R2 and not root.parent_span_id
@@ -181,9 +179,11 @@ def test_llm_and_tool_events_carry_the_genai_semantic_conventions() -> None:
     llm = _attrs(spans["chat gpt-4o-mini"])
     assert spans["chat gpt-4o-mini"].kind == 3  # CLIENT
     assert llm["gen_ai.operation.name"] == {"stringValue": "chat"}
-    assert llm["gen_ai.request.model"] == llm["gen_ai.response.model"] == {
-        "stringValue": "gpt-4o-mini"
-    }
+    assert (
+        llm["gen_ai.request.model"]
+        == llm["gen_ai.response.model"]
+        == {"stringValue": "gpt-4o-mini"}
+    )
     assert llm["gen_ai.usage.input_tokens"] == {"intValue": "12"}
     assert llm["gen_ai.usage.output_tokens"] == {"intValue": "3"}
     assert llm["gen_ai.conversation.id"] == {"stringValue": "conv-1"}
@@ -256,7 +256,8 @@ def test_a_captured_span_is_exported_as_it_was_and_maps_to_the_same_events() -> 
     assert request.resource_spans[0].scope_spans[0].scope.name == span.scope
     stored = _stored_events(body, S1)
     assert stored == {e["id"]: e for e in v2}
-    assert set(stored) == {span_event_id(T1, span.span_id), span_event_id(T1, span.span_id, "error")}
+    ids = {span_event_id(T1, span.span_id), span_event_id(T1, span.span_id, "error")}
+    assert set(stored) == ids
 
 
 def test_an_agent_is_a_marker_span_naming_its_id_and_name() -> None:

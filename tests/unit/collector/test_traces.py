@@ -9,8 +9,8 @@ from agentops_async._spans import FinishedSpan
 from agentops_async.collector._storage import SessionRow, SessionWrite
 from agentops_async.collector._traces import (
     end_state_of,
-    session_id_of,
     session_for_trace,
+    session_id_of,
     trace_session_id,
 )
 
