@@ -56,7 +56,7 @@ class _ExportAnswer(msgspec.Struct, rename="camel"):
     partial_success: _PartialSuccess | None = None
 
 
-_answer_decoder = msgspec.json.Decoder(_ExportAnswer)
+_answer_decoder = msgspec.json.Decoder(_ExportAnswer, strict=False)  # int64 as "2" too
 
 
 def _read_answer(payload: bytes) -> _ExportAnswer:
