@@ -176,7 +176,14 @@ def _any(value: Any) -> _AnyValue:
 
 
 def _attributes(values: Mapping[str, Any]) -> list[_KeyValue]:
-    return [_KeyValue(str(key), _any(value)) for key, value in values.items() if value is not None]
+    out: list[_KeyValue] = []
+    append, key_value, any_value = out.append, _KeyValue, _AnyValue
+    for key, value in values.items():
+        if type(value) is str:  # most attributes: inlined (this runs per attribute)
+            append(key_value(key, any_value(string_value=value)))
+        elif value is not None:
+            append(key_value(key if type(key) is str else str(key), _any(value)))
+    return out
 
 
 def _resource_attributes() -> dict[str, Any]:
