@@ -119,6 +119,9 @@ def _tags(root: FinishedSpan) -> list[str] | None:
                 value = text.strip("[]").split(",")
         else:
             value = text.split(",")
+    elif isinstance(value, list):  # an array attribute: the tags exactly as given
+        given = dict.fromkeys(t for t in value if isinstance(t, str))
+        return [t for t in given if t and len(t) <= MAX_TAG_LENGTH]
     if not isinstance(value, list):
         return None
     tags = [str(t).strip() for t in value if t is not None]

@@ -165,3 +165,10 @@ def test_markers_show_the_running_session_with_its_latest_tags_until_the_root_ar
     assert stored.tags == ["final"] and stored.video == "https://v/1"
     # A marker delivered after the end (a retry) changes nothing.
     assert session_for_trace("p", TRACE, [_marker("00000000000000b4", T0, ["x"])], stored) is None
+
+
+def test_tags_given_as_an_array_are_kept_exactly_as_given() -> None:
+    root = _span("00000000000000a1", None, T0, T0 + SEC,
+                 attributes={"agentops.tags": [" padded ", "a,b", "a,b", 3]})  # fmt: skip
+    write = session_for_trace("p", TRACE, [root], None)
+    assert write is not None and write.tags == [" padded ", "a,b"]
