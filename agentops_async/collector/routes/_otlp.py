@@ -206,7 +206,10 @@ class _OtlpApi:
             if session_id is not None and session_id != made:
                 sessions[trace_id] = session_id  # a v2 session that names the trace: as it is
                 continue
-            stored = await storage.get_session(made) if session_id is not None else None
+            # A session named by agentops.session.id may exist under another trace id (this
+            # SDK replaying its spool in a new process): look it up, so as to update it.
+            named = made != traces.trace_session_id(trace_id)
+            stored = await storage.get_session(made) if session_id is not None or named else None
             write = traces.session_for_trace(project, trace_id, trace_spans, stored)
             if write is not None:
                 if await storage.upsert_session(write) != project:
