@@ -4,9 +4,11 @@ before its root span arrives."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 import agentops_async as ao
@@ -129,3 +131,50 @@ async def test_a_running_session_shows_with_its_tags_before_its_root_arrives(
         assert await client.close()
     ended = await collector.get_session(session.session_id)
     assert ended is not None and (ended["state"], ended["end_state"]) == ("SUCCEEDED", "Success")
+
+
+async def test_the_collector_keeps_markers_out_of_events_and_completes_the_session_by_its_root(
+    collector: Any,
+) -> None:
+    """The OTLP route on this SDK's encoding alone (no exporter): the session is named by
+    ``agentops.session.id``, RUNNING with the marker's tags, an agent marker and the root are
+    session state, not events; events keep their ids."""
+    from agentops_async.events import _wire_events
+    from agentops_async.telemetry import _otlp_encode as otlp
+    from agentops_async.telemetry._targets import AgentSnapshot, SessionSnapshot
+
+    session_id, trace_id, root = str(uuid.uuid4()), uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    start = SessionSnapshot(
+        session_id=session_id,
+        trace_id=trace_id,
+        span_id=root,
+        init_timestamp="2026-11-30T12:00:00+00:00",
+        tags=["a", "b"],
+    )
+    event = ao.ActionEvent(action_type="step", params={"i": 1})
+    event._check(T0 + 1)
+    run = otlp.encode_events(session_id, trace_id, _wire_events([event], session_id, trace_id))
+    agent = otlp.agent_span(AgentSnapshot(session_id=session_id, agent_id="a1", name="p"), start)
+    headers = {"X-Agentops-Api-Key": collector.api_key, "Content-Type": "application/json"}
+
+    body = otlp.request_body([otlp.session_span(start, False), agent], [otlp.with_root(run, root)])
+    answer = await collector.request("POST", "/v1/traces", data=body, headers=headers)
+    assert answer.status == 200 and answer.body == {}
+    running = await collector.get_session(session_id)
+    assert running is not None
+    assert (running["state"], running["tags"], running["trace_id"]) == (
+        "RUNNING", ["a", "b"], trace_id,
+    )  # fmt: skip
+    assert [e["id"] for e in await collector.get_events(session_id)] == [event.id]
+
+    ended = msgspec.structs.replace(
+        start, end_timestamp="2026-11-30T12:00:09+00:00", state="FAILED", end_state_reason="x"
+    )
+    body = otlp.request_body([otlp.session_span(ended, True)], [])
+    answer = await collector.request("POST", "/v1/traces", data=body, headers=headers)
+    assert answer.status == 200
+    done = await collector.get_session(session_id)
+    assert done is not None
+    assert (done["state"], done["end_state"], done["end_state_reason"]) == ("FAILED", "Fail", "x")
+    assert done["end_timestamp"].startswith("2026-11-30T12:00:09")
+    assert [e["id"] for e in await collector.get_events(session_id)] == [event.id]
