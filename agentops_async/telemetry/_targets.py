@@ -52,6 +52,7 @@ Choosing a target
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -234,6 +235,26 @@ class ExportTarget(Protocol):
         ...
 
 
+_OTLP_MISSING = (
+    "protocol='otlp' is not available in this build of agentops_async (the OTLP export target, "
+    "agentops_async/telemetry/_otlp_target.py, is missing): use protocol='agentops_v2' (keyword "
+    "protocol= or AGENTOPS_PROTOCOL)"
+)
+
+
+def check_target(config: Config) -> None:
+    """Fail early (at client construction) when ``config.protocol`` has no target here.
+
+    Raises:
+        ConfigError: the protocol's target is not installed.
+    """
+    if (
+        config.protocol == "otlp"
+        and importlib.util.find_spec(f"{__package__}._otlp_target") is None
+    ):
+        raise ConfigError(_OTLP_MISSING)
+
+
 def make_target(config: Config) -> ExportTarget:
     """The target ``config.protocol`` names.
 
@@ -248,15 +269,9 @@ def make_target(config: Config) -> ExportTarget:
         return V2Target(ApiClient(config), config)
     if protocol == "otlp":
         # -- the OTLP target plugs in here (agentops_async/telemetry/_otlp_target.py) --------
-        try:
-            from ._otlp_target import OtlpTarget  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            if exc.name is None or not exc.name.endswith("_otlp_target"):
-                raise
-            raise ConfigError(
-                "protocol='otlp' is not available in this build of agentops_async (the OTLP "
-                "export target is missing): use protocol='agentops_v2'"
-            ) from None
+        check_target(config)
+        from ._otlp_target import OtlpTarget  # type: ignore[import-not-found,unused-ignore]
+
         target: ExportTarget = OtlpTarget(config)
         return target
     raise ConfigError(

@@ -132,7 +132,7 @@ async def test_a_session_outliving_its_jwt_still_delivers_every_event(
     async with client.session() as session:
         await session.record(ao.ActionEvent(params={"i": 0}))
         assert await session.flush(10)
-        jwt = session._channel.auth.jwt  # type: ignore[union-attr]
+        jwt = session._exporter.target._sessions[session.session_id].auth.jwt  # type: ignore[union-attr]
         # Wait (bounded) until the collector really refuses the session's JWT as expired.
         deadline = time.monotonic() + 10
         while True:

@@ -306,7 +306,7 @@ async def test_an_exporter_bug_does_not_stop_delivery(
 ) -> None:
     async with client.session() as session:
         exporter = session._exporter
-        real = exporter._ship_session  # type: ignore[union-attr]
+        real = exporter.target._send_part  # type: ignore[union-attr]
         calls = {"n": 0}
 
         async def flaky(*args: Any) -> None:
@@ -315,7 +315,7 @@ async def test_an_exporter_bug_does_not_stop_delivery(
                 raise RuntimeError("bug")
             await real(*args)
 
-        monkeypatch.setattr(exporter, "_ship_session", flaky)
+        monkeypatch.setattr(exporter.target, "_send_part", flaky)  # type: ignore[union-attr]
         await session.record(ao.ActionEvent())
         assert await session.flush(5)
         await session.record(ao.ActionEvent())
