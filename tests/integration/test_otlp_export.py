@@ -61,6 +61,7 @@ async def _session_over(collector: Any, protocol: str) -> tuple[str, ao.AsyncCli
             event.agent_id = agent if event.event_type == "tools" else None
             await session.record(event)
         session.add_tags(["later"])
+        assert client._exporter.target.name == protocol  # type: ignore[union-attr]
         await session.end("Fail", end_state_reason="the plan failed")
     assert await client.close()
     assert client.stats.dropped == 0 and client.stats.delivered == 6
@@ -112,6 +113,7 @@ async def test_a_running_session_shows_with_its_tags_before_its_root_arrives(
     )
     try:
         async with client.session(tags=["running"]) as session:
+            assert client._exporter.target.name == "otlp"  # type: ignore[union-attr]
             await session.record(ao.ActionEvent(action_type="step"))
             assert await session.flush(10)
             running = await collector.get_session(session.session_id)
