@@ -180,3 +180,34 @@ async def test_the_collector_keeps_markers_out_of_events_and_completes_the_sessi
     assert (done["state"], done["end_state"], done["end_state_reason"]) == ("FAILED", "Fail", "x")
     assert done["end_timestamp"].startswith("2026-11-30T12:00:09")
     assert [e["id"] for e in await collector.get_events(session_id)] == [event.id]
+
+
+async def test_two_sessions_with_the_same_trace_id_stay_apart(collector: Any) -> None:
+    """OpenTelemetry's ids come from `random`: an application that seeds it (``random.seed(42)``
+    in every run) repeats trace ids. Spans naming their session still go to it."""
+    from agentops_async.events import _wire_events
+    from agentops_async.telemetry import _otlp_encode as otlp
+    from agentops_async.telemetry._targets import SessionSnapshot
+
+    trace_id, root = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    headers = {"X-Agentops-Api-Key": collector.api_key, "Content-Type": "application/json"}
+    ids = []
+    for run in range(2):
+        session_id = str(uuid.uuid4())
+        ids.append(session_id)
+        snapshot = SessionSnapshot(session_id=session_id, trace_id=trace_id, span_id=root,
+                                   init_timestamp="2026-11-30T12:00:00+00:00",
+                                   end_timestamp="2026-11-30T12:00:01+00:00",
+                                   state="SUCCEEDED", tags=[f"run-{run}"])  # fmt: skip
+        event = ao.ActionEvent(action_type=f"run-{run}")
+        event._check(T0)
+        wired = _wire_events([event], session_id, trace_id)
+        run_body = otlp.with_root(otlp.encode_events(session_id, trace_id, wired), root)
+        body = otlp.request_body([otlp.session_span(snapshot, True)], [run_body])
+        answer = await collector.request("POST", "/v1/traces", data=body, headers=headers)
+        assert answer.status == 200 and answer.body == {}
+    for run, session_id in enumerate(ids):
+        stored = await collector.get_session(session_id)
+        assert stored is not None and stored["tags"] == [f"run-{run}"]
+        events = await collector.get_events(session_id)
+        assert [e["action_type"] for e in events] == [f"run-{run}"]

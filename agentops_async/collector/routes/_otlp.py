@@ -202,13 +202,14 @@ class _OtlpApi:
         sessions: dict[str, str] = {}
         for trace_id, trace_spans in by_trace.items():
             made = traces.session_id_of(trace_id, trace_spans)
+            # Spans that name their session (agentops.session.id: this SDK's OTLP target) go to
+            # it, even when another session names the same trace id (trace ids repeat when an
+            # application seeds `random`, which OpenTelemetry's id generator uses).
+            named = made != traces.trace_session_id(trace_id)
             session_id = known.get(trace_id)
-            if session_id is not None and session_id != made:
+            if session_id is not None and session_id != made and not named:
                 sessions[trace_id] = session_id  # a v2 session that names the trace: as it is
                 continue
-            # A session named by agentops.session.id may exist under another trace id (this
-            # SDK replaying its spool in a new process): look it up, so as to update it.
-            named = made != traces.trace_session_id(trace_id)
             stored = await storage.get_session(made) if session_id is not None or named else None
             write = traces.session_for_trace(project, trace_id, trace_spans, stored)
             if write is not None:
