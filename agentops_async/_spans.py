@@ -701,6 +701,7 @@ def recorded_attributes(event: Event) -> dict[str, Any]:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_json_value = msgspec.json.Decoder().decode  # ValueError (DecodeError) on what is not JSON
 
 
 def _exact_time(ns: int) -> datetime:
@@ -716,7 +717,7 @@ def _recorded_content(attributes: Mapping[str, Any], kind: str) -> Any:
         else ("gen_ai.completion", "agentops.llm.completion")
     )
     if json_name in attributes:
-        return json.loads(attributes[json_name])
+        return _json_value(attributes[json_name])
     messages = _messages(attributes.get(f"gen_ai.{kind}.messages"))
     if messages is not None:
         return messages[0] if kind == "output" and len(messages) == 1 else messages
@@ -741,7 +742,7 @@ def map_recorded(span: FinishedSpan, events: list[Event]) -> list[Event]:
     for name, attribute, as_json in (*_COMMON_FIELDS, *_RECORDED_FIELDS.get(event_type, ())):
         if attribute in attributes:
             value = attributes[attribute]
-            values[name] = json.loads(value) if as_json else value
+            values[name] = _json_value(value) if as_json else value
     cls = _EVENT_CLASSES.get(event_type)
     if cls is LLMEvent:
         values["prompt"] = _recorded_content(attributes, "input")

@@ -77,7 +77,9 @@ _INT64 = 2**63
 
 
 # --- OTLP/JSON -----------------------------------------------------------------------------------
-class _AnyValue(msgspec.Struct, omit_defaults=True, rename="camel"):
+# gc=False: these structs never hold a cycle, and a batch makes tens of thousands of them (with
+# GC tracking, the collections they trigger cost more than the encoding).
+class _AnyValue(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     string_value: str | None = None
     bool_value: bool | None = None
     int_value: str | None = None  # int64 as a decimal string (OTLP/JSON)
@@ -86,37 +88,37 @@ class _AnyValue(msgspec.Struct, omit_defaults=True, rename="camel"):
     kvlist_value: _KeyValueList | None = None
 
 
-class _ArrayValue(msgspec.Struct, rename="camel"):
+class _ArrayValue(msgspec.Struct, rename="camel", gc=False):
     values: list[_AnyValue]
 
 
-class _KeyValueList(msgspec.Struct, rename="camel"):
+class _KeyValueList(msgspec.Struct, rename="camel", gc=False):
     values: list[_KeyValue]
 
 
-class _KeyValue(msgspec.Struct, rename="camel"):
+class _KeyValue(msgspec.Struct, rename="camel", gc=False):
     key: str
     value: _AnyValue
 
 
-class _Status(msgspec.Struct, omit_defaults=True, rename="camel"):
+class _Status(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     code: int = 0
     message: str = ""
 
 
-class _SpanEvent(msgspec.Struct, omit_defaults=True, rename="camel"):
+class _SpanEvent(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     time_unix_nano: str
     name: str
     attributes: list[_KeyValue] = []
 
 
-class _Link(msgspec.Struct, omit_defaults=True, rename="camel"):
+class _Link(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     trace_id: str
     span_id: str
     attributes: list[_KeyValue] = []
 
 
-class _Span(msgspec.Struct, omit_defaults=True, rename="camel"):
+class _Span(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     trace_id: str
     span_id: str
     name: str
@@ -130,21 +132,21 @@ class _Span(msgspec.Struct, omit_defaults=True, rename="camel"):
     status: _Status | None = None
 
 
-class _Scope(msgspec.Struct, omit_defaults=True, rename="camel"):
+class _Scope(msgspec.Struct, omit_defaults=True, rename="camel", gc=False):
     name: str = ""
     version: str = ""
 
 
-class _ScopeSpans(msgspec.Struct, rename="camel"):
+class _ScopeSpans(msgspec.Struct, rename="camel", gc=False):
     scope: _Scope
     spans: list[_Span]
 
 
-class _Resource(msgspec.Struct, rename="camel"):
+class _Resource(msgspec.Struct, rename="camel", gc=False):
     attributes: list[_KeyValue]
 
 
-class _ResourceSpans(msgspec.Struct, rename="camel"):
+class _ResourceSpans(msgspec.Struct, rename="camel", gc=False):
     resource: _Resource
     scope_spans: list[_ScopeSpans]
 
