@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agentops_async as ao
+from agentops_async.testing import Capture
 
 from .fake_api import FakeApi
 
@@ -103,7 +104,7 @@ async def test_error_traceback_is_redacted(api: FakeApi, client: ao.AsyncClient)
 
 # -- before_send ---------------------------------------------------------------------------------
 async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     seen: list[str | None] = []
 
@@ -120,7 +121,7 @@ async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
         await session.record(ao.ActionEvent(action_type="noise"))
         await session.record(ao.ToolEvent(name="search", params={"q": "x"}))
     await client.close()
-    events = sent_events(api, session)
+    events = captured.session().events
     assert [(e["event_type"], e["params"]) for e in events] == [
         ("actions", {"scrubbed": True}),
         ("tools", {"scrubbed": True}),
@@ -135,7 +136,7 @@ async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
 
 
 async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_once(
-    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+    captured: Capture, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agentops_async")
 
@@ -150,7 +151,11 @@ async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_on
             await session.record(ao.ActionEvent(params={"bad": True}))
             await session.record(ao.ActionEvent(params={"i": i}))
     await client.close()
-    assert [e["params"] for e in sent_events(api, session)] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert [e["params"] for e in captured.session().events] == [
+        {"i": 0},
+        {"i": 1},
+        {"i": 2},
+    ]
     assert client.stats.dropped_by_reason == {"before_send raised an exception": 3}
     assert client.stats.filtered == 0
     hook_logs = [r for r in caplog.records if "before_send raised" in r.getMessage()]
@@ -158,7 +163,7 @@ async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_on
 
 
 async def test_before_send_applies_to_events_recorded_from_other_threads(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     client = make_client(before_send=lambda e: None if e.params == {"drop": 1} else e)
     async with client.session() as session:
@@ -171,7 +176,7 @@ async def test_before_send_applies_to_events_recorded_from_other_threads(
         thread.start()
         await asyncio.to_thread(thread.join)
     await client.close()
-    assert [e["params"] for e in sent_events(api, session)] == [{"token": REDACTED}]
+    assert [e["params"] for e in captured.session().events] == [{"token": REDACTED}]
     assert client.stats.filtered == 1
     assert (session.stats.recorded, session.stats.filtered, session.stats.delivered) == (2, 1, 1)
 
