@@ -246,3 +246,25 @@ async def test_only_text_under_a_secret_named_key_is_replaced(
         "token": {"kind": "refresh"},
         "password": REDACTED,
     }
+
+
+async def test_the_per_field_pre_check_skips_only_values_that_cannot_hold_a_secret() -> None:
+    from agentops_async._hooks import redact_event
+
+    clean = {"query": "benchmark", "k": 3, "ok": True, "none": None}
+    key = "sk-" + "a" * 20
+    event = ao.LLMEvent(
+        params=clean,
+        returns={"token": "abc", "n": 1},  # short text, but under a secret-named key
+        prompt=[{"role": "user", "content": f"use {key}"}],  # a container: walked
+        completion=f"Authorization: Bearer {key}",
+    )
+    redact_event(event)
+    assert event.params is clean  # nothing to redact: the same object, not a copy
+    assert event.returns == {"token": REDACTED, "n": 1}
+    assert event.prompt == [{"role": "user", "content": f"use {REDACTED}"}]
+    assert key not in str(event.completion) and REDACTED in str(event.completion)
+    error = ao.ErrorEvent(details={"password": "x" * 3}, logs=f"Traceback: api_key={key}")
+    redact_event(error)
+    assert error.details == {"password": REDACTED}
+    assert key not in error.logs  # type: ignore[operator]
