@@ -70,9 +70,9 @@ async def test_the_v2_session_body_from_a_snapshot_is_byte_for_byte_the_old_one(
     client = make_client()
     session = await client.start_session(tags=["a", "ünï"])
     await session.record(ao.ActionEvent())
-    assert session_body(session.snapshot()) == old_body(session)
+    assert session_body(session._snapshot()) == old_body(session)
     await session.end("Fail", end_state_reason="why", video="http://v.test/1")
-    assert session_body(session.snapshot()) == old_body(session)
+    assert session_body(session._snapshot()) == old_body(session)
     assert session_body(captured.session().snapshots[-1]) == old_body(session)
     await client.close()
 
