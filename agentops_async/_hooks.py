@@ -268,6 +268,27 @@ class Hooks:
                 return REDACT_FAILED
         return event
 
+    def redact_all(self, payloads: list[Any]) -> bool:
+        """Redact every event of ``payloads`` in place (encoded ones, bytes, are skipped): the
+        exporter's path when redaction is the only hook, one loop for a slice of a batch.
+
+        Returns False when redacting some event raised: the caller then runs :meth:`apply` on
+        each event (redacting again is harmless), which drops and counts the failing one.
+        """
+        redactors = _REDACTORS
+        try:
+            for payload in payloads:
+                cls = type(payload)
+                if cls is bytes:
+                    continue
+                redactor = redactors.get(cls)
+                if redactor is None:
+                    redactor = redactors[cls] = _compile_redactor(cls)
+                redactor(payload)
+        except Exception:
+            return False
+        return True
+
     def _log_once(self, key: str, message: str, exc_info: bool = False) -> None:
         if key not in self._logged:
             self._logged.add(key)

@@ -1060,6 +1060,8 @@ class Exporter:
         Encoded events (bytes) went through the hooks where they were encoded."""
         hooks = self.hooks
         assert hooks is not None
+        if hooks.before_send is None and hooks.redact_all(part):
+            return part  # redaction only, and nothing failed: the common case, one loop
         kept: list[Payload] = []
         session_id = channel.session_id
         for payload in part:

@@ -268,3 +268,29 @@ async def test_the_per_field_pre_check_skips_only_values_that_cannot_hold_a_secr
     redact_event(error)
     assert error.details == {"password": REDACTED}
     assert key not in error.logs  # type: ignore[operator]
+
+
+async def test_an_event_whose_redaction_raises_is_dropped_alone_counted_and_logged_once(
+    captured: Capture, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_async")
+
+    class Treacherous:  # a key that collides with "token" and cannot be compared
+        def __hash__(self) -> int:
+            return hash("token")
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("cannot compare")
+
+    client = make_client()
+    async with client.session() as session:
+        for i in range(3):
+            await session.record(ao.ActionEvent(params={"i": i, "key": f"sk-{'k' * 20}"}))
+            if i == 1:
+                await session.record(ao.ActionEvent(params={Treacherous(): "x"}))
+    await client.close()
+    assert [e["params"] for e in captured.session().events] == [
+        {"i": i, "key": REDACTED} for i in range(3)
+    ]
+    assert client.stats.dropped_by_reason == {"secret redaction failed": 1}
+    assert len([r for r in caplog.records if "secret redaction failed" in r.getMessage()]) == 1
