@@ -234,7 +234,7 @@ class AsyncSession:
         registry.register(self)
         if not self._disabled:
             self._channel = exporter.open_channel(self.session_id, self.trace_id)
-            exporter.enqueue_op(Op(SESSION_CREATED, self._channel, self.snapshot()))
+            exporter.enqueue_op(Op(SESSION_CREATED, self._channel, self._snapshot()))
         return self
 
     def _open_span(self, capture: bool) -> None:
@@ -325,7 +325,7 @@ class AsyncSession:
             registry.reset_current(self._ctx_token)
             self._ctx_token = None
         if self._channel is not None:
-            final = Op(SESSION_UPDATED, self._channel, self.snapshot(), final=True)
+            final = Op(SESSION_UPDATED, self._channel, self._snapshot(), final=True)
             self._exporter.enqueue_op(final)
             if wait:
                 limit = self.client.config.shutdown_timeout if timeout is None else timeout
@@ -518,9 +518,9 @@ class AsyncSession:
 
     def _send_update(self) -> None:
         if self._channel is not None:
-            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._channel, self.snapshot()))
+            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._channel, self._snapshot()))
 
-    def snapshot(self) -> SessionSnapshot:
+    def _snapshot(self) -> SessionSnapshot:
         """The session's state now, as the export target encodes it (immutable)."""
         assert self.init_timestamp is not None
         end = self.end_timestamp

@@ -903,6 +903,7 @@ class Exporter:
         """Move the oldest spooled items into the (empty) buffer; end spooling when drained."""
         assert self._spool is not None
         for record in self._spool.read(self._batch_size):
+            channel = self._channel_for(record.session_id)
             if record.kind == EVENT:
                 self._buf.append(record.body)
                 self._buffered_events += 1
@@ -912,10 +913,8 @@ class Exporter:
                     self._resolved += 1
                     continue
                 kind, snapshot = op
-                self._buf.append(
-                    Op(kind, self._channel_for(record.session_id), snapshot, record.final)
-                )
-            self._buf_channels.append(self._channel_for(record.session_id))
+                self._buf.append(Op(kind, channel, snapshot, record.final))
+            self._buf_channels.append(channel)
         if self._spool.empty:
             self._limit = self._max_events  # back to memory; the room waiters may go on
             self._wake_room_waiters()
@@ -1061,6 +1060,8 @@ class Exporter:
         Encoded events (bytes) went through the hooks where they were encoded."""
         hooks = self.hooks
         assert hooks is not None
+        if hooks.before_send is None and hooks.redact_all(part):
+            return part  # redaction only, and nothing failed: the common case, one loop
         kept: list[Payload] = []
         session_id = channel.session_id
         for payload in part:

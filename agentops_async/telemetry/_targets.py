@@ -37,7 +37,9 @@ What a target answers
     that a send cut by cancellation or close loses no knowledge of what was delivered):
     ``delivered`` / ``dropped`` (with a stable reason, counted per reason, and a detail that is
     logged once) for events of a session; ``op_sent`` (with what the server answered:
-    ``session_url``, ``token_cost``) or ``op_failed`` for a session operation. Every event of the
+    ``session_url``, ``token_cost``) or ``op_failed`` for a session operation; ``session_failed``
+    when the receiver will take nothing of a session (v2: it could not be created or authorised
+    again), after which its operations' failures are not counted again. Every event of the
     batch is reported exactly once, unless ``send`` is cancelled: what was not reported is then
     sent again (or spooled) by the exporter. Retries of transient failures (with backoff and
     ``Retry-After``) happen inside the target, bounded by ``max_retry_time``; only the final
