@@ -166,6 +166,13 @@ class OtlpTarget:
             span = otlp.session_span(snapshot, op.final)
         return _Piece(op.session_id, [], b"", op, span)
 
+    def _redact(self, text: str) -> str:
+        """``text`` without the credentials the headers hold (a receiver may echo them)."""
+        for name, value in self._headers.items():
+            if name not in ("Content-Type", "Accept") and len(value) >= 8:
+                text = text.replace(value, "<redacted>")
+        return text
+
     # -- sending ---------------------------------------------------------------------------------
     def _body(self, pieces: Sequence[_Piece]) -> bytes:
         spans = [p.span for p in pieces if p.span is not None]
@@ -194,7 +201,7 @@ class OtlpTarget:
                 await self._send_halves(pieces, report)
                 return
             kind = "gave up after retries" if exc.retryable else f"refused (HTTP {exc.status})"
-            self._report_failed(pieces, report, f"OTLP export {kind}", str(exc))
+            self._report_failed(pieces, report, f"OTLP export {kind}", self._redact(str(exc)))
             return
         rejected = answer.partial_success.rejected_spans if answer.partial_success else 0
         message = answer.partial_success.error_message if answer.partial_success else ""

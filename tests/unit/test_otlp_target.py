@@ -228,6 +228,26 @@ async def test_an_event_larger_than_max_batch_bytes_is_dropped_with_why() -> Non
     assert any(s.name == "small" for r in received for s in r.spans())
 
 
+@pytest.mark.asyncio
+async def test_a_credential_the_receiver_echoes_never_reaches_the_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "Basic c2VjcmV0LXB1YmxpYzpzZWNyZXQta2V5"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization={secret}")
+
+    def answer(export: OtlpRequest) -> tuple[int, dict[str, str], bytes]:
+        return 403, {}, f"bad credentials {export.headers['Authorization']}".encode()
+
+    async with otlp_receiver(answer) as (url, _):
+        target = _target(url)
+        report = Report()
+        await target.send(_batch(target), report)
+        await target.close()
+    assert report.lost and all(secret not in (detail or "") for *_, detail in report.lost)
+    assert any("<redacted>" in (detail or "") for *_, detail in report.lost)
+    assert secret not in repr(target) and KEY not in repr(target)
+
+
 def test_the_opentelemetry_header_variables_replace_the_api_key() -> None:
     env = {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20cGs6c2s=,x-tenant=t1"}
     headers = otlp_headers(KEY, env)
