@@ -610,6 +610,10 @@ _RECORDED_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("trigger_event_type", "agentops.error.trigger_event_type", False),
     ),
 }
+# Every field of each type, common ones first (built once: the encoder runs this per event).
+_FIELDS_OF: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    event_type: (*_COMMON_FIELDS, *fields) for event_type, fields in _RECORDED_FIELDS.items()
+}
 _EVENT_CLASSES: dict[str, type[Event]] = {
     EventType.LLM: LLMEvent,
     EventType.ACTION: ActionEvent,
@@ -691,7 +695,7 @@ def recorded_attributes(event: Event) -> dict[str, Any]:
             attributes["gen_ai.response.model"] = model
     elif event_type == EventType.TOOL:
         attributes["gen_ai.operation.name"] = "execute_tool"
-    for name, attribute, as_json in (*_COMMON_FIELDS, *_RECORDED_FIELDS.get(event_type, ())):
+    for name, attribute, as_json in _FIELDS_OF.get(event_type, _COMMON_FIELDS):
         value = getattr(event, name, None)
         if value is not None:
             attributes[attribute] = _json_text(value).decode() if as_json else value
@@ -702,6 +706,7 @@ def recorded_attributes(event: Event) -> dict[str, Any]:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _json_value = msgspec.json.Decoder().decode  # ValueError (DecodeError) on what is not JSON
+_CANONICAL_UUID = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _exact_time(ns: int) -> datetime:
@@ -737,9 +742,10 @@ def map_recorded(span: FinishedSpan, events: list[Event]) -> list[Event]:
     event_type = attributes.get(EVENT_TYPE_ATTRIBUTE)
     if events or not isinstance(event_id, str) or not isinstance(event_type, str):
         return events
-    event_id = str(uuid.UUID(event_id))  # ValueError: not one of ours
+    if _CANONICAL_UUID.fullmatch(event_id) is None:
+        event_id = str(uuid.UUID(event_id))  # ValueError: not one of ours
     values: dict[str, Any] = {}
-    for name, attribute, as_json in (*_COMMON_FIELDS, *_RECORDED_FIELDS.get(event_type, ())):
+    for name, attribute, as_json in _FIELDS_OF.get(event_type, _COMMON_FIELDS):
         if attribute in attributes:
             value = attributes[attribute]
             values[name] = _json_value(value) if as_json else value

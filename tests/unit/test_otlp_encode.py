@@ -278,3 +278,23 @@ def test_a_session_whose_trace_is_unknown_gets_one_from_its_id(trace_id: str | N
     (span,) = decode_json_request(body).spans
     assert span.trace_id == S1.replace("-", "")
     assert span.parent_span_id == otlp.fallback_root(S1)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"agentops.event.id": "not-a-uuid", "agentops.event.type": "actions"},
+        {"agentops.event.id": "00000000-0000-4000-8000-000000000001",
+         "agentops.event.type": "llms", "gen_ai.usage.input_tokens": "many"},
+        {"agentops.event.id": "00000000-0000-4000-8000-000000000001",
+         "agentops.event.type": "actions", "agentops.params": "{not json"},
+    ],
+)  # fmt: skip
+def test_a_span_that_only_looks_recorded_is_kept_as_a_plain_span(
+    attributes: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    span = FinishedSpan(trace_id=T1, span_id="00000000000000d1", parent_span_id=R1, name="x",
+                        start_ns=1_790_000_000 * 10**9, attributes=attributes)  # fmt: skip
+    (event,) = map_span(span)
+    assert isinstance(event, ActionEvent) and event.action_type == "span"
+    assert event.id == span_event_id(T1, span.span_id)
