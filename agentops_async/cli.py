@@ -239,6 +239,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         raise _CliError(f"cannot start the collector: {exc}") from None
     try:
         print(f"agentops-async collector listening on {collector.url}", flush=True)
+        print(f"dashboard: {collector.url}/ (sign in with a project API key)", flush=True)
         await stop.wait()
     finally:
         await collector.stop()
