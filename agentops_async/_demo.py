@@ -139,11 +139,12 @@ async def run_demo(database: str | None = None, sessions: int = 20, seed: int = 
         f"${total_cost:.6f} in {time.perf_counter() - started:.1f}s"
     )
     print(
-        "\nLook at them again:\n"
-        f"  agentops-async sessions list --database {database}\n"
-        f"  agentops-async sessions show <session-id> --events --database {database}\n"
-        "or serve them and use the read API:\n"
+        "\nLook at them in the dashboard:\n"
         f"  agentops-async serve --port 8000 --database {database}\n"
-        f"  curl -H 'X-Agentops-Api-Key: {api_key}' http://127.0.0.1:8000/api/sessions"
+        "  then open http://127.0.0.1:8000/ and sign in with the demo project's API key\n"
+        f"  {api_key}\n"
+        "\nor in the terminal:\n"
+        f"  agentops-async sessions list --database {database}\n"
+        f"  agentops-async sessions show <session-id> --events --database {database}"
     )
     return 0

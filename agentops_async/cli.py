@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds between two retention passes (default 3600)",
     )
+    serve.add_argument(
+        "--dashboard-signin-expiry",
+        type=_positive_float,
+        default=12 * 3600.0,
+        help="seconds a dashboard sign-in lasts (default 43200: 12 hours)",
+    )
+    serve.add_argument(
+        "--signin-attempts-per-minute",
+        type=int,
+        default=10,
+        help="failed dashboard sign-ins allowed per client address and minute (default 10)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
     prune = sub.add_parser(
@@ -227,6 +239,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
+        dashboard_signin_expiry=args.dashboard_signin_expiry,
+        signin_attempts_per_minute=args.signin_attempts_per_minute,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,14 +9,18 @@ adds a page.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
+import msgspec
 from aiohttp import web
 
 from .. import _auth as auth
+from .. import _wire as wire
 from .._context import Context
 from .._dashboard import MAX_FORM_BYTES, Pages, pages_of, safe_next
 from .._http import (
@@ -24,9 +28,11 @@ from .._http import (
     canonical_uuid,
     continue_after,
     fail,
+    int_param,
     json_response,
     parse_timestamp,
 )
+from .._prices import PriceTable, format_cost
 from .._reads import (
     STATE_FILTERS,
     InvalidCursor,
@@ -42,6 +48,9 @@ PAGE_SIZE = 50
 STATES = ("RUNNING", "SUCCEEDED", "FAILED", "INDETERMINATE")
 RANGES = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 MAX_STATUS_IDS = 100
+EVENTS_PAGE = 2000
+MAX_EVENTS_PAGE = 5000
+MAX_LOG_CHARS = 200_000
 
 
 def add_routes(app: web.Application, ctx: Context) -> None:
@@ -58,6 +67,12 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             web.get("/static/{name}", pages.static_file, expect_handler=anyone),
             web.get("/sessions", pages.page(dash.sessions), expect_handler=anyone),
             web.get("/ui/api/sessions/status", pages.api(dash.status), expect_handler=anyone),
+            web.get("/sessions/{session_id}", pages.page(dash.session), expect_handler=anyone),
+            web.get(
+                "/ui/api/sessions/{session_id}/events",
+                pages.api(dash.events),
+                expect_handler=anyone,
+            ),
         ]
     )
 
@@ -218,6 +233,148 @@ class _Dashboard:
         views = await session_views_with_tokens(self.ctx.reader, self.ctx.prices, rows)
         return json_response({"sessions": [_display(view, tokens) for view, tokens in views]})
 
+    # --- the session page -------------------------------------------------------------------
+
+    async def _own_session(self, request: web.Request, project: str) -> str:
+        """The session id of the URL if it is one of ``project``'s sessions, else 404."""
+        try:
+            session_id = canonical_uuid(request.match_info["session_id"], "session id")
+        except HttpError:
+            fail(404, "No such session in this project.")
+        if await self.ctx.owner_of(session_id) != project:
+            fail(404, "No such session in this project.")
+        return session_id
+
+    async def session(self, request: web.Request) -> web.StreamResponse:
+        """``/sessions/<id>``: the header, the waterfall (drawn by session.js) and the logs."""
+        project = await self.pages.require_project(request)
+        session_id = await self._own_session(request, project)
+        reader = self.ctx.reader
+        row = await reader.get_session(session_id)
+        if row is None:
+            fail(404, "No such session in this project.")
+        ((view, tokens),) = await session_views_with_tokens(reader, self.ctx.prices, [row])
+        agents = await reader.session_agents(session_id)
+        logs = await reader.session_logs(session_id)
+        return await self.pages.render(
+            request,
+            "session.html",
+            project,
+            section="sessions",
+            title=f"Session {session_id[:8]}",
+            s=_display(view, tokens),
+            view=view,
+            init_ts=row.init_ts,
+            end_ts=row.end_ts,
+            agents=[{"id": a, "name": n or ""} for a, n in agents],
+            host_env=_host_env(row.host_env),
+            video=_safe_link(row.video),
+            logs=[
+                {
+                    "when": _epoch_text(created),
+                    "body": body[:MAX_LOG_CHARS],
+                    "cut": max(0, len(body) - MAX_LOG_CHARS),
+                }
+                for body, created in logs
+            ],
+        )
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """``/ui/api/sessions/<id>/events?cursor=&limit=``: a page of the session's events
+        (arrival order) with the cost of each LLM event, and the next page's cursor."""
+        project = await self.pages.require_project(request, page=False)
+        session_id = await self._own_session(request, project)
+        limit = int_param(request.query.get("limit"), "limit", EVENTS_PAGE, 1, MAX_EVENTS_PAGE)
+        scope = f"dashboard-events:{session_id}"
+        cursor = request.query.get("cursor")
+        after = None
+        if cursor:
+            try:
+                after = self.ctx.cursors.decode(scope, cursor)
+            except InvalidCursor:
+                fail(400, "cursor: not a cursor of this session's events")
+        rows = await self.ctx.reader.list_events(session_id, after, limit + 1, None)
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = self.ctx.cursors.encode(scope, rows[-1][0])
+        costs = _llm_costs(self.ctx.prices, [data for _, data in rows])
+        events = ",".join(data for _, data in rows)
+        body = (
+            f'{{"events":[{events}],"costs":{wire.encode(costs).decode()},'
+            f'"next_cursor":{wire.encode(next_cursor).decode()}}}'
+        )
+        return web.Response(text=body, content_type="application/json")
+
+
+class _CostFields(msgspec.Struct):
+    """What the cost of an event needs (the rest of its JSON is skipped when decoding)."""
+
+    id: str = ""
+    event_type: str = ""
+    model: Any = None
+    prompt_tokens: Any = None
+    completion_tokens: Any = None
+    cost: Any = None
+
+
+_cost_fields = msgspec.json.Decoder(_CostFields)
+
+
+def _llm_costs(prices: PriceTable, events: list[str]) -> dict[str, str]:
+    """``{event id: dollars}`` of the LLM events: their own ``cost``, else from the prices."""
+    costs: dict[str, str] = {}
+    for data in events:
+        if '"llms"' not in data:
+            continue
+        try:
+            fields = _cost_fields.decode(data)
+        except msgspec.DecodeError:
+            continue
+        if fields.event_type != "llms":
+            continue
+        if isinstance(fields.cost, (int, float)) and math.isfinite(fields.cost):
+            costs[fields.id] = format_cost(Decimal(repr(fields.cost)))
+            continue
+        prompt = fields.prompt_tokens if isinstance(fields.prompt_tokens, int) else 0
+        completion = fields.completion_tokens if isinstance(fields.completion_tokens, int) else 0
+        model = fields.model if isinstance(fields.model, str) else None
+        costs[fields.id] = format_cost(prices.cost_of(model, prompt, completion))
+    return costs
+
+
+def _host_env(raw: str | None) -> list[tuple[str, str]]:
+    """The host env JSON as ``(key, text)`` pairs (nested values as compact JSON)."""
+    if not raw:
+        return []
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return [("host_env", raw[:2000])]
+    if not isinstance(data, dict):
+        return [("host_env", raw[:2000])]
+    pairs = []
+    for key, value in data.items():
+        text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+        pairs.append((str(key), text[:2000]))
+    return pairs
+
+
+def _safe_link(url: str | None) -> dict[str, str] | None:
+    """A video URL as ``{"href", "text"}``; only http(s) and same-site links get an href."""
+    if not url:
+        return None
+    lowered = url.strip().lower()
+    if lowered.startswith(("http://", "https://")) or (
+        lowered.startswith("/") and not lowered.startswith("//")
+    ):
+        return {"href": url.strip(), "text": url}
+    return {"href": "", "text": url}
+
+
+def _epoch_text(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
 
 class _ListFilters:
     """The sessions list's filters, as the URL holds them."""
@@ -291,11 +448,13 @@ def _when(timestamp: str | None) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
-    """``1.234 s``, ``2 min 5 s``, ``1 h 2 min`` (``""`` for None)."""
+    """``12.3 ms``, ``1.23 s``, ``2 min 5 s``, ``1 h 2 min`` (``""`` for None)."""
     if seconds is None:
         return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
     if seconds < 60:
-        return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.1f} s"
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs} s"

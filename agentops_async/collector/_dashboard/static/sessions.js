@@ -38,6 +38,10 @@ async function poll() {
       const row = table.querySelector(`tbody tr[data-id="${CSS.escape(s.id)}"]`);
       if (row) update(row, s);
     }
+    if (runningIds().length === 0) {
+      status.textContent = "";
+      return;  // nothing runs any more: stop polling
+    }
   } catch (error) {
     status.textContent = "live update failed: " + error.message;
   }
