@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _servers import CollectorHandle
+from _tracing import sdk_provider
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import agentops_async as ao
-from tests._servers import CollectorHandle
-from tests._tracing import sdk_provider
 
 from .conftest import WAIT
 
