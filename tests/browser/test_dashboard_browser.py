@@ -4,6 +4,7 @@ a person sees after signing in with a project key."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,58 @@ def test_a_wrong_key_gets_one_message_and_a_deep_link_returns_after_sign_in(
     WebDriverWait(browser, WAIT).until(ec.presence_of_element_located((By.ID, "waterfall")))
     assert browser.current_url == f"{collector.url}/sessions/{ids['beta']}"
     assert browser.find_element(By.ID, "session-state").text == "FAILED"
+
+
+async def _record_many(collector: CollectorHandle, count: int) -> str:
+    """A session of ``count`` tool events over the raw v2 API (batches of 5,000)."""
+    session_id, jwt = await collector.v2_create_session(tags=["big"])
+    for start in range(0, count, 5000):
+        events = [
+            {"id": str(uuid.uuid4()), "event_type": "tools", "session_id": session_id,
+             "name": f"t{i}", "init_timestamp": f"2026-01-01T00:{i // 6000:02d}:"
+             f"{i % 6000 / 100:05.2f}Z"}
+            for i in range(start, min(count, start + 5000))
+        ]  # fmt: skip
+        answer = await collector.v2_post("create_events", {"events": events}, jwt=jwt)
+        assert answer.status == 200
+    return session_id
+
+
+def test_a_session_of_20000_events_renders_only_the_rows_in_view(
+    collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
+) -> None:
+    session_id = asyncio.run(_record_many(collector, 20_000))
+    sign_in(collector.url, collector.api_key)
+    browser.get(f"{collector.url}/sessions/{session_id}")
+    WebDriverWait(browser, WAIT).until(
+        lambda b: b.find_element(By.ID, "waterfall").get_attribute("data-loaded") == "true"
+    )
+    assert browser.find_element(By.ID, "wf-status").text == "20000 events"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#wf-spacer .wf-row")
+    assert 10 < len(rows) < 100  # windowed: only what is in view (and a margin)
+    assert rows[0].find_element(By.CSS_SELECTOR, ".wf-label").text == "tool t0"
+    rows[0].send_keys(Keys.END)  # the keyboard reaches the last one
+    WebDriverWait(browser, WAIT).until(
+        lambda b: "tool t19999" in b.find_element(By.ID, "detail").text
+    )
+    selected = browser.find_element(By.CSS_SELECTOR, '#wf-spacer .wf-row[aria-selected="true"]')
+    assert selected.get_attribute("data-index") == "19999"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#wf-spacer .wf-row")) < 100
+
+
+def test_pages_fit_a_1024_pixel_wide_window(
+    collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
+) -> None:
+    session_id = asyncio.run(_record_nested(collector))
+    browser.set_window_size(1024, 768)
+    sign_in(collector.url, collector.api_key)
+    overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    assert browser.execute_script(overflow) <= 0
+    browser.get(f"{collector.url}/sessions/{session_id}")
+    WebDriverWait(browser, WAIT).until(
+        lambda b: b.find_element(By.ID, "waterfall").get_attribute("data-loaded") == "true"
+    )
+    assert browser.execute_script(overflow) <= 0
+    bar = browser.find_element(By.CSS_SELECTOR, ".wf-bar")
+    assert bar.size["width"] >= 3
+    assert bar.location["x"] + bar.size["width"] <= 1024

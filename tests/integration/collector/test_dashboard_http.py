@@ -391,3 +391,17 @@ async def test_the_sessions_list_pages_newest_first_with_a_keyset_cursor(
     _, _, second = await browser.request("GET", next_url)
     assert re.findall(r'<tr data-id="([^"]+)"', second) == created[::-1][50:]
     assert 'id="page-next"' not in second
+
+
+@pytest.mark.parametrize("collector_backend", ["sqlite"])
+async def test_serve_prints_the_dashboard_url(
+    collector_factory: Callable[..., CollectorHandle], collector_backend: str
+) -> None:
+    collector = collector_factory(collector_backend)
+    log = collector.process.log_path
+
+    async def printed() -> bool:
+        return f"dashboard: {collector.url}/ " in log.read_text()
+
+    await _wait_async(printed, 10.0, "the dashboard URL in the serve output")
+    assert (await Browser(collector.url).request("GET", "/"))[1]["Location"] == "/sessions"

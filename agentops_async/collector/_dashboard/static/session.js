@@ -84,7 +84,7 @@ function rebuild() {
     const owner = same && same !== n ? same : n.parent ? bySpan.get(n.parent) : undefined;
     if (owner && owner !== n) owner.children.push(n);
     else roots.push(n);
-    if (owner && n.error) owner.error = true;
+    if (owner && same === owner && n.error) owner.error = true;  // a span's own error event
   }
   const byStart = (a, b) => (a.start - b.start) || 0;
   roots.sort(byStart);
