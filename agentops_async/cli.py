@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--signin-attempts-per-minute",
-        type=int,
+        type=_positive_int,
         default=10,
         help="failed dashboard sign-ins allowed per client address and minute (default 10)",
     )
@@ -288,6 +288,16 @@ def _age(text: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected an age like 30d, 12h, 90m or 3600s: {text!r}")
     return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

@@ -95,6 +95,20 @@ def test_sessions_list_shows_states_and_a_state_filter_changes_the_rows(
     browser.get(f"{collector.url}/sessions?tag=alpha")
     assert _rows(browser) == {ids["alpha"]: "SUCCEEDED"}
     assert browser.find_element(By.ID, "filter-tag").get_attribute("value") == "alpha"
+    # the time range: all three started in the last hour, none after 2100 or before 2000
+    browser.get(f"{collector.url}/sessions?range=1h")
+    assert len(_rows(browser)) == 3
+    browser.get(f"{collector.url}/sessions?since=2100-01-01T00:00")
+    assert _rows(browser) == {}
+    browser.get(f"{collector.url}/sessions?until=2000-01-01T00:00")
+    assert _rows(browser) == {}
+
+    # keyboard: a row takes the focus and opens with Enter
+    browser.get(f"{collector.url}/sessions")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{ids["beta"]}"]')
+    row.send_keys(Keys.ENTER)
+    WebDriverWait(browser, WAIT).until(ec.presence_of_element_located((By.ID, "waterfall")))
+    assert browser.current_url == f"{collector.url}/sessions/{ids['beta']}"
 
 
 def test_a_running_session_turns_succeeded_without_a_reload(
@@ -121,6 +135,39 @@ def test_a_running_session_turns_succeeded_without_a_reload(
         WebDriverWait(browser, WAIT).until(
             lambda b: b.find_element(By.ID, "live-status").text == ""
         )  # polling stopped: nothing runs any more
+    finally:
+        client.close()
+
+
+def test_a_running_sessions_page_follows_new_events_and_its_end_without_a_reload(
+    collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
+) -> None:
+    client = ao.Client(
+        api_key=collector.api_key, endpoint=collector.url, flush_interval=0.01,
+        log_session_stats=False,
+    )  # fmt: skip
+    try:
+        session = client.start_session(tags=["live"])
+        session.record(ao.ActionEvent(action_type="first"))
+        assert session.flush(timeout=10)
+        sign_in(collector.url, collector.api_key)
+        browser.get(f"{collector.url}/sessions/{session.session_id}")
+        WebDriverWait(browser, WAIT).until(
+            lambda b: [r[0] for r in _waterfall_rows(b)] == ["first"]
+        )
+        assert browser.find_element(By.ID, "session-state").text == "RUNNING"
+        browser.execute_script("window.__same_page = true")
+        session.record(ao.ToolEvent(name="second"))
+        assert session.flush(timeout=10)
+        WebDriverWait(browser, WAIT).until(
+            lambda b: [r[0] for r in _waterfall_rows(b)] == ["first", "tool second"]
+        )
+        session.end_session("Success")
+        WebDriverWait(browser, WAIT).until(
+            ec.text_to_be_present_in_element((By.ID, "session-state"), "SUCCEEDED")
+        )
+        assert browser.execute_script("return window.__same_page") is True  # no reload
+        assert browser.find_element(By.ID, "wf-status").text == "2 events"
     finally:
         client.close()
 

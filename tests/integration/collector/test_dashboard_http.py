@@ -318,6 +318,11 @@ async def test_the_session_url_of_create_session_opens_the_session_page_after_si
     status, _, page = await browser.request("GET", path)
     assert status == 200
     assert 'id="waterfall"' in page
+    # agentops 0.3 prints https://app.agentops.ai/drilldown?session_id=<id>: on this host it opens
+    # the same page
+    status, headers, _ = await browser.request("GET", f"/drilldown?session_id={session_id}")
+    assert (status, headers["Location"]) == (302, path)
+    assert (await browser.request("GET", "/drilldown?session_id=nope"))[0] == 400
     # a deep link with several filters comes back whole
     listing = "/sessions?state=failed&tag=a b"
     status, headers, _ = await browser.request("GET", listing, cookie="")
