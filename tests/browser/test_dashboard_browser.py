@@ -4,6 +4,9 @@ a person sees after signing in with a project key."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +14,6 @@ from typing import Any
 
 import pytest
 from _servers import CollectorHandle
-from _tracing import sdk_provider
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -172,35 +174,17 @@ def test_a_running_sessions_page_follows_new_events_and_its_end_without_a_reload
         client.close()
 
 
-async def _record_nested(collector: CollectorHandle) -> str:
+def _record_nested(collector: CollectorHandle) -> str:
     """A session with spans plan > search > fetch, an LLM event whose prompt is markup, and an
-    error."""
-    tracer = sdk_provider().get_tracer("browser-test")
-    client = _client(collector)
-    try:
-        async with client.session(tags=["nested"]) as session:
-            with tracer.start_as_current_span("plan"):  # noqa: SIM117 - the nesting is the point
-                with tracer.start_as_current_span("search"):
-                    with tracer.start_as_current_span("fetch"):
-                        pass
-            await session.record(
-                ao.LLMEvent(
-                    model="gpt-4o-mini",
-                    prompt=[
-                        {"role": "system", "content": "You are terse."},
-                        {"role": "user", "content": XSS_PROMPT},
-                    ],
-                    completion={"role": "assistant", "content": "Forty-two."},
-                    prompt_tokens=1000,
-                    completion_tokens=500,
-                )
-            )
-            await session.record(
-                ao.ErrorEvent(error_type="ValueError", details="bad input", logs="Traceback ...")
-            )
-    finally:
-        await client.close()
-    return session.session_id
+    error, recorded through our SDK in a process of its own (see _record_spans.py)."""
+    script = Path(__file__).with_name("_record_spans.py")
+    done = subprocess.run(
+        [sys.executable, str(script), collector.url, collector.api_key, XSS_PROMPT],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
 
 def _waterfall_rows(browser: Any) -> list[tuple[str, int, str]]:
@@ -220,7 +204,7 @@ def test_the_session_page_nests_spans_and_shows_an_llm_events_messages_and_cost_
     sign_in: Callable[[str, str], None],
     tmp_path: Path,
 ) -> None:
-    session_id = asyncio.run(_record_nested(collector))
+    session_id = _record_nested(collector)
     sign_in(collector.url, collector.api_key)
     browser.get(f"{collector.url}/sessions/{session_id}")
     WebDriverWait(browser, WAIT).until(
@@ -328,7 +312,7 @@ def test_a_session_of_20000_events_renders_only_the_rows_in_view(
 def test_pages_fit_a_1024_pixel_wide_window(
     collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
 ) -> None:
-    session_id = asyncio.run(_record_nested(collector))
+    session_id = _record_nested(collector)
     browser.set_window_size(1024, 768)
     sign_in(collector.url, collector.api_key)
     overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
