@@ -237,6 +237,13 @@ def test_the_session_page_nests_spans_and_shows_an_llm_events_messages_and_cost_
     assert browser.execute_script("return window.__xss") is None  # nothing ran
     assert detail.find_elements(By.TAG_NAME, "img") == []
     browser.save_screenshot(str(tmp_path / "session.png"))
+    # the time axis' labels (common.js duration())
+    labels = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/common.js').then((m) => done("
+        "[0, 0.0004567, 0.14, 0.1, 2.5, 125, 7260].map(m.duration)))"
+    )
+    assert labels == ["0 ms", "0.457 ms", "140 ms", "100 ms", "2.50 s", "2 min 5 s", "2 h 1 min"]
 
 
 def test_a_second_projects_key_sees_none_of_the_first_projects_sessions(
