@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds between two retention passes (default 3600)",
     )
+    serve.add_argument(
+        "--dashboard-signin-expiry",
+        type=_positive_float,
+        default=12 * 3600.0,
+        help="seconds a dashboard sign-in lasts (default 43200: 12 hours)",
+    )
+    serve.add_argument(
+        "--signin-attempts-per-minute",
+        type=_positive_int,
+        default=10,
+        help="failed dashboard sign-ins allowed per client address and minute (default 10)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
     prune = sub.add_parser(
@@ -227,6 +239,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
+        dashboard_signin_expiry=args.dashboard_signin_expiry,
+        signin_attempts_per_minute=args.signin_attempts_per_minute,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -239,6 +253,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         raise _CliError(f"cannot start the collector: {exc}") from None
     try:
         print(f"agentops-async collector listening on {collector.url}", flush=True)
+        print(f"dashboard: {collector.url}/ (sign in with a project API key)", flush=True)
         await stop.wait()
     finally:
         await collector.stop()
@@ -273,6 +288,16 @@ def _age(text: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected an age like 30d, 12h, 90m or 3600s: {text!r}")
     return seconds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

@@ -1,8 +1,7 @@
 """The read API (``GET /api/sessions...``): a project's sessions, their events and log uploads.
 
-``GET /sessions?trace_id=<32 hex>`` (the link the agentops SDK 0.4 prints) redirects to the read
-API URL of the session of that trace (the dashboard page once there is one); it needs no key, as
-a browser follows it, and says no more than the redirect (the session itself needs the key).
+(``GET /sessions?trace_id=<32 hex>``, the link the agentops SDK 0.4 prints, is the dashboard's:
+it opens the session's page.)
 
 Authenticated by the project's API key; a session of another project is answered 404, as one
 that does not exist. Reads go through ``Context.reader`` (the read side of the storage) and the
@@ -33,7 +32,6 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             web.get("/api/sessions/{session_id}", api.get_session, expect_handler=anyone),
             web.get("/api/sessions/{session_id}/events", api.list_events, expect_handler=anyone),
             web.get("/api/sessions/{session_id}/logs", api.list_logs, expect_handler=anyone),
-            web.get("/sessions", api.session_of_trace, expect_handler=anyone),
         ]
     )
 
@@ -118,12 +116,3 @@ class _ReadApi:
         return json_response(
             {"logs": [{"body": body, "created_at": created} for body, created in logs]}
         )
-
-    async def session_of_trace(self, request: web.Request) -> web.StreamResponse:
-        text = request.query.get("trace_id", "").strip().lower()
-        if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
-            fail(400, "trace_id: expected the trace id as 32 hex digits")
-        session_id = await self.ctx.reader.session_of_trace(text)
-        if session_id is None:
-            fail(404, "no session for this trace (yet: its spans may not have arrived)")
-        raise web.HTTPFound(f"/api/sessions/{session_id}")
