@@ -71,6 +71,10 @@ class AsyncClient:
         self._lock = threading.Lock()
         if not self.config.active:
             _warn_disabled(self.config)
+        elif self.config.instrument_llm_calls:
+            from .telemetry._instrument import instrument
+
+            instrument(client=self)
 
     def __repr__(self) -> str:
         return (
