@@ -127,8 +127,7 @@ def test_init_instrument_llm_calls_turns_the_instrumentations_on(
         assert client.config.instrument_llm_calls
     finally:
         client.close(timeout=0.1)
-        ao.default_client().config  # the async twin exists with the same settings
-        assert ao.default_client().config.instrument_llm_calls
+        assert ao.default_client().config.instrument_llm_calls  # the async twin, same settings
 
 
 def test_instrument_joins_the_apps_provider_and_never_sets_one(
