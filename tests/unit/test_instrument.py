@@ -259,3 +259,31 @@ def test_content_records_that_never_meet_their_span_are_counted_and_bounded() ->
     logs.discard_trace(1)  # the session ended before spans 3 and 4 did
     assert logs.unmatched == 5
     assert logs.take(1, 3) is None
+
+
+_APP_LOGGER_PROVIDER_SCRIPT = textwrap.dedent(
+    """
+    from opentelemetry._logs import get_logger_provider, set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    app = LoggerProvider()
+    set_logger_provider(app)
+    from agentops_async.telemetry._otel import capture_logger_provider, router
+    first, second = capture_logger_provider(), capture_logger_provider()
+    processors = list(app._multi_log_record_processor._log_record_processors)
+    print(first is app and second is app, processors.count(router().content),
+          get_logger_provider() is app)
+    """
+)
+
+
+def test_the_apps_logger_provider_is_joined_once() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _APP_LOGGER_PROVIDER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["True", "1", "True"]
