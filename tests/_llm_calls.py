@@ -1,6 +1,8 @@
 """The four OpenAI calls of the LLM-instrumentation tests, in one session (used in-process and
 run as a script in a fresh interpreter: ``python tests/_llm_calls.py INCLUDE API_KEY COLLECTOR_URL
-LLM_URL`` prints the session id, trace id and event counts as JSON).
+LLM_URL`` prints the session id, trace id and event counts as JSON). With ``INCLUDE`` = ``sync``,
+the script makes one plain call with the sync facade and ``openai.OpenAI``, after
+``agentops_async.init(..., instrument_llm_calls=True)``, as an AgentOps user writes it.
 
 A plain completion, a streaming one (``stream_options.include_usage``), one answered with a tool
 call, and one the server fails (500).
@@ -80,5 +82,31 @@ async def _main(include: str, api_key: str, collector_url: str, llm_url: str) ->
     )
 
 
+def _sync_main(api_key: str, collector_url: str, llm_url: str) -> None:
+    import openai
+
+    import agentops_async as ao
+    from agentops_async.telemetry._instrument import instrumented
+
+    client = ao.init(
+        api_key=api_key, endpoint=collector_url, instrument_llm_calls=True, log_session_stats=False
+    )
+    llm = openai.OpenAI(api_key="sk-test", base_url=llm_url, max_retries=0)
+    session = client.start_session(tags=["sync"])
+    llm.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "plain"}])
+    stats = session.end_session("Success")
+    assert client.close(timeout=10)
+    result = {
+        "instrumented": instrumented(),
+        "session_id": session.session_id,
+        "counts": stats.event_counts,
+        "token_cost": str(stats.token_cost),
+    }
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
-    asyncio.run(_main(*sys.argv[1:5]))
+    if sys.argv[1] == "sync":
+        _sync_main(*sys.argv[2:5])
+    else:
+        asyncio.run(_main(*sys.argv[1:5]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -175,6 +176,42 @@ async def test_event_only_content_from_log_records_reaches_the_llm_event(
     await _check_stored(collector, session.session_id, session.event_counts)
 
 
+async def _run_llm_calls(python: str, *args: str) -> dict[str, Any]:
+    """Run tests/_llm_calls.py in a fresh interpreter; its JSON result."""
+    env = {k: v for k, v in os.environ.items() if k not in CONTENT_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])
+    process = await asyncio.create_subprocess_exec(
+        python,
+        str(REPO_ROOT / "tests" / "_llm_calls.py"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-3000:]
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def test_sync_init_with_instrument_llm_calls_records_the_call(
+    collector: Any, fake_openai: str
+) -> None:
+    """``init(..., instrument_llm_calls=True)`` and the sync ``openai.OpenAI`` client, as an
+    AgentOps user writes it (in a fresh interpreter: init() sets the process's defaults)."""
+    result = await _run_llm_calls(
+        sys.executable, "sync", collector.api_key, collector.url, fake_openai
+    )
+    assert result["instrumented"] == ["openai-v2"]
+    assert result["counts"] == {"llms": 1}
+    prompt_tokens, completion_tokens = USAGE["plain"]
+    cost = Decimal(prompt_tokens) * Decimal("0.15") + Decimal(completion_tokens) * Decimal("0.60")
+    assert Decimal(result["token_cost"]) == cost / 1_000_000  # what the API answered the client
+    [llm] = await collector.get_events(result["session_id"], event_type="llms")
+    assert llm["model"].startswith(MODEL)
+    assert (llm["prompt_tokens"], llm["completion_tokens"]) == USAGE["plain"]
+
+
 async def test_openllmetry_openai_instrumentation_passes_the_same_checks(
     collector: Any, fake_openai: str
 ) -> None:
@@ -184,22 +221,9 @@ async def test_openllmetry_openai_instrumentation_passes_the_same_checks(
     official instrumentation's opentelemetry-util-genai. There the application has no tracer
     provider: instrument() hands the instrumentation the SDK's private one."""
     python = client_venv("openllmetry-openai", OPENLLMETRY_REQUIREMENTS, OPENLLMETRY_VENV_ENV)
-    env = {k: v for k, v in os.environ.items() if k not in CONTENT_VARIABLES}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests")])
-    process = await asyncio.create_subprocess_exec(
-        str(python),
-        str(REPO_ROOT / "tests" / "_llm_calls.py"),
-        "openai",
-        collector.api_key,
-        collector.url,
-        fake_openai,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+    result = await _run_llm_calls(
+        str(python), "openai", collector.api_key, collector.url, fake_openai
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()[-3000:]
-    result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["instrumented"] == ["openai"]
     assert result["global_provider"] == "ProxyTracerProvider"
     events = await collector.get_events(result["session_id"])
