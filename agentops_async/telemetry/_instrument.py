@@ -134,8 +134,14 @@ def instrument(
     _check_client(client)
     wanted = _select(include, exclude)
     with _lock:
-        if capture_content is not None:
-            _set_content_env(capture_content)
+        if capture_content is not None and _set_content_env(capture_content) and _active:
+            log.warning(
+                "agentops_async: instrument(capture_content=%s) changes nothing for %s, turned "
+                "on before (instrumentations read the setting when turned on): call "
+                "uninstrument() first",
+                capture_content,
+                ", ".join(sorted(_active)),
+            )
         todo = [known for known in wanted if known.name not in _active]
         if todo:
             tracer_provider = capture_tracer_provider()
@@ -285,15 +291,18 @@ def _content_mode_on() -> str:
         return "true"
 
 
-def _set_content_env(on: bool) -> None:
+def _set_content_env(on: bool) -> bool:
+    """Set the content variables the environment does not set; True when one changed."""
+    mode = _content_mode_on()
     values = {
-        CONTENT_ENV: _content_mode_on() if on else "NO_CONTENT",
+        CONTENT_ENV: mode if on else ("NO_CONTENT" if mode == "SPAN_ONLY" else "false"),
         TRACELOOP_CONTENT_ENV: "true" if on else "false",
     }
-    if not on and _content_mode_on() == "true":
-        values[CONTENT_ENV] = "false"
+    changed = False
     for variable, value in values.items():
         if variable in os.environ and variable not in _env_set:
             continue  # the user set it: theirs wins
         _env_set.setdefault(variable, os.environ.get(variable))
+        changed |= os.environ.get(variable) != value
         os.environ[variable] = value
+    return changed

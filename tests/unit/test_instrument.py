@@ -4,6 +4,7 @@ application's SDK providers (never replace or install one), and GenAI content lo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -287,3 +288,23 @@ def test_the_apps_logger_provider_is_joined_once() -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["True", "1", "True"]
+
+
+def test_capture_content_sets_only_what_the_user_did_not_and_is_restored(
+    fake_known: type[FakeInstrumentor],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    content, traceloop = _instrument.CONTENT_ENV, _instrument.TRACELOOP_CONTENT_ENV
+    monkeypatch.delenv(content, raising=False)
+    monkeypatch.setenv(traceloop, "false")  # the user's choice
+    assert ao.instrument(include=["fake"], capture_content=True) == ["fake"]
+    assert os.environ[content] in ("SPAN_ONLY", "true")
+    assert os.environ[traceloop] == "false"  # theirs wins
+    with caplog.at_level("WARNING", logger="agentops_async"):
+        ao.instrument(include=["fake"], capture_content=False)  # already on: says so
+    assert os.environ[content] in ("NO_CONTENT", "false")
+    assert "call uninstrument() first" in caplog.text
+    ao.uninstrument()
+    assert content not in os.environ
+    assert os.environ[traceloop] == "false"
