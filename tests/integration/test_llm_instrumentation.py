@@ -23,12 +23,12 @@ import pytest_asyncio
 from _llm_calls import MODEL, four_calls
 from _servers import REPO_ROOT, ChatError, fake_chat_completions
 from _tracing import sdk_provider, span_recorder
-from _venvs import client_venv
+from _venvs import client_venv, require_test_package
 
 import agentops_async as ao
 
-openai = pytest.importorskip("openai", reason="the openai package is in the test extra")
-pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+require_test_package("openai")
+require_test_package("opentelemetry.instrumentation.openai_v2")
 
 pytestmark = pytest.mark.asyncio
 

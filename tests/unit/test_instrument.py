@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from _servers import REPO_ROOT
 from _tracing import sdk_provider, span_recorder
+from _venvs import require_test_package
 from opentelemetry import trace
 from opentelemetry._logs import LogRecord
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -87,8 +88,8 @@ def test_instrument_leaves_an_instrumentation_the_app_turned_on_alone(
 
 
 def test_the_real_openai_instrumentation_is_wrapped_once_and_unwrapped() -> None:
-    openai = pytest.importorskip("openai")
-    pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+    openai = require_test_package("openai")
+    require_test_package("opentelemetry.instrumentation.openai_v2")
     method = openai.resources.chat.completions.AsyncCompletions.__dict__["create"]
     try:
         assert "openai-v2" in ao.instrument()
