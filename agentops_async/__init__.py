@@ -35,6 +35,7 @@ from .session import (
 from .session._registry import require_current as _require_current
 from .sync import Client, Session, end_session, init, start_session
 from .telemetry._exporter import ExportStats
+from .telemetry._instrument import instrument, uninstrument
 
 
 async def record(event: Event) -> None:
@@ -83,6 +84,7 @@ __all__ = [
     "get_active_sessions",
     "get_current_session",
     "init",
+    "instrument",
     "record",
     "record_action",
     "record_tool",
@@ -90,4 +92,5 @@ __all__ = [
     "start_session",
     "sync",
     "trace",
+    "uninstrument",
 ]

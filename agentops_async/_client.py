@@ -78,6 +78,10 @@ class AsyncClient:
             _warn_disabled(self.config)
         elif self._capture is None:
             check_target(self.config)  # protocol="otlp" without its target fails here, clearly
+        if self._delivers and self.config.instrument_llm_calls:
+            from .telemetry._instrument import instrument
+
+            instrument(client=self)
 
     @property
     def _delivers(self) -> bool:

@@ -52,6 +52,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "outage_warning_after": ("AGENTOPS_OUTAGE_WARNING_AFTER", float),
     "shutdown_timeout": ("AGENTOPS_SHUTDOWN_TIMEOUT", float),
     "instrument_otel": ("AGENTOPS_INSTRUMENT_OTEL", _parse_bool),
+    "instrument_llm_calls": ("AGENTOPS_INSTRUMENT_LLM_CALLS", _parse_bool),
     "spool_dir": ("AGENTOPS_SPOOL_DIR", str),
     "spool_max_bytes": ("AGENTOPS_SPOOL_MAX_BYTES", int),
     "log_session_stats": ("AGENTOPS_LOG_SESSION_STATS", _parse_bool),
@@ -92,6 +93,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         shutdown_timeout: Bound (s) of ``close()`` and of ``end()``'s wait for acknowledgement.
         instrument_otel: Capture OpenTelemetry spans started inside a session (adds a span processor
             to the global SDK tracer provider, installing one if none is set).
+        instrument_llm_calls: Turn on the installed GenAI instrumentations (OpenAI, Anthropic,
+            ...) when the client is created, as :func:`agentops_async.instrument` does, so LLM
+            calls made in a session are recorded as LLM events. Off by default; needs
+            ``instrument_otel``. Nothing is turned on by a disabled client.
         log_session_stats: Log the stats line when a session ends.
         spool_dir: Directory of the disk spool (off when None): when the buffer is full, items go
             to disk instead of being dropped, and are replayed after the outage, or by the next
@@ -129,6 +134,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     outage_warning_after: float = 5.0
     shutdown_timeout: float = 10.0
     instrument_otel: bool = True
+    instrument_llm_calls: bool = False
     log_session_stats: bool = True
     spool_dir: str | None = None
     spool_max_bytes: int = 1024**3
@@ -151,6 +157,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
                 f"{MAX_EVENTS_PER_REQUEST} ({_where('max_batch_size')})"
             )
         _check_tag_lengths(self.default_tags, "default_tags")
+        if self.instrument_llm_calls and not self.instrument_otel:
+            raise ConfigError(
+                "instrument_llm_calls=True needs instrument_otel=True (sessions capture the "
+                "instrumentations' spans through it): drop instrument_otel=False or "
+                "AGENTOPS_INSTRUMENT_OTEL=0, or turn instrument_llm_calls off"
+            )
         if self.backpressure not in ("block", "drop"):
             raise ConfigError(
                 f"backpressure={self.backpressure!r} is not valid: use 'drop' (the default) or "

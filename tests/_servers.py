@@ -38,16 +38,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ChatError:
+    """What a ``fake_chat_completions`` answer returns to fail the call: an HTTP ``status`` with
+    an OpenAI-shaped error body."""
+
+    status: int
+    message: str = "the fake model failed"
+
+
 @contextlib.asynccontextmanager
 async def fake_chat_completions(
-    answer: Callable[[dict[str, Any]], dict[str, Any]],
+    answer: Callable[[dict[str, Any]], dict[str, Any] | ChatError],
 ) -> AsyncIterator[str]:
     """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 answering ``answer(request
-    body)``; yields the base URL (``http://127.0.0.1:PORT/v1``)."""
+    body)``; yields the base URL (``http://127.0.0.1:PORT/v1``).
+
+    ``answer`` returns a chat completion (a dict), or a :class:`ChatError`. A request with
+    ``"stream": true`` gets the completion as server-sent ``chat.completion.chunk`` events: a
+    role chunk, the content in pieces (or the tool calls), a chunk with the finish reason, then,
+    with ``stream_options.include_usage``, a last chunk with ``usage`` and no choices, then
+    ``data: [DONE]`` (what the OpenAI API does).
+    """
     from aiohttp import web
 
-    async def completions(request: web.Request) -> web.Response:
-        return web.json_response(answer(await request.json()))
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        reply = answer(body)
+        if isinstance(reply, ChatError):
+            error = {"message": reply.message, "type": "server_error", "code": None}
+            return web.json_response({"error": error}, status=reply.status)
+        if not body.get("stream"):
+            return web.json_response(reply)
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await stream.prepare(request)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        for chunk in _completion_chunks(reply, include_usage):
+            await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await stream.write(b"data: [DONE]\n\n")
+        await stream.write_eof()
+        return stream
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", completions)
@@ -138,6 +168,32 @@ async def otlp_receiver(
         yield f"http://127.0.0.1:{port}", received
     finally:
         await runner.cleanup()
+
+
+def _completion_chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A chat completion as the ``chat.completion.chunk`` objects of its stream."""
+    head = {k: completion[k] for k in ("id", "created", "model") if k in completion}
+    head["object"] = "chat.completion.chunk"
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {**head, "choices": choices, **extra}
+
+    chunks = []
+    for choice in completion.get("choices", []):
+        index, message = choice.get("index", 0), choice.get("message", {})
+        chunks.append(chunk([{"index": index, "delta": {"role": "assistant", "content": ""}}]))
+        content = message.get("content") or ""
+        for start in range(0, len(content), 4):
+            delta = {"content": content[start : start + 4]}
+            chunks.append(chunk([{"index": index, "delta": delta}]))
+        for i, call in enumerate(message.get("tool_calls") or []):
+            delta = {"tool_calls": [{"index": i, **call}]}
+            chunks.append(chunk([{"index": index, "delta": delta}]))
+        finish = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        chunks.append(chunk([finish]))
+    if include_usage:
+        chunks.append(chunk([], usage=completion.get("usage")))
+    return chunks
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> Any:

@@ -7,10 +7,12 @@ built skips the test locally and fails it in CI (``CI=true``), where the index i
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +46,12 @@ def client_venv(name: str, requirements: list[str], env_var: str) -> Path:
             pytest.fail(problem)
         pytest.skip(problem)
     return python
+
+
+def require_test_package(module: str) -> Any:
+    """Import ``module``, a package of the ``test`` extra; skip the test locally when it is not
+    installed, fail it in CI (``CI=true``), where ``.[dev]`` installs it."""
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        return importlib.import_module(module)
+    reason = f"{module} is not installed (the test extra: pip install -e '.[test]')"
+    return pytest.importorskip(module, reason=reason)

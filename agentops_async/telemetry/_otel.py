@@ -13,9 +13,12 @@ session whose root it descends from. The SDK's own network work runs in a quiet 
 (:func:`quiet_context`): no span of the user's, instrumentation suppressed.
 
 We never install a global tracer provider (that would get in the user's way). When the global
-provider is an SDK ``TracerProvider``, the router is added to it and the root span comes from it;
-otherwise the root span comes from a private provider and there is nothing to capture (without an
-SDK provider, no library records spans).
+provider is an SDK ``TracerProvider``, the router is added to it (:func:`join_tracer_provider`)
+and the root span comes from it; otherwise the root span comes from a private provider, which
+carries the router too: :func:`agentops_async.instrument` hands it to the GenAI instrumentations
+when the application has no provider of its own. The same rule holds for log records (message
+content that instrumentations emit as logs, :mod:`._logs`): join the global SDK
+``LoggerProvider``, else a private one.
 """
 
 from __future__ import annotations
@@ -26,14 +29,18 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 from .._spans import FinishedSpan, map_span
 from ..events import Event
+from ._logs import SpanContentLogs
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import Span
@@ -62,6 +69,8 @@ class SessionSpanRouter(SpanProcessor):
     def __init__(self) -> None:
         self._routes: dict[int, _Route] = {}
         self._warned = False
+        # Message content that instrumentations emit as log records, waiting for its span.
+        self.content = SpanContentLogs(self._routes.__contains__)
 
     def register(self, trace_id: int, root_span_id: int, session_id: str, sink: SpanSink) -> None:
         """Send the events of the ended spans of ``trace_id`` (except the root) to ``sink``."""
@@ -69,7 +78,8 @@ class SessionSpanRouter(SpanProcessor):
 
     def unregister(self, trace_id: int) -> None:
         """Stop routing ``trace_id``."""
-        self._routes.pop(trace_id, None)
+        if self._routes.pop(trace_id, None) is not None:
+            self.content.discard_trace(trace_id)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -82,7 +92,8 @@ class SessionSpanRouter(SpanProcessor):
         if route is None or ctx.span_id == route.root_span_id:
             return
         try:  # runs inside the user's span.end(): never raise there
-            for event in span_to_events(span):
+            content = self.content.take(ctx.trace_id, ctx.span_id)
+            for event in span_to_events(span, content):
                 route.sink(event)
         except Exception:
             if not self._warned:
@@ -102,9 +113,16 @@ class SessionSpanRouter(SpanProcessor):
         return True
 
 
-def span_to_events(span: ReadableSpan) -> list[Event]:
-    """The events an ended OTel span becomes (see :mod:`agentops_async._spans`)."""
-    return map_span(FinishedSpan.from_readable_span(span))
+def span_to_events(span: ReadableSpan, content: dict[str, object] | None = None) -> list[Event]:
+    """The events an ended OTel span becomes (see :mod:`agentops_async._spans`).
+
+    ``content``: message attributes its log records carried (:mod:`._logs`); the span's own
+    attributes win over them.
+    """
+    finished = FinishedSpan.from_readable_span(span)
+    if content:
+        finished = msgspec.structs.replace(finished, attributes={**content, **finished.attributes})
+    return map_span(finished)
 
 
 # --- the SDK's own work runs in a quiet context -------------------------------------------------
@@ -153,6 +171,7 @@ def session_links() -> list[trace.Link]:
 
 _router = SessionSpanRouter()
 _private_provider: TracerProvider | None = None
+_private_logger_provider: LoggerProvider | None = None
 _attached: set[int] = set()
 _lock = threading.Lock()
 
@@ -162,27 +181,68 @@ def router() -> SessionSpanRouter:
     return _router
 
 
-def session_tracer(capture: bool) -> trace.Tracer:
-    """The tracer that opens session root spans.
-
-    With ``capture``, and a global SDK TracerProvider set by the application, the router joins that
-    provider (once) and the root span comes from it, so child spans are captured. Otherwise a
-    private provider is used.
-    """
-    global _private_provider
-    from .. import __version__
-
-    provider = trace.get_tracer_provider()
+def join_tracer_provider(provider: TracerProvider) -> None:
+    """Add the router to ``provider`` (the application's), once; never replace anything."""
     with _lock:
-        if capture and isinstance(provider, TracerProvider):
-            if id(provider) not in _attached:
-                provider.add_span_processor(_router)
-                _attached.add(id(provider))
-            return provider.get_tracer("agentops_async", __version__)
+        if id(provider) not in _attached:
+            provider.add_span_processor(_router)
+            _attached.add(id(provider))
+
+
+def private_tracer_provider() -> TracerProvider:
+    """The SDK's own tracer provider (never installed globally), with the router on it."""
+    global _private_provider
+    with _lock:
         if _private_provider is None:
             # An explicit resource: the default one runs resource detectors in a thread pool,
             # which fails once the interpreter is shutting down (a session started at exit).
             _private_provider = TracerProvider(
                 resource=Resource({"service.name": "agentops_async"})
             )
-        return _private_provider.get_tracer("agentops_async", __version__)
+            _private_provider.add_span_processor(_router)
+        return _private_provider
+
+
+def capture_tracer_provider() -> TracerProvider:
+    """Where capture happens: the global SDK provider (joined), else the private one."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        join_tracer_provider(provider)
+        return provider
+    return private_tracer_provider()
+
+
+def capture_logger_provider() -> LoggerProvider:
+    """Where content log records are caught: the global SDK ``LoggerProvider`` (our processor
+    added once, nothing replaced), else a private one (never installed globally)."""
+    global _private_logger_provider
+    provider = get_logger_provider()
+    with _lock:
+        if isinstance(provider, LoggerProvider):
+            if id(provider) not in _attached:
+                provider.add_log_record_processor(_router.content)
+                _attached.add(id(provider))
+            return provider
+        if _private_logger_provider is None:
+            _private_logger_provider = LoggerProvider(
+                resource=Resource({"service.name": "agentops_async"})
+            )
+            _private_logger_provider.add_log_record_processor(_router.content)
+        return _private_logger_provider
+
+
+def session_tracer(capture: bool) -> trace.Tracer:
+    """The tracer that opens session root spans.
+
+    With ``capture``, and a global SDK TracerProvider set by the application, the router joins that
+    provider (once) and the root span comes from it, so child spans are captured. Otherwise the
+    private provider is used (instrumentations that :func:`agentops_async.instrument` turned on
+    without an application provider write their spans there).
+    """
+    from .. import __version__
+
+    provider = trace.get_tracer_provider()
+    if capture and isinstance(provider, TracerProvider):
+        join_tracer_provider(provider)
+        return provider.get_tracer("agentops_async", __version__)
+    return private_tracer_provider().get_tracer("agentops_async", __version__)
