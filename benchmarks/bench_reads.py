@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -234,8 +235,12 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="agentops-reads-"))
     rows: list[tuple[object, ...]] = []
-    for backend in args.backends.split(","):
-        rows += run_backend(backend, args, work)
+    try:
+        for backend in args.backends.split(","):
+            rows += run_backend(backend, args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n{args.sessions:,} sessions, {args.events:,} events ({args.big} sessions of"
         f" {args.big_events:,}); {args.repeats} timings per query over HTTP on loopback\n"

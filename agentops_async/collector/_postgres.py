@@ -32,6 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._prices import Usage, usage_row
 from ._storage import (
+    DEFAULT_PG_POOL_SIZE,
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -41,6 +42,7 @@ from ._storage import (
     SessionRow,
     SessionWrite,
     StorageUnavailable,
+    pool_size_setting,
     session_page_sql,
 )
 
@@ -272,12 +274,12 @@ class PostgresStorage:
 
     Args:
         dsn: A ``postgresql://user@host:port/db`` connection string.
-        max_connections: Pool size.
+        pool_size: Connections open at most (made on demand, none while idle).
     """
 
-    def __init__(self, dsn: str, max_connections: int = 10) -> None:
+    def __init__(self, dsn: str, pool_size: int = DEFAULT_PG_POOL_SIZE) -> None:
         self._dsn = dsn
-        self._max = max_connections
+        self._max = pool_size_setting(pool_size, "pool_size")
         self._pool: Any = None
 
     def __repr__(self) -> str:
