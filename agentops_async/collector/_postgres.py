@@ -201,9 +201,19 @@ _MIGRATIONS: list[str] = [
     # 5: events keyed by (session, event id), the unique index that idempotent ingest needs
     # anyway; the index on seq alone goes (no read used it, and each index costs every insert).
     # seq stays unique, from its sequence, and orders a session's events (events_by_session).
+    # A session's counts by type and its LLM usage are read from the indexes alone (index-only
+    # scans): events_by_session carries event_type, events_llm_by_session the usage columns.
+    # Autovacuum marks new pages all-visible after 1% more rows (not 20%), so that index-only
+    # scans of recent sessions do not visit the table.
     """
     ALTER TABLE events DROP CONSTRAINT events_pkey;
     ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_by_session_id;
+    DROP INDEX events_by_session;
+    CREATE INDEX events_by_session ON events(session_id, seq) INCLUDE (event_type);
+    DROP INDEX events_llm_by_session;
+    CREATE INDEX events_llm_by_session ON events(session_id)
+        INCLUDE (model, prompt_tokens, completion_tokens, cost) WHERE event_type = 'llms';
+    ALTER TABLE events SET (autovacuum_vacuum_insert_scale_factor = 0.01);
     """,
 ]
 
@@ -448,11 +458,8 @@ class PostgresStorage:
         if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
             records = [_record_no_nul(record) for record in records]
         async with self.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "events", records=records, columns=_EVENT_COLUMNS
-                    )
+            try:  # one statement, its own transaction: all of the batch or nothing
+                await conn.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
                 return len(records)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # An id is stored already or twice in the batch (or a concurrent batch with the
