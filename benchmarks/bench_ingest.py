@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -294,6 +295,7 @@ def main() -> int:
         finally:
             if pg is not None:
                 pg.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.events:,} events per run, median of {args.runs} runs "
           f"(sdk: {args.sessions} sessions; raw: {args.batch_size}-event batches, "
