@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         default=10,
         help="failed dashboard sign-ins allowed per client address and minute (default 10)",
     )
+    serve.add_argument(
+        "--pool-size",
+        type=_pool_size,
+        help="PostgreSQL: connections this collector opens at most, on demand (default: "
+        "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
     prune = sub.add_parser(
@@ -219,11 +225,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_async(args: argparse.Namespace) -> int:
     from .collector import Collector, PriceTable
+    from .collector._storage import is_postgres_dsn
 
     try:
         prices = PriceTable.from_file(args.prices) if args.prices else None
     except (OSError, ValueError) as exc:
         raise _CliError(f"--prices {args.prices}: {exc}") from None
+    if args.pool_size is not None and not is_postgres_dsn(args.database):
+        raise _CliError("--pool-size: only for a PostgreSQL --database (SQLite has no pool)")
     collector = Collector(
         database=args.database,
         host=args.host,
@@ -241,6 +250,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         retention_interval=args.retention_interval,
         dashboard_signin_expiry=args.dashboard_signin_expiry,
         signin_attempts_per_minute=args.signin_attempts_per_minute,
+        pool_size=args.pool_size,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -298,6 +308,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
     return value
+
+
+def _pool_size(text: str) -> int:
+    from .collector._storage import pool_size_setting
+
+    try:
+        return pool_size_setting(text.strip(), "--pool-size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pool-size: ")) from None
 
 
 def _positive_float(text: str) -> float:

@@ -14,6 +14,12 @@ Markdown table with the median of the runs.
 
     python benchmarks/bench_ingest.py                      # both backends, both clients
     python benchmarks/bench_ingest.py --backends sqlite --events 500000 --runs 5
+    git worktree add /tmp/old 5b20090       # compare an older collector, interleaved in one run
+    python benchmarks/bench_ingest.py --backends postgres --code old=/tmp/old,new=.
+
+With ``--code NAME=DIR,...`` the collector subprocess runs the ``agentops_async`` of each checkout
+in turn (run 1 of every checkout, then run 2, ...: a noisy machine hits all alike); the client
+side is always this checkout's SDK. Each row's ratio is to the first checkout's row.
 """
 
 from __future__ import annotations
@@ -22,11 +28,14 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,21 +147,93 @@ async def run_raw(url: str, api_key: str, events: int, batch: int, connections: 
     return sent / elapsed
 
 
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time of a process (Linux ``/proc``); with ``children``, also of its exited children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (exited, waited for)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(pg: PostgresServer) -> float:
+    """CPU time of this PostgreSQL cluster: the postmaster, its exited and its live children."""
+    try:
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == postmaster:
+                total += _cpu_seconds(int(entry.name))
+    return total
+
+
+@dataclass
+class Sample:
+    """One run: events/s, and the CPU seconds the collector and the database server used."""
+
+    rate: float
+    collector_cpu: float
+    database_cpu: float
+
+
 def _one_run(
-    backend: str, client: str, args: argparse.Namespace, pg: PostgresServer | None, work: Path
-) -> float:
+    backend: str,
+    client: str,
+    args: argparse.Namespace,
+    pg: PostgresServer | None,
+    work: Path,
+    code_dir: Path,
+) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
-    process = CollectorProcess(database, backend, work / "collector.log").start()
+    process = CollectorProcess(database, backend, work / "collector.log", code_dir=code_dir)
+    process.start()
     try:
         _, api_key = process.create_project("bench")
+        assert process.process is not None
+        pid = process.process.pid
+        collector_before = _cpu_seconds(pid)
+        database_before = _server_cpu(pg) if pg else 0.0
         if client in ("sdk", "sdk-otlp"):
             protocol = "otlp" if client == "sdk-otlp" else "agentops_v2"
-            return asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions, protocol))
-        return asyncio.run(
-            run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+            rate = asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions, protocol))
+        else:
+            rate = asyncio.run(
+                run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+            )
+        return Sample(
+            rate,
+            _cpu_seconds(pid) - collector_before,
+            (_server_cpu(pg) - database_before) if pg else 0.0,
         )
     finally:
         process.stop()
+        if pg is None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(database + suffix).unlink(missing_ok=True)
+        else:
+            pg.drop_database(database)
+
+
+def _checkouts(text: str) -> list[tuple[str, Path]]:
+    """``--code``: ``name=dir`` pairs (a bare ``dir`` is named after itself)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        name, _, path = item.rpartition("=")
+        code_dir = Path(path).resolve()
+        if not (code_dir / "agentops_async" / "__init__.py").exists():
+            raise SystemExit(f"--code {item}: no agentops_async package in {code_dir}")
+        pairs.append((name or path, code_dir))
+    return pairs
 
 
 def main() -> int:
@@ -164,7 +245,13 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=4, help="concurrent SDK sessions")
     parser.add_argument("--batch-size", type=int, default=1000, help="raw client batch size")
     parser.add_argument("--connections", type=int, default=4, help="raw client connections")
+    parser.add_argument(
+        "--code",
+        default=f"current={REPO}",
+        help="NAME=DIR,...: the checkouts whose collectors are compared (default: this one)",
+    )
     args = parser.parse_args()
+    checkouts = _checkouts(args.code)
 
     rows = []
     work = Path(tempfile.mkdtemp(prefix="agentops-bench-"))
@@ -178,25 +265,57 @@ def main() -> int:
             # with synchronous=NORMAL.
             pg = PostgresServer.start(settings={"fsync": "on", "full_page_writes": "on"})
         try:
-            clients = args.clients.split(",")
-            rates: dict[str, list[float]] = {client: [] for client in clients}
-            for _ in range(args.runs):  # the clients interleaved: the machine is noisy
-                for client in clients:
-                    rates[client].append(_one_run(backend, client, args, pg, work))
-                    print(f"{backend}/{client}: {rates[client][-1]:,.0f} events/s", file=sys.stderr)
-            for client, got in rates.items():
-                rows.append((backend, client, statistics.median(got), min(got), max(got)))
+            for client in args.clients.split(","):
+                runs: dict[str, list[Sample]] = {name: [] for name, _ in checkouts}
+                for _ in range(args.runs):
+                    for name, code_dir in checkouts:
+                        sample = _one_run(backend, client, args, pg, work, code_dir)
+                        runs[name].append(sample)
+                        print(
+                            f"{backend}/{client}/{name}: {sample.rate:,.0f} events/s, CPU"
+                            f" {sample.collector_cpu:.2f} s collector +"
+                            f" {sample.database_cpu:.2f} s database",
+                            file=sys.stderr,
+                        )
+                first = statistics.median(s.rate for s in runs[checkouts[0][0]])
+                for name, samples in runs.items():
+                    rates = [s.rate for s in samples]
+                    median = statistics.median(rates)
+                    per_event = 1e6 / args.events
+                    collector_us = statistics.median(s.collector_cpu for s in samples) * per_event
+                    database_us = statistics.median(s.database_cpu for s in samples) * per_event
+                    rows.append(
+                        (
+                            backend,
+                            client,
+                            name,
+                            median,
+                            min(rates),
+                            max(rates),
+                            median / first,
+                            collector_us,
+                            database_us,
+                        )
+                    )
         finally:
             if pg is not None:
                 pg.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.events:,} events per run, median of {args.runs} runs "
           f"(sdk: {args.sessions} sessions; raw: {args.batch_size}-event batches, "
           f"{args.connections} connections)\n")  # fmt: skip
-    print("| backend | client | events/s (median) | min | max |")
-    print("|---|---|---:|---:|---:|")
-    for backend, client, median, low, high in rows:
-        print(f"| {backend} | {client} | {median:,.0f} | {low:,.0f} | {high:,.0f} |")
+    print(
+        "| backend | client | collector | events/s (median) | min | max | ratio |"
+        " collector CPU µs/event | database CPU µs/event |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for backend, client, name, median, low, high, ratio, collector_us, database_us in rows:
+        database = f"{database_us:.1f}" if backend == "postgres" else "(in the collector)"
+        print(
+            f"| {backend} | {client} | {name} | {median:,.0f} | {low:,.0f} | {high:,.0f}"
+            f" | {ratio:.2f}x | {collector_us:.1f} | {database} |"
+        )
     return 0
 
 

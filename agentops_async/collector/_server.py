@@ -41,7 +41,7 @@ from ._context import (
 )
 from ._jwt import JwtSigner
 from ._prices import PriceTable
-from ._storage import Storage, open_storage, prune
+from ._storage import Storage, checked_pool_size, open_storage, prune
 
 __all__ = ["Collector"]
 
@@ -73,6 +73,8 @@ class Collector:
         dashboard_signin_expiry: Seconds a dashboard sign-in lasts (default 12 hours).
         signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
             minute (then 429 until the allowance refills).
+        pool_size: PostgreSQL: connections open at most (default: the environment's
+            ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
 
     Example:
         >>> async with Collector(database="demo.db", port=0) as collector:
@@ -99,6 +101,7 @@ class Collector:
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         dashboard_signin_expiry: float = DEFAULT_DASHBOARD_SIGNIN_EXPIRY,
         signin_attempts_per_minute: int = DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE,
+        pool_size: int | None = None,
     ) -> None:
         self.database = database
         self.host = host
@@ -126,6 +129,7 @@ class Collector:
             raise ValueError("retention_days: expected a number of days > 0 (or None: keep all)")
         if not retention_interval > 0:
             raise ValueError("retention_interval: expected seconds > 0")
+        self.pool_size = checked_pool_size(database, pool_size)
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self._retention: asyncio.Task[None] | None = None
@@ -152,7 +156,7 @@ class Collector:
 
     async def start(self) -> None:
         """Open the storage (creating the schema) and start listening."""
-        storage = open_storage(self.database)
+        storage = open_storage(self.database, pool_size=self.pool_size)
         await storage.open()
         try:
             secret = await storage.get_secret(new_secret())

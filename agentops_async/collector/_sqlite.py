@@ -139,6 +139,17 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
+    # 5: a session's counts by type and its LLM usage are read from the indexes alone (covering
+    # indexes): events_by_session carries seq (its order, as before) and event_type,
+    # events_llm_by_session the usage columns. Same number of indexes, a little wider.
+    """
+    DROP INDEX events_by_session;
+    CREATE INDEX events_by_session ON events(session_id, seq, event_type);
+    DROP INDEX events_llm_by_session;
+    CREATE INDEX events_llm_by_session
+        ON events(session_id, event_type, model, prompt_tokens, completion_tokens, cost)
+        WHERE event_type = 'llms'
+    """,
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the

@@ -161,6 +161,11 @@ async def test_a_version_2_database_is_migrated_to_version_3(database: str) -> N
     if database.startswith("postgresql://"):
         import asyncpg
 
+        downgrade[:0] = [  # version 5: events keyed by seq again
+            "ALTER TABLE events DROP CONSTRAINT events_pkey",
+            "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
+            "ALTER TABLE events ADD PRIMARY KEY (seq)",
+        ]
         conn = await asyncpg.connect(database)
         for statement in downgrade:
             await conn.execute(statement)
