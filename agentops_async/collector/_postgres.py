@@ -378,24 +378,14 @@ class PostgresStorage:
     @_translated
     async def upsert_session(self, write: SessionWrite) -> str:
         """Insert or update (same project only); returns the owning project."""
-        write = _clean_write(write)
         async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
-                " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
-                " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
-                " ON CONFLICT (id) DO NOTHING RETURNING project_id",
-                *write.insert_values(),
-            )
-            if inserted is not None:
-                await _replace_tags(conn, write.session_id, write.tags or [])
-                return write.project_id
-            owner: str = await conn.fetchval(
-                "SELECT project_id FROM sessions WHERE id = $1", write.session_id
-            )
-            if owner == write.project_id:
-                await _update_session(conn, write)
-            return owner
+            return await _upsert_session(conn, _clean_write(write))
+
+    @_translated
+    async def upsert_sessions(self, writes: Sequence[SessionWrite]) -> list[str]:
+        """Insert or update many sessions in one transaction; the owning projects, in order."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [await _upsert_session(conn, _clean_write(write)) for write in writes]
 
     @_translated
     async def update_session(self, write: SessionWrite) -> bool:
@@ -682,6 +672,26 @@ async def _replace_tags(conn: Any, session_id: str, tags: list[str]) -> None:
             session_id,
             [_no_nul(tag) for tag in tags],
         )
+
+
+async def _upsert_session(conn: Any, write: SessionWrite) -> str:
+    """Insert the session, or update it when it exists in the same project; its owner."""
+    inserted = await conn.fetchval(
+        "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+        " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+        " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
+        " ON CONFLICT (id) DO NOTHING RETURNING project_id",
+        *write.insert_values(),
+    )
+    if inserted is not None:
+        await _replace_tags(conn, write.session_id, write.tags or [])
+        return write.project_id
+    owner: str = await conn.fetchval(
+        "SELECT project_id FROM sessions WHERE id = $1", write.session_id
+    )
+    if owner == write.project_id:
+        await _update_session(conn, write)
+    return owner
 
 
 async def _update_session(conn: Any, write: SessionWrite) -> bool:

@@ -453,22 +453,16 @@ class SqliteStorage:
 
         def run(conn: sqlite3.Connection) -> str:
             with _transaction(conn):
-                row = conn.execute(
-                    "SELECT project_id FROM sessions WHERE id = ?", (write.session_id,)
-                ).fetchone()
-                if row is not None:
-                    if row[0] == write.project_id:
-                        _update_session(conn, write)
-                    return str(row[0])
-                now = time.time()
-                conn.execute(
-                    "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
-                    " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
-                    " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*write.insert_values(), now, now),
-                )
-                _replace_tags(conn, write.session_id, write.tags or [])
-                return write.project_id
+                return _upsert_session(conn, write)
+
+        return await self._write(run)
+
+    async def upsert_sessions(self, writes: Sequence[SessionWrite]) -> list[str]:
+        """Insert or update many sessions in one transaction; the owning projects, in order."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            with _transaction(conn):
+                return [_upsert_session(conn, write) for write in writes]
 
         return await self._write(run)
 
@@ -867,6 +861,26 @@ def _checkpoint_passive(conn: sqlite3.Connection) -> int:
 
 def _checkpoint_truncate(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _upsert_session(conn: sqlite3.Connection, write: SessionWrite) -> str:
+    """Insert the session, or update it when it exists in the same project; its owner."""
+    row = conn.execute(
+        "SELECT project_id FROM sessions WHERE id = ?", (write.session_id,)
+    ).fetchone()
+    if row is not None:
+        if row[0] == write.project_id:
+            _update_session(conn, write)
+        return str(row[0])
+    now = time.time()
+    conn.execute(
+        "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+        " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+        " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (*write.insert_values(), now, now),
+    )
+    _replace_tags(conn, write.session_id, write.tags or [])
+    return write.project_id
 
 
 class _transaction:

@@ -312,6 +312,9 @@ class Storage(SessionReader, Protocol):
             written).
         """
 
+    async def upsert_sessions(self, writes: Sequence[SessionWrite]) -> list[str]:
+        """:meth:`upsert_session` for many sessions in one transaction; the owners, in order."""
+
     async def update_session(self, write: SessionWrite) -> bool:
         """Update an existing session of ``write.project_id``; False if there is none."""
 

@@ -27,6 +27,7 @@ import msgspec
 
 from .._config import Config
 from .._hooks import FILTERED, Hooks
+from .._limits import MAX_EVENTS_PER_REQUEST
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
@@ -1087,6 +1088,10 @@ class Exporter:
         self._account_dropped(channel, 1, UNSENDABLE, detail)
 
     async def _ship(self, steps: Steps) -> None:
+        if self.api.sessions_batch_path is not None:
+            steps = await self._ship_batched(steps)
+        if not steps:
+            return
         if len(steps) == 1:
             ((channel, session_steps),) = steps.items()
             await self._ship_session(channel, session_steps)
@@ -1105,6 +1110,86 @@ class Exporter:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    async def _ship_batched(self, steps: Steps) -> Steps:
+        """Send the sessions' parts of this batch in create_sessions requests (many sessions
+        each: their state after the batch and their events), where the server takes them.
+
+        Returns the parts to send with the standard calls: those with an agent to create, of a
+        session whose creation failed, too large for one request, or that the server refused
+        this way (the standard calls then isolate what it refuses)."""
+        rest: Steps = {}
+        parts: list[_Part] = []
+        for channel, session_steps in steps.items():
+            entry = _session_entry(channel, session_steps)
+            if entry is None:
+                rest[channel] = session_steps
+            else:
+                parts.append(_Part(channel, session_steps, entry))
+        for chunk in _chunked(parts, self._batch_bytes, rest):
+            body = wire.sessions_body([part.entry for part in chunk])
+            try:
+                answer = await self.api.create_sessions(body)
+            except ApiError as exc:
+                if exc.retryable:  # the API stayed down: as the standard calls giving up
+                    self._batched_failed(chunk, exc)
+                else:
+                    rest.update((part.channel, part.steps) for part in chunk)
+                continue
+            self._batched_delivered(chunk, answer)
+        return rest
+
+    def _batched_delivered(self, chunk: list[_Part], answer: wire.CreateSessionsAnswer) -> None:
+        results = {result.session_id: result for result in answer.sessions}
+        for channel, session_steps, _ in chunk:
+            result = results.get(channel.session_id)
+            if result is not None:
+                if result.session_url is not None:
+                    channel.session_url = result.session_url
+                cost = wire.parse_token_cost(result.token_cost)
+                if cost is not None:
+                    channel.token_cost = cost
+            count = _events_in(session_steps)
+            channel.delivered += count
+            channel.in_flight -= count
+            self._delivered += count
+            self._resolve_part(channel, session_steps)
+
+    def _batched_failed(self, chunk: list[_Part], exc: ApiError) -> None:
+        for channel, session_steps, _ in chunk:
+            first = session_steps[0]
+            created = type(first) is not Op or first.kind != CREATE
+            if not created:
+                channel.failure = str(exc)
+                self._drop_op(first)  # type: ignore[arg-type]
+            count = _events_in(session_steps)
+            if count:
+                reason = (
+                    "create_events gave up after retries"
+                    if created
+                    else ("session could not be created")
+                )
+                self._account_dropped(channel, count, reason, str(exc))
+            if created:
+                for step in session_steps:
+                    if type(step) is Op:
+                        self._drop_op(step)
+            self._resolve_part(channel, session_steps)
+        self._warn_once(
+            f"op:{wire.SESSIONS_BATCH}:{exc.status}",
+            f"sending {len(chunk)} session(s) failed: {exc}",
+        )
+
+    def _resolve_part(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
+        final = False
+        for step in steps:
+            if type(step) is Op:
+                step.resolved = True
+                final = final or step.final
+        if final:
+            channel.closed = True
+            self._channels.pop(channel.session_id, None)
+            self._settle(channel)
 
     async def _ship_session(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
         """Send one session's part of the batch in order."""
@@ -1246,6 +1331,63 @@ class Exporter:
             channel.closed = True
             self._channels.pop(channel.session_id, None)
             self._settle(channel)
+
+
+class _Part(NamedTuple):
+    """A session's part of a batch, and its create_sessions entry."""
+
+    channel: SessionChannel
+    steps: list[Op | Run]
+    entry: bytes
+
+
+def _events_in(steps: list[Op | Run]) -> int:
+    return sum(len(step.events) for step in steps if type(step) is Run)
+
+
+def _session_entry(channel: SessionChannel, steps: list[Op | Run]) -> bytes | None:
+    """The create_sessions entry of a session's part of a batch: the state its last operation
+    sends (each create/update body is the whole session as it is then), and its events; None
+    when the part needs the standard calls (an agent to create, a session never created)."""
+    if channel.failure is not None:
+        return None
+    runs: list[bytes] = []
+    state: bytes | None = None
+    for step in steps:
+        if type(step) is Run:
+            runs.append(step.body)
+        elif step.kind == AGENT:  # type: ignore[union-attr]
+            return None
+        else:
+            state = step.body
+    if state is None and not runs:
+        return None
+    events = None if not runs else runs[0] if len(runs) == 1 else wire.join_bodies(runs)
+    return wire.session_entry(channel.session_id, state, events)
+
+
+def _chunked(parts: list[_Part], limit: int, rest: Steps) -> list[list[_Part]]:
+    """``parts`` in create_sessions requests of at most ``limit`` bytes and
+    MAX_EVENTS_PER_REQUEST sessions and events; a part too large for one goes to ``rest``."""
+    chunks: list[list[_Part]] = []
+    chunk: list[_Part] = []
+    size = items = 0
+    for part in parts:
+        count = 1 + _events_in(part.steps)
+        if len(part.entry) + 16 > limit:
+            rest[part.channel] = part.steps
+            continue
+        if chunk and (
+            size + len(part.entry) + 16 > limit or items + count > MAX_EVENTS_PER_REQUEST
+        ):
+            chunks.append(chunk)
+            chunk, size, items = [], 0, 0
+        chunk.append(part)
+        size += len(part.entry) + 1
+        items += count
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _queue_full_hint(block: bool, timeout: float) -> str:
