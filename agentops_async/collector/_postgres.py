@@ -382,10 +382,38 @@ class PostgresStorage:
             return await _upsert_session(conn, _clean_write(write))
 
     @_translated
-    async def upsert_sessions(self, writes: Sequence[SessionWrite]) -> list[str]:
-        """Insert or update many sessions in one transaction; the owning projects, in order."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            return [await _upsert_session(conn, _clean_write(write)) for write in writes]
+    async def upsert_sessions(
+        self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
+    ) -> tuple[list[str], int]:
+        """Upsert many sessions and store events, in one transaction (nothing when a session
+        is another project's); the owning projects in order, and how many events were new."""
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    owners = [await _upsert_session(conn, _clean_write(w)) for w in writes]
+                    if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
+                        raise _Refused(owners)
+                    return owners, await self._insert_on(conn, rows)
+            except _Refused as refused:
+                return refused.owners, 0
+
+    async def _insert_on(self, conn: Any, rows: Sequence[EventRow]) -> int:
+        """:meth:`insert_events` on ``conn`` (inside its transaction, if it has one)."""
+        if not rows:
+            return 0
+        import asyncpg
+
+        records = [_staged(n, row) for n, row in enumerate(rows)]
+        if any("\\u0000" in cast(str, r[6]) for r in records):  # a NUL in these events' strings
+            records = [_staged_no_nul(record) for record in records]
+        try:
+            status = await _copy_and_insert(conn, records)
+        except asyncpg.UndefinedTableError:
+            # The staging table is gone (a pooler such as PgBouncer handed us another server
+            # session, or DISCARD TEMP ran): make it again and retry, once.
+            await conn.execute(_CREATE_STAGING)
+            status = await _copy_and_insert(conn, records)
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
     async def update_session(self, write: SessionWrite) -> bool:
@@ -421,20 +449,8 @@ class PostgresStorage:
         """COPY the batch into the staging table, then one INSERT ... SELECT into events."""
         if not rows:
             return 0
-        import asyncpg
-
-        records = [_staged(n, row) for n, row in enumerate(rows)]
-        if any("\\u0000" in cast(str, r[6]) for r in records):  # a NUL in these events' strings
-            records = [_staged_no_nul(record) for record in records]
         async with self.pool.acquire() as conn:
-            try:
-                status = await _copy_and_insert(conn, records)
-            except asyncpg.UndefinedTableError:
-                # The staging table is gone (a pooler such as PgBouncer handed us another server
-                # session, or DISCARD TEMP ran): make it again and retry, once.
-                await conn.execute(_CREATE_STAGING)
-                status = await _copy_and_insert(conn, records)
-        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+            return await self._insert_on(conn, rows)
 
     @_translated
     async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
@@ -672,6 +688,14 @@ async def _replace_tags(conn: Any, session_id: str, tags: list[str]) -> None:
             session_id,
             [_no_nul(tag) for tag in tags],
         )
+
+
+class _Refused(Exception):
+    """Rolls back a batch of sessions that holds another project's session."""
+
+    def __init__(self, owners: list[str]) -> None:
+        super().__init__("a session of another project")
+        self.owners = owners
 
 
 async def _upsert_session(conn: Any, write: SessionWrite) -> str:

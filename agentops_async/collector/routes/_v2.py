@@ -220,11 +220,10 @@ class _V2Api:
         state it sends, as create_session does) and its events stored; or only events added
         to an existing session of the project.
 
-        All or nothing for the client: a session of another project (403), one that does not
-        exist (404), a field the collector refuses (400) or too many events (413) fail the
-        request, and the SDK sends those sessions again with the standard calls, which isolate
-        the offending one (what was stored meanwhile is stored once: sessions are upserted,
-        events keyed by id).
+        All or nothing, in one transaction: a session of another project (403), one that does
+        not exist (404), a field the collector refuses (400) or too many events (413) fail the
+        request with nothing stored, and the SDK sends those sessions again with the standard
+        calls, which isolate the offending one.
         """
         ctx = self.ctx
         project = (await auth.api_key_header(ctx, request)).project_id
@@ -236,13 +235,11 @@ class _V2Api:
                 fail(404, f"session {sid} not found")
             if owner != project:
                 fail(403, f"session {sid} belongs to another project")
-        if batch.writes:
-            owners = await ctx.storage.upsert_sessions(batch.writes)
-            for write, owner in zip(batch.writes, owners, strict=True):
-                if owner != project:
-                    fail(403, f"session {write.session_id} belongs to another project")
-                ctx.remember_owner(write.session_id, project)
-        stored = await ctx.storage.insert_events(batch.rows) if batch.rows else 0
+        owners, stored = await ctx.storage.upsert_sessions(batch.writes, batch.rows)
+        for write, owner in zip(batch.writes, owners, strict=True):
+            if owner != project:
+                fail(403, f"session {write.session_id} belongs to another project")
+            ctx.remember_owner(write.session_id, project)
         ids = [write.session_id for write in batch.writes] + batch.existing
         costs = ctx.prices.session_costs(await ctx.storage.llm_usage(ids))
         return json_response(

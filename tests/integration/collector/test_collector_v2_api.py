@@ -367,11 +367,13 @@ async def test_create_sessions_refuses_what_the_standard_calls_refuse(
         ({"events": []}, 400, "sessions[1]: give a session object"),
     ]
     for entry, status, message in cases:
-        mine = {"session": _session_body(str(uuid.uuid4())), "events": _events(None, 1)}
+        mine_id = str(uuid.uuid4())
+        mine = {"session": _session_body(mine_id), "events": _events(None, 1)}
         answer = await collector.v2_post(
             "create_sessions", {"sessions": [mine, entry]}, api_key=collector.api_key
         )
         assert answer.status == status, (entry, answer.body)
         assert message in answer.body["message"], answer.body
+        assert await collector.get_session(mine_id) is None  # all or nothing
     no_key = await collector.v2_post("create_sessions", {"sessions": []})
     assert no_key.status == 401
