@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 
 from ._config import Config, load_config
-from .api._client import ApiClient
 from .errors import ConfigError
 from .session._session import AsyncSession
 from .telemetry._exporter import Exporter, ExportStats, NullExporter
+from .telemetry._memory import MemoryTarget, active_capture
+from .telemetry._targets import ExportTarget, check_target, make_target
 
 log = logging.getLogger("agentops_async")
 
@@ -69,8 +70,30 @@ class AsyncClient:
         self._exporter: Exporter | NullExporter | None = None
         self._last: Exporter | NullExporter | None = None  # the exporter closed last
         self._lock = threading.Lock()
-        if not self.config.active:
+        # Inside ``agentops_async.testing.capture_events()``: deliver to memory, key or not.
+        self._capture = active_capture()
+        if self._capture is not None:
+            self._capture._clients.append(self)
+        if not self._delivers:
             _warn_disabled(self.config)
+        elif self._capture is None:
+            check_target(self.config)  # protocol="otlp" without its target fails here, clearly
+
+    @property
+    def _delivers(self) -> bool:
+        """True when sessions are really exported (to the API, or to a capture)."""
+        return self.config.active or (self._capture is not None and self.config.enabled)
+
+    def _make_target(self) -> ExportTarget:
+        if self._capture is not None:
+            return MemoryTarget(self._capture)
+        return make_target(self.config)
+
+    async def _flush_if_on_this_loop(self) -> None:
+        """Flush when this client's exporter runs on the running loop (capture_events)."""
+        exporter = self._exporter
+        if isinstance(exporter, Exporter) and exporter.loop is asyncio.get_running_loop():
+            await exporter.flush(self.config.shutdown_timeout)
 
     def __repr__(self) -> str:
         return (
@@ -113,7 +136,7 @@ class AsyncClient:
         Resolved means acknowledged by the API or counted as dropped (see :attr:`stats`).
         """
         if self._exporter is None:
-            if not (self.config.spool_dir and self.config.active):
+            if not (self.config.spool_dir and self._delivers):
                 return True
             self._exporter_for_running_loop()  # replays what an earlier process spooled
         assert self._exporter is not None
@@ -147,7 +170,7 @@ class AsyncClient:
         return await exporter.close(limit)
 
     async def __aenter__(self) -> AsyncClient:
-        if self.config.active:
+        if self._delivers:
             self._exporter_for_running_loop()  # starts delivery, and the replay of a spool
         return self
 
@@ -188,8 +211,8 @@ class AsyncClient:
                     )
                 exporter.reattach(loop)  # its loop is gone: what it held is sent from this one
             if exporter is None:
-                if self.config.active:
-                    exporter = Exporter(self.config, loop, ApiClient(self.config))
+                if self._delivers:
+                    exporter = Exporter(self.config, loop, self._make_target())
                     exporter.start()
                     _open_clients.add(self)
                 else:
@@ -287,6 +310,14 @@ def default_client() -> AsyncClient:
         if _default is None:
             _default = AsyncClient()
         return _default
+
+
+def _swap_default(client: AsyncClient | None) -> AsyncClient | None:
+    """Make ``client`` the default client; returns the one it replaces (capture_events)."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, client
+        return previous
 
 
 def set_default_client(client: AsyncClient | None) -> None:

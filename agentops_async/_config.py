@@ -14,6 +14,8 @@ from .errors import ConfigError
 DEFAULT_ENDPOINT = "https://api.agentops.ai"
 
 Backpressure = Literal["block", "drop"]
+Protocol = Literal["agentops_v2", "otlp"]
+PROTOCOLS = ("agentops_v2", "otlp")
 
 # name -> (environment variable, parser)
 _TRUE = {"1", "true", "yes", "on"}
@@ -55,6 +57,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log_session_stats": ("AGENTOPS_LOG_SESSION_STATS", _parse_bool),
     "redact_secrets": ("AGENTOPS_REDACT_SECRETS", _parse_bool),
     "sample_rate": ("AGENTOPS_SAMPLE_RATE", float),
+    "protocol": ("AGENTOPS_PROTOCOL", str),
 }
 
 
@@ -106,6 +109,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         sample_rate: Fraction of sessions sent, from 0.0 to 1.0 (default 1.0: all). Decided once
             per session when it starts, deterministically from its session id; a session left
             out records nothing and sends nothing (counted as ``stats.sessions_sampled_out``).
+        protocol: The export protocol: ``"agentops_v2"`` (the default: the AgentOps v2 API) or
+            ``"otlp"`` (OTLP/HTTP traces to ``{endpoint}/v1/traces``). See docs/reliability.md.
     """
 
     api_key: str | None = None
@@ -130,6 +135,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     before_send: Callable[[Any], Any] | None = None
     redact_secrets: bool = True
     sample_rate: float = 1.0
+    protocol: Protocol = "agentops_v2"
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
@@ -149,6 +155,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 f"backpressure={self.backpressure!r} is not valid: use 'drop' (the default) or "
                 "'block' (keyword backpressure= or AGENTOPS_BACKPRESSURE)"
+            )
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"protocol={self.protocol!r} is not a known export protocol: use 'agentops_v2' "
+                f"(the default) or 'otlp' ({_where('protocol')})"
             )
         if self.before_send is not None and not callable(self.before_send):
             raise ConfigError(

@@ -152,14 +152,63 @@ def _redact(value: Any, depth: int) -> Any:
 def redact_event(event: Event) -> None:
     """Redact the secrets in ``event``'s free-form fields (in place on the event; the values it
     held are not changed, they are replaced by redacted copies)."""
-    for name in event._free_fields:
-        value = getattr(event, name)
-        if value is not None and type(value) not in _SCALARS:
-            new = _redact(value, 2)
-            if new is not value:
-                setattr(event, name, new)
-    if type(event) is ErrorEvent and type(event.logs) is str:  # a traceback: typed, not free
-        event.logs = redact_text(event.logs)
+    redactor = _REDACTORS.get(type(event))
+    if redactor is None:
+        redactor = _REDACTORS[type(event)] = _compile_redactor(type(event))
+    redactor(event)
+
+
+def _compile_redactor(cls: type[Event]) -> Callable[[Event], None]:
+    """Build :func:`redact_event` for ``cls`` as straight-line code, with a pre-check per field.
+
+    The exporter runs it for every event (redaction is on by default), so the fields are read
+    directly (no loop over names), and a dict of scalars and short strings under ordinary keys
+    (the common ``params``) is recognised inline as holding no secret: only a value that could
+    hold one (text of at least MIN_SECRET_LENGTH characters, any text under a secret-named key,
+    a container) costs the walk of :func:`_redact`. ~2x faster than the loop it replaces.
+    """
+    lines = ["def redact(event):"]
+    for name in cls._free_fields:
+        lines += [
+            f"    v = event.{name}",
+            "    if v is not None:",
+            "        t = type(v)",
+            "        if t is dict:",
+            "            for k, x in v.items():",
+            "                tx = type(x)",
+            "                if tx is str:",
+            "                    if len(x) < least and not (x and k in secret_keys):",
+            "                        continue",
+            "                elif tx in scalars:",
+            "                    continue",
+            "                new = walk(v, 2)",
+            "                if new is not v:",
+            f"                    event.{name} = new",
+            "                break",
+            "        elif t is str:",
+            "            if len(v) >= least:",
+            f"                event.{name} = text(v)",
+            "        elif t not in scalars:",
+            "            new = walk(v, 2)",
+            "            if new is not v:",
+            f"                event.{name} = new",
+        ]
+    if issubclass(cls, ErrorEvent):  # a traceback: a typed field, not a free one
+        lines += ["    if type(event.logs) is str:", "        event.logs = text(event.logs)"]
+    lines.append("    return None")
+    namespace: dict[str, Any] = {
+        "least": MIN_SECRET_LENGTH,
+        "secret_keys": _SECRET_KEY_SPELLINGS,
+        "scalars": _SCALARS,
+        "walk": _redact,
+        "text": redact_text,
+    }
+    exec("\n".join(lines), namespace)  # code built above from field names only
+    function: Callable[[Event], None] = namespace["redact"]
+    return function
+
+
+_REDACTORS: dict[type[Event], Callable[[Event], None]] = {}
 
 
 FILTERED = "filtered by before_send"
@@ -210,11 +259,35 @@ class Hooks:
             event = result
         if self.redact:
             try:
-                redact_event(event)
+                redactor = _REDACTORS.get(type(event))
+                if redactor is None:
+                    redactor = _REDACTORS[type(event)] = _compile_redactor(type(event))
+                redactor(event)
             except Exception:  # a value whose text cannot be scanned: sent unredacted is worse
                 self._log_once(REDACT_FAILED, f"{REDACT_FAILED}; the event is dropped", True)
                 return REDACT_FAILED
         return event
+
+    def redact_all(self, payloads: list[Any]) -> bool:
+        """Redact every event of ``payloads`` in place (encoded ones, bytes, are skipped): the
+        exporter's path when redaction is the only hook, one loop for a slice of a batch.
+
+        Returns False when redacting some event raised: the caller then runs :meth:`apply` on
+        each event (redacting again is harmless), which drops and counts the failing one.
+        """
+        redactors = _REDACTORS
+        try:
+            for payload in payloads:
+                cls = type(payload)
+                if cls is bytes:
+                    continue
+                redactor = redactors.get(cls)
+                if redactor is None:
+                    redactor = redactors[cls] = _compile_redactor(cls)
+                redactor(payload)
+        except Exception:
+            return False
+        return True
 
     def _log_once(self, key: str, message: str, exc_info: bool = False) -> None:
         if key not in self._logged:

@@ -13,6 +13,13 @@ processors). Each mapper takes the span and the events made so far and returns t
     map_plain    every other span  -> ActionEvent(action_type="span")
     map_error    spans with ERROR status: one more event  -> ErrorEvent linked to the first one
 
+Before them, :func:`map_recorded` takes the spans this SDK's OTLP target makes of recorded events
+(``agentops.event.id`` and ``agentops.event.type`` attributes, see :func:`recorded_attributes`)
+back to the very event that was recorded: same id, type, fields and timestamps, so a session
+exported over OTLP is stored as it would have been over the v2 API. Spans carrying
+``agentops.marker`` (the session's root span and its state updates, agent registrations) hold a
+session's state, not an event: :func:`is_marker` tells the collector to keep them out of events.
+
 Every event made from a span carries the span's trace id and span id, its start and end times, and
 the span itself in ``params`` (:func:`span_params`: name, kind, parent span id, attributes, status,
 span events, links, resource and scope), so a waterfall can be drawn from the events alone.
@@ -29,35 +36,53 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .events import ActionEvent, ErrorEvent, Event, LLMEvent, ToolEvent, _to_json_safe
+from .events import (
+    ActionEvent,
+    ApiEvent,
+    ErrorEvent,
+    Event,
+    EventType,
+    LLMEvent,
+    ToolEvent,
+    _to_json_safe,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
 __all__ = [
     "AGENTOPS_ACTION_KINDS",
+    "AGENT_ID_ATTRIBUTE",
+    "AGENT_NAME_ATTRIBUTE",
     "DEFAULT_MAPPERS",
+    "EVENT_ID_ATTRIBUTE",
+    "EVENT_TYPE_ATTRIBUTE",
     "LLM_OPERATIONS",
+    "MARKER_ATTRIBUTE",
     "OTLP_KINDS",
     "OTLP_STATUS_CODES",
     "PLAIN_SPAN_ACTION_TYPE",
+    "SESSION_ID_ATTRIBUTE",
     "SPAN_EVENT_NAMESPACE",
     "FinishedSpan",
     "Mapper",
     "SpanEventData",
     "SpanLinkData",
+    "is_marker",
     "map_agentops",
     "map_error",
     "map_llm",
     "map_plain",
+    "map_recorded",
     "map_span",
     "map_spans",
     "map_tool",
+    "recorded_attributes",
     "span_event_id",
     "span_params",
 ]
@@ -536,6 +561,207 @@ def map_agentops(span: FinishedSpan, events: list[Event]) -> list[Event]:
     return events
 
 
+# --- recorded events as spans (this SDK's OTLP target) and back ----------------------------------
+EVENT_ID_ATTRIBUTE = "agentops.event.id"
+"""The id of the recorded event a span carries (its presence marks a recorded event's span)."""
+EVENT_TYPE_ATTRIBUTE = "agentops.event.type"
+"""The ``event_type`` of the recorded event a span carries (``llms``, ``actions``...)."""
+SESSION_ID_ATTRIBUTE = "agentops.session.id"
+"""The id of the session a span belongs to (on every span of this SDK's OTLP target)."""
+MARKER_ATTRIBUTE = "agentops.marker"
+"""``session`` (the session's root span, or a state update of a running session) or ``agent``
+(an agent registration): a span that holds state, never stored as an event."""
+AGENT_ID_ATTRIBUTE = "agentops.agent.id"
+AGENT_NAME_ATTRIBUTE = "agentops.agent.name"
+
+# Per event type: (field, attribute, JSON text?) of the fields beyond the common ones. Typed
+# fields (str, int, float) are attributes of their own type; free ones (any value) JSON text.
+_COMMON_FIELDS = (
+    ("params", "agentops.params", True),
+    ("returns", "agentops.returns", True),
+    ("agent_id", AGENT_ID_ATTRIBUTE, False),
+)
+_RECORDED_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    EventType.LLM: (
+        ("model", "gen_ai.request.model", False),
+        ("prompt_tokens", "gen_ai.usage.input_tokens", False),
+        ("completion_tokens", "gen_ai.usage.output_tokens", False),
+        ("thread_id", "gen_ai.conversation.id", False),
+        ("cost", "agentops.llm.cost", False),
+    ),
+    EventType.ACTION: (
+        ("action_type", "agentops.action.type", False),
+        ("logs", "agentops.action.logs", True),
+        ("screenshot", "agentops.action.screenshot", False),
+    ),
+    EventType.TOOL: (("name", "gen_ai.tool.name", False), ("logs", "agentops.tool.logs", True)),
+    EventType.API: (
+        ("method", "http.request.method", False),
+        ("url", "url.full", False),
+        ("status_code", "http.response.status_code", False),
+        ("logs", "agentops.api.logs", True),
+    ),
+    EventType.ERROR: (
+        ("error_type", "error.type", False),
+        ("code", "agentops.error.code", False),
+        ("details", "agentops.error.details", True),
+        ("logs", "agentops.error.logs", False),
+        ("trigger_event_id", "agentops.error.trigger_event_id", False),
+        ("trigger_event_type", "agentops.error.trigger_event_type", False),
+    ),
+}
+_EVENT_CLASSES: dict[str, type[Event]] = {
+    EventType.LLM: LLMEvent,
+    EventType.ACTION: ActionEvent,
+    EventType.TOOL: ToolEvent,
+    EventType.API: ApiEvent,
+    EventType.ERROR: ErrorEvent,
+}
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "finish_reason"})
+_json_text = msgspec.json.Encoder().encode
+
+
+def _plain_message(value: Any) -> bool:
+    """A chat message that the GenAI semconv form carries exactly: text content, a role."""
+    return (
+        type(value) is dict
+        and isinstance(value.get("role"), str)
+        and isinstance(value.get("content"), str)
+        and value.keys() <= _MESSAGE_KEYS
+    )
+
+
+def _semconv_message(message: dict[str, Any]) -> dict[str, Any]:
+    """``{"role", "content"}`` as a GenAI semconv message (``{"role", "parts": [...]}``)."""
+    out: dict[str, Any] = {
+        "role": message["role"],
+        "parts": [{"type": "text", "content": message["content"]}],
+    }
+    for key in ("name", "finish_reason"):
+        if key in message:
+            out[key] = message[key]
+    return out
+
+
+def _llm_content(event: LLMEvent, attributes: dict[str, Any]) -> None:
+    """The prompt and completion as GenAI attributes where their form says exactly what they
+    are (chat messages: ``gen_ai.input/output.messages``; text: ``gen_ai.prompt/completion``),
+    else as JSON text in ``agentops.llm.prompt``/``agentops.llm.completion``."""
+    prompt, completion = event.prompt, event.completion
+    if type(prompt) is str:
+        attributes["gen_ai.prompt"] = prompt
+    elif type(prompt) is list and all(_plain_message(m) for m in prompt):
+        messages = [_semconv_message(m) for m in prompt]
+        attributes["gen_ai.input.messages"] = _json_text(messages).decode()
+    elif prompt is not None:
+        attributes["agentops.llm.prompt"] = _json_text(prompt).decode()
+    if type(completion) is str:
+        attributes["gen_ai.completion"] = completion
+    elif _plain_message(completion):
+        attributes["gen_ai.output.messages"] = _json_text([_semconv_message(completion)]).decode()
+    elif (
+        type(completion) is list
+        and len(completion) != 1  # one message reads back as that message, not a list
+        and all(_plain_message(m) for m in completion)
+    ):
+        messages = [_semconv_message(m) for m in completion]
+        attributes["gen_ai.output.messages"] = _json_text(messages).decode()
+    elif completion is not None:
+        attributes["agentops.llm.completion"] = _json_text(completion).decode()
+
+
+def recorded_attributes(event: Event) -> dict[str, Any]:
+    """The span attributes that carry ``event`` (finalized: it has its id) exactly.
+
+    LLM events carry the OTel GenAI semantic-convention attributes (``gen_ai.operation.name =
+    chat``, request/response model, usage tokens, messages, conversation id), tool events
+    ``execute_tool`` with ``gen_ai.tool.name``, API events the HTTP client attributes; every
+    other field is an ``agentops.*`` attribute (free-form values as JSON text).
+    :func:`map_recorded` reads them back.
+    """
+    attributes: dict[str, Any] = {
+        EVENT_ID_ATTRIBUTE: event.id,
+        EVENT_TYPE_ATTRIBUTE: event.event_type,
+    }
+    event_type = event.event_type
+    if event_type == EventType.LLM:
+        attributes["gen_ai.operation.name"] = "chat"
+        model = getattr(event, "model", None)
+        if model is not None:
+            attributes["gen_ai.response.model"] = model
+    elif event_type == EventType.TOOL:
+        attributes["gen_ai.operation.name"] = "execute_tool"
+    for name, attribute, as_json in (*_COMMON_FIELDS, *_RECORDED_FIELDS.get(event_type, ())):
+        value = getattr(event, name, None)
+        if value is not None:
+            attributes[attribute] = _json_text(value).decode() if as_json else value
+    if isinstance(event, LLMEvent):
+        _llm_content(event, attributes)
+    return attributes
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_json_value = msgspec.json.Decoder().decode  # ValueError (DecodeError) on what is not JSON
+
+
+def _exact_time(ns: int) -> datetime:
+    """Nanoseconds since the epoch as the datetime they were made from (microseconds, exact)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _recorded_content(attributes: Mapping[str, Any], kind: str) -> Any:
+    """The prompt (``kind="input"``) or completion (``"output"``) written by _llm_content."""
+    text_name, json_name = (
+        ("gen_ai.prompt", "agentops.llm.prompt")
+        if kind == "input"
+        else ("gen_ai.completion", "agentops.llm.completion")
+    )
+    if json_name in attributes:
+        return _json_value(attributes[json_name])
+    messages = _messages(attributes.get(f"gen_ai.{kind}.messages"))
+    if messages is not None:
+        return messages[0] if kind == "output" and len(messages) == 1 else messages
+    return attributes.get(text_name)
+
+
+def map_recorded(span: FinishedSpan, events: list[Event]) -> list[Event]:
+    """A span of this SDK's OTLP target -> the recorded event it carries, exactly.
+
+    A span with ``agentops.event.id`` (a UUID) and ``agentops.event.type`` becomes the event of
+    that type with that id, the fields :func:`recorded_attributes` wrote, and the span's start
+    and end as its timestamps. A field of the wrong type (a sender that is not this SDK) makes
+    the mapper fail, so the span is kept as a plain span event.
+    """
+    attributes = span.attributes
+    event_id = attributes.get(EVENT_ID_ATTRIBUTE)
+    event_type = attributes.get(EVENT_TYPE_ATTRIBUTE)
+    if events or not isinstance(event_id, str) or not isinstance(event_type, str):
+        return events
+    event_id = str(uuid.UUID(event_id))  # ValueError: not one of ours
+    values: dict[str, Any] = {}
+    for name, attribute, as_json in (*_COMMON_FIELDS, *_RECORDED_FIELDS.get(event_type, ())):
+        if attribute in attributes:
+            value = attributes[attribute]
+            values[name] = _json_value(value) if as_json else value
+    cls = _EVENT_CLASSES.get(event_type)
+    if cls is LLMEvent:
+        values["prompt"] = _recorded_content(attributes, "input")
+        values["completion"] = _recorded_content(attributes, "output")
+    event = cls(**values) if cls is not None else Event(event_type=event_type, **values)
+    event.init_timestamp = _exact_time(span.start_ns)
+    event.end_timestamp = _exact_time(span.end_ns if span.end_ns is not None else span.start_ns)
+    event._check(0.0)  # InvalidEvent on a field of the wrong type
+    event.id = event_id
+    event.trace_id = span.trace_id
+    event.span_id = span.span_id
+    return [event]
+
+
+def is_marker(span: FinishedSpan) -> bool:
+    """True for a span that holds session or agent state (``agentops.marker``), not an event."""
+    return MARKER_ATTRIBUTE in span.attributes
+
+
 def map_plain(span: FinishedSpan, events: list[Event]) -> list[Event]:
     """Any span no earlier mapper took -> ``ActionEvent(action_type="span")`` (``actions``)."""
     if events:
@@ -557,8 +783,8 @@ def map_error(span: FinishedSpan, events: list[Event]) -> list[Event]:
     ``"SpanError"``; details: the status description, else ``exception.message``; logs:
     ``exception.stacktrace``. Its id is :func:`span_event_id` with ``part="error"``.
     """
-    if span.status_code != "ERROR":
-        return events
+    if span.status_code != "ERROR" or EVENT_TYPE_ATTRIBUTE in span.attributes:
+        return events  # a recorded ErrorEvent's span is that event already
     exception = _exception(span)
     error_type = (
         _str(exception.get("exception.type"))
@@ -578,7 +804,14 @@ def map_error(span: FinishedSpan, events: list[Event]) -> list[Event]:
     return [*events, error]
 
 
-DEFAULT_MAPPERS: tuple[Mapper, ...] = (map_llm, map_agentops, map_tool, map_plain, map_error)
+DEFAULT_MAPPERS: tuple[Mapper, ...] = (
+    map_recorded,
+    map_llm,
+    map_agentops,
+    map_tool,
+    map_plain,
+    map_error,
+)
 """The chain :func:`map_span` runs by default, in order."""
 
 

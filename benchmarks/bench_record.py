@@ -6,6 +6,8 @@ Rows (same process, same run, interleaved repetitions; median, min and max of th
 - the same with ``await agentops_async.record(...)`` (current session looked up via contextvars);
 - ``await session.record(event)`` alone, the events built before the timed loop;
 - ``session.record_threadsafe(...)`` from a plain thread (the sync facade's path);
+- ``await session.record(ActionEvent(...))`` on a client with ``protocol="otlp"`` (the OTLP
+  target, exporting to the stub's ``/v1/traces``): the hot path does not depend on the target;
 - OpenTelemetry SDK: ``tracer.start_span(...)``/``span.end()`` with the same attributes, on a
   TracerProvider with a BatchSpanProcessor and a no-op exporter.
 
@@ -57,7 +59,12 @@ async def _stub_server() -> tuple[web.AppRunner, str]:
         received["events"] += len(body["events"])
         return web.json_response({"status": "ok"})
 
+    async def traces(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({})
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
     app.router.add_post("/v2/create_session", create_session)
     app.router.add_post("/v2/update_session", update_session)
     app.router.add_post("/v2/create_events", create_events)
@@ -129,10 +136,18 @@ async def run(events: int, repeats: int) -> dict[str, list[float]]:
     client = ao.AsyncClient(
         api_key="bench", endpoint=url, max_queue_size=events * 2, log_session_stats=False
     )
+    otlp_client = ao.AsyncClient(
+        api_key="bench",
+        endpoint=url,
+        max_queue_size=events * 2,
+        log_session_stats=False,
+        protocol="otlp",
+    )
     rows: dict[str, Callable[[], Any]] = {}
     samples: dict[str, list[float]] = {}
     try:
-        async with client.session(tags=["bench"]) as session:
+        # The v2 session is opened last: it is the current one, for the record() row.
+        async with otlp_client.session() as otlp, client.session(tags=["bench"]) as session:
             rows = {
                 "agentops_async await session.record()": lambda: _time_async_record(
                     session, events, False
@@ -146,6 +161,9 @@ async def run(events: int, repeats: int) -> dict[str, list[float]]:
                 "agentops_async record_threadsafe() from a thread": lambda: _time_thread_record(
                     session, events
                 ),
+                "agentops_async await session.record(), OTLP target": lambda: _time_async_record(
+                    otlp, events, False
+                ),
                 "OpenTelemetry SDK span start/end (BatchSpanProcessor)": lambda: asyncio.to_thread(
                     _time_otel_span, events
                 ),
@@ -157,7 +175,11 @@ async def run(events: int, repeats: int) -> dict[str, list[float]]:
         expected = events * repeats * 4
         if stats.delivered != expected or stats.dropped:
             raise SystemExit(f"delivery check failed: {stats} (expected {expected} delivered)")
+        otlp_stats = otlp_client.stats
+        if otlp_stats.delivered != events * repeats or otlp_stats.dropped:
+            raise SystemExit(f"OTLP delivery check failed: {otlp_stats}")
     finally:
+        await otlp_client.close()
         await client.close()
         await runner.cleanup()
     return samples

@@ -6,6 +6,7 @@ Nothing here sleeps to synchronise: readiness is polled against a deadline. Used
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
 import json
@@ -24,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN_ENV = "AGENTOPS_COLLECTOR_ADMIN_TOKEN"
@@ -56,6 +57,85 @@ async def fake_chat_completions(
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+class OtlpRequest(NamedTuple):
+    """One export an :func:`otlp_receiver` got: its headers and the decoded request."""
+
+    headers: dict[str, str]
+    request: Any  # opentelemetry.proto ExportTraceServiceRequest
+
+    def spans(self) -> list[Any]:
+        """Every span of the export, in order."""
+        return [
+            span
+            for resource_spans in self.request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+
+
+def _otlp_ids_to_base64(node: Any) -> Any:
+    # OTLP/JSON ids are hex, a deviation from the protobuf JSON mapping (base64).
+    if isinstance(node, list):
+        return [_otlp_ids_to_base64(n) for n in node]
+    if isinstance(node, dict):
+        return {
+            key: base64.b64encode(bytes.fromhex(value)).decode()
+            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str)
+            else _otlp_ids_to_base64(value)
+            for key, value in node.items()
+        }
+    return node
+
+
+def parse_otlp(body: bytes, content_type: str) -> Any:
+    """An OTLP/HTTP trace export (JSON or protobuf) as opentelemetry-proto's
+    ExportTraceServiceRequest, decoded as any OTLP receiver decodes it."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    if content_type == "application/x-protobuf":
+        request.ParseFromString(body)
+    else:
+        json_format.ParseDict(_otlp_ids_to_base64(json.loads(body)), request)
+    return request
+
+
+@contextlib.asynccontextmanager
+async def otlp_receiver(
+    answer: Callable[[OtlpRequest], tuple[int, dict[str, str], bytes]] | None = None,
+) -> AsyncIterator[tuple[str, list[OtlpRequest]]]:
+    """A minimal OTLP/HTTP trace receiver (``POST /v1/traces``) on 127.0.0.1 that decodes every
+    export with opentelemetry-proto; yields its base URL and the list of exports it accepted
+    (``answer`` returns status, headers and body: a 2xx answer's export is kept)."""
+    from aiohttp import web
+
+    received: list[OtlpRequest] = []
+
+    async def traces(request: web.Request) -> web.Response:
+        body = await request.read()
+        export = OtlpRequest(dict(request.headers), parse_otlp(body, request.content_type))
+        status, headers, payload = answer(export) if answer else (200, {}, b"{}")
+        if 200 <= status < 300:
+            received.append(export)
+        return web.Response(
+            status=status, headers=headers, body=payload, content_type="application/json"
+        )
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", received
     finally:
         await runner.cleanup()
 

@@ -116,6 +116,16 @@ def collector_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+PROTOCOLS = ("agentops_v2", "otlp")
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    """The SDK's export protocol under test: ``"agentops_v2"`` or ``"otlp"`` (parametrizes the
+    test): pass it as ``AsyncClient(protocol=protocol)``."""
+    return str(request.param)
+
+
 @pytest.fixture
 def collector(collector_backend: str, request: pytest.FixtureRequest) -> CollectorHandle:
     """A collector (subprocess, loopback) with a fresh project for this test.

@@ -287,6 +287,19 @@ class ApiClient:
         answer = await self._call("/v2/reauthorize_jwt", body, None, wire.reauth_decoder.decode)
         auth.jwt = answer.jwt
 
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], decode: Callable[[bytes], T]
+    ) -> T:
+        """POST ``body`` to ``{endpoint}{path}`` with exactly ``headers`` (another protocol's
+        credentials, e.g. OTLP), with the same retries, Retry-After and outage warning as the
+        v2 calls; ``decode`` reads a 2xx answer.
+
+        Raises:
+            ApiError: as for the v2 calls (``retryable`` when it gave up on a transient failure).
+        """
+        answer: T = await self._call(path, body, None, decode, headers)
+        return answer
+
     # -- machinery ------------------------------------------------------------------------------
     def _headers(self, auth: SessionAuth | None) -> dict[str, str]:
         headers = dict(_JSON)
@@ -310,12 +323,13 @@ class ApiClient:
         body: bytes,
         auth: SessionAuth | None,
         decode: Callable[[bytes], T] | None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         # Whoever calls: our requests are never spans (an instrumented aiohttp would otherwise
         # trace them into the current session, whose export makes another request...).
         token = otel_context.attach(_QUIET)
         try:
-            return await self._call_with_retries(path, body, auth, decode)
+            return await self._call_with_retries(path, body, auth, decode, headers)
         finally:
             otel_context.detach(token)
 
@@ -325,6 +339,7 @@ class ApiClient:
         body: bytes,
         auth: SessionAuth | None,
         decode: Callable[[bytes], T] | None,
+        fixed_headers: dict[str, str] | None = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.retry.max_elapsed
@@ -335,7 +350,7 @@ class ApiClient:
             status: int | None = None
             retry_after: float | None = None
             try:
-                headers = self._headers(auth)
+                headers = dict(fixed_headers) if fixed_headers else self._headers(auth)
                 data: bytes | AsyncIterator[bytes] = body
                 if len(body) > _CHUNK:
                     data = _chunks(body)

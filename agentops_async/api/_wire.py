@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import sys
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,10 +16,10 @@ class SessionBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The ``session`` object of create_session / update_session."""
 
     session_id: str
-    init_timestamp: datetime
+    init_timestamp: str  # ISO 8601, UTC (msgspec's encoding of the datetime)
     end_state: str  # always sent: "Indeterminate" until the session ends
     tags: list[str]  # always sent, so that set_tags([]) clears them
-    end_timestamp: datetime | None = None
+    end_timestamp: str | None = None
     end_state_reason: str | None = None
     video: str | None = None
     host_env: dict[str, Any] | None = None

@@ -10,6 +10,7 @@ ids, 64-bit integers possibly as strings).
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -55,20 +56,20 @@ def _too_deep(key: str) -> ValueError:
 # --- JSON ------------------------------------------------------------------------------------
 
 
-class _KeyValue(msgspec.Struct, rename="camel"):
+class _KeyValue(msgspec.Struct, rename="camel", gc=False):
     key: str
     value: _AnyValue | None = None
 
 
-class _ArrayValue(msgspec.Struct, rename="camel"):
+class _ArrayValue(msgspec.Struct, rename="camel", gc=False):
     values: list[_AnyValue] = []
 
 
-class _KeyValueList(msgspec.Struct, rename="camel"):
+class _KeyValueList(msgspec.Struct, rename="camel", gc=False):
     values: list[_KeyValue] = []
 
 
-class _AnyValue(msgspec.Struct, rename="camel"):
+class _AnyValue(msgspec.Struct, rename="camel", gc=False):
     string_value: str | None = None
     bool_value: bool | None = None
     int_value: int | None = None
@@ -78,24 +79,24 @@ class _AnyValue(msgspec.Struct, rename="camel"):
     bytes_value: str | None = None
 
 
-class _Status(msgspec.Struct, rename="camel"):
+class _Status(msgspec.Struct, rename="camel", gc=False):
     code: int = 0
     message: str = ""
 
 
-class _SpanEvent(msgspec.Struct, rename="camel"):
+class _SpanEvent(msgspec.Struct, rename="camel", gc=False):
     name: str = ""
     time_unix_nano: int = 0
     attributes: list[_KeyValue] = []
 
 
-class _Link(msgspec.Struct, rename="camel"):
+class _Link(msgspec.Struct, rename="camel", gc=False):
     trace_id: str = ""
     span_id: str = ""
     attributes: list[_KeyValue] = []
 
 
-class _Span(msgspec.Struct, rename="camel"):
+class _Span(msgspec.Struct, rename="camel", gc=False):
     trace_id: str = ""
     span_id: str = ""
     parent_span_id: str = ""
@@ -109,26 +110,26 @@ class _Span(msgspec.Struct, rename="camel"):
     links: list[_Link] = []
 
 
-class _Scope(msgspec.Struct, rename="camel"):
+class _Scope(msgspec.Struct, rename="camel", gc=False):
     name: str = ""
     version: str = ""
 
 
-class _ScopeSpans(msgspec.Struct, rename="camel"):
+class _ScopeSpans(msgspec.Struct, rename="camel", gc=False):
     scope: _Scope | None = None
     spans: list[_Span] = []
 
 
-class _Resource(msgspec.Struct, rename="camel"):
+class _Resource(msgspec.Struct, rename="camel", gc=False):
     attributes: list[_KeyValue] = []
 
 
-class _ResourceSpans(msgspec.Struct, rename="camel"):
+class _ResourceSpans(msgspec.Struct, rename="camel", gc=False):
     resource: _Resource | None = None
     scope_spans: list[_ScopeSpans] = []
 
 
-class _ExportRequest(msgspec.Struct, rename="camel"):
+class _ExportRequest(msgspec.Struct, rename="camel", gc=False):
     resource_spans: list[_ResourceSpans] = []
 
 
@@ -165,10 +166,15 @@ def _json_attributes(pairs: list[_KeyValue], depth: int = 1, top: str = "") -> d
     return {kv.key: _json_value(kv.value, top or kv.key, depth) for kv in pairs}
 
 
+_HEX_IDS = {16: re.compile("[0-9a-f]{32}"), 8: re.compile("[0-9a-f]{16}")}
+
+
 def _hex_id(value: str, size: int, what: str) -> str:
     """OTLP/JSON ids are hex; some exporters send base64 (the protobuf JSON default)."""
+    if _HEX_IDS[size].fullmatch(value):  # the common case: lowercase hex already
+        return value
     text = value.strip().lower()
-    if len(text) == size * 2 and all(c in "0123456789abcdef" for c in text):
+    if _HEX_IDS[size].fullmatch(text):
         return text
     try:
         raw = base64.b64decode(value, validate=True)

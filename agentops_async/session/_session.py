@@ -22,7 +22,7 @@ from opentelemetry import trace
 from .._config import check_tags
 from .._limits import MAX_ID_LENGTH
 from .._sampling import is_sampled
-from ..api import _wire as wire
+from ..api._wire import host_env
 from ..errors import ConfigError, InvalidEvent, SessionNotRunning
 from ..events import (
     ErrorEvent,
@@ -31,16 +31,15 @@ from ..events import (
     _safe_repr,
     _utcnow,
 )
-from ..telemetry._exporter import (
-    AGENT,
-    CREATE,
-    UPDATE,
-    Exporter,
-    NullExporter,
-    Op,
-    SessionChannel,
-)
+from ..telemetry._exporter import Exporter, NullExporter, Op, SessionChannel
 from ..telemetry._otel import router, session_links, session_tracer
+from ..telemetry._targets import (
+    AGENT_ADDED,
+    SESSION_CREATED,
+    SESSION_UPDATED,
+    AgentSnapshot,
+    SessionSnapshot,
+)
 from . import _registry as registry
 from ._state import SessionState, SessionStateProperty
 
@@ -158,6 +157,8 @@ class AsyncSession:
         self.init_timestamp: datetime | None = None
         self.end_timestamp: datetime | None = None
         self.trace_id: str = ""
+        self._span_id = ""  # the root span's id, in hex
+        self._links: list[tuple[str, str]] = []  # (trace id, span id) of the ambient span(s)
         self._counts: dict[str, int] = {}  # recorded on the loop thread
         self._locked_counts: dict[str, int] = {}  # recorded from other threads, and spans
         self._state_value = SessionState.INITIALIZING  # storage of the `state` descriptor
@@ -233,23 +234,32 @@ class AsyncSession:
         registry.register(self)
         if not self._disabled:
             self._channel = exporter.open_channel(self.session_id, self.trace_id)
-            exporter.enqueue_op(Op(CREATE, self._channel, self._session_body()))
+            exporter.enqueue_op(Op(SESSION_CREATED, self._channel, self._snapshot()))
         return self
 
     def _open_span(self, capture: bool) -> None:
         tracer = session_tracer(capture)
         # A new trace (an empty parent context), linked to the ambient span if there is one: two
         # sessions opened under one request span must not share a trace (capture routes by it).
+        links = session_links() if self._root_links is None else self._root_links
         span = tracer.start_span(
             "agentops.session",
             context=otel_context.Context(),
-            links=session_links() if self._root_links is None else self._root_links,
+            links=links,
             attributes={"agentops.session.id": self.session_id, "agentops.session.tags": self.tags},
         )
         ctx = span.get_span_context()
         self._span = span
         self._span_trace_id = ctx.trace_id
         self.trace_id = trace.format_trace_id(ctx.trace_id)
+        self._span_id = trace.format_span_id(ctx.span_id)
+        self._links = [
+            (
+                trace.format_trace_id(link.context.trace_id),
+                trace.format_span_id(link.context.span_id),
+            )
+            for link in links
+        ]
         self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         if capture:
             router().register(ctx.trace_id, ctx.span_id, self.session_id, self._capture_span)
@@ -315,7 +325,8 @@ class AsyncSession:
             registry.reset_current(self._ctx_token)
             self._ctx_token = None
         if self._channel is not None:
-            self._exporter.enqueue_op(Op(UPDATE, self._channel, self._session_body(), final=True))
+            final = Op(SESSION_UPDATED, self._channel, self._snapshot(), final=True)
+            self._exporter.enqueue_op(final)
             if wait:
                 limit = self.client.config.shutdown_timeout if timeout is None else timeout
                 await self._exporter.flush_session(self._channel, limit)
@@ -501,29 +512,32 @@ class AsyncSession:
             _checked_id(str(agent_id), "agent_id") if agent_id is not None else str(uuid.uuid4())
         )
         if self._channel is not None:
-            body = wire.encoder.encode(wire.AgentBody(id=agent_id, name=name))
-            self._exporter.enqueue_op(Op(AGENT, self._channel, body))
+            agent = AgentSnapshot(session_id=self.session_id, agent_id=agent_id, name=name)
+            self._exporter.enqueue_op(Op(AGENT_ADDED, self._channel, agent))
         return agent_id
 
     def _send_update(self) -> None:
         if self._channel is not None:
-            self._exporter.enqueue_op(Op(UPDATE, self._channel, self._session_body()))
+            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._channel, self._snapshot()))
 
-    def _session_body(self) -> bytes:
+    def _snapshot(self) -> SessionSnapshot:
+        """The session's state now, as the export target encodes it (immutable)."""
         assert self.init_timestamp is not None
-        body = wire.SessionBody(
+        end = self.end_timestamp
+        return SessionSnapshot(
             session_id=self.session_id,
-            init_timestamp=self.init_timestamp,
-            end_timestamp=self.end_timestamp,
-            tags=list(self.tags),
-            end_state=self.state.wire_name,
-            end_state_reason=self.end_state_reason,
-            video=self.video,
-            host_env=wire.host_env(),
             trace_id=self.trace_id,
+            span_id=self._span_id,
+            init_timestamp=_iso(self.init_timestamp),
+            end_timestamp=_iso(end) if end is not None else None,
+            state=self.state.value,
+            end_state_reason=self.end_state_reason,
+            tags=list(self.tags),
+            host_env=host_env(),
+            video=self.video,
+            links=self._links,
             event_counts=self.event_counts,
         )
-        return wire.encoder.encode(wire.SessionEnvelope(session=body))
 
     def _require_running(self, what: str) -> None:
         if self.state is not _RUNNING:
@@ -629,3 +643,11 @@ def _not_an_event(event: object) -> InvalidEvent:
         "record() takes an Event (LLMEvent, ActionEvent, ToolEvent, ErrorEvent, ApiEvent), "
         f"got {type(event).__name__}: wrap the data in an event, e.g. ActionEvent(params=...)"
     )
+
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _iso(when: datetime) -> str:
+    """``when`` as ISO 8601 text, exactly as msgspec writes a datetime on the wire."""
+    return _encode_json(when)[1:-1].decode()

@@ -2,10 +2,11 @@
 
 ``record()`` checks the event and hands ``(channel, event)`` to :meth:`Exporter.offer`: a deque
 append, two counter bumps, maybe a wake-up. Everything else — ids, encoding (one msgspec call per
-batch), grouping by session, cutting batches by count and bytes, HTTP, retries, acknowledgement —
-happens in the exporter task, in queue order: a session's create_session goes out before its
-events, and its final update_session after them. Events from other threads (the sync facade)
-arrive already encoded, as bytes.
+batch), grouping by session, cutting batches by count and bytes, acknowledgement — happens in the
+exporter task, in queue order: a session's creation goes out before its events, and its final
+update after them. Events from other threads (the sync facade) arrive already encoded, as bytes.
+The protocol (requests, retries, what an answer means) belongs to the export target
+(:mod:`._targets`): the exporter hands it each cut batch and accounts for what it reports.
 
 Why a deque and not ``asyncio.Queue``: ``put_nowait`` costs ~200 ns of a 2 us budget, and the bound
 must apply to events only — session operations (create/update/agent) are few and must never be
@@ -27,17 +28,22 @@ import msgspec
 
 from .._config import Config
 from .._hooks import FILTERED, Hooks
-from .._limits import MAX_EVENTS_PER_REQUEST
-from ..api import _wire as wire
-from ..api._client import ApiClient, SessionAuth
-from ..errors import ApiError
-from ..events import Event, _describe_oversize, _encode_event, _finalize, _wire_events
+from ..events import Event, _encode_event, _finalize, _wire_events
 from ._otel import quiet_context
-from ._spool import EVENT, Spool, SpoolRecord
+from ._spool import EVENT, FORMAT_VERSION, Spool, SpoolRecord, decode_op, encode_op
+from ._targets import (
+    SESSION_CREATED,
+    AgentSnapshot,
+    EventRun,
+    ExportBatch,
+    ExportTarget,
+    SessionOp,
+    SessionPart,
+    SessionSnapshot,
+)
 
 log = logging.getLogger("agentops_async")
 
-CREATE, UPDATE, AGENT = "create_session", "update_session", "create_agent"
 _YIELD_EVERY = 64  # items the exporter handles between two yields to the event loop
 QUEUE_FULL = "queue full (max_queue_size reached)"
 SHUTDOWN = "not acknowledged before the shutdown timeout"
@@ -45,13 +51,13 @@ AFTER_CLOSE = "recorded after the client was closed"
 LOOP_CLOSED = "event loop closed before delivery"
 SPOOL_FULL = "spool full (spool_max_bytes reached)"
 UNSENDABLE = "event could not be prepared for sending (internal error)"
+ENDED = "event of an already-ended session"
 
 
 class SessionChannel:
-    """Exporter-side state of one session: its JWT, what was delivered, dropped, answered."""
+    """Exporter-side state of one session: what was delivered, dropped, answered."""
 
     __slots__ = (
-        "auth",
         "closed",
         "delivered",
         "done",
@@ -69,7 +75,6 @@ class SessionChannel:
     def __init__(self, session_id: str, trace_id: str | None = None) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
-        self.auth = SessionAuth(session_id)
         self.delivered = 0
         self.dropped = 0
         self.filtered = 0  # dropped by before_send on purpose: not lost
@@ -85,16 +90,20 @@ class SessionChannel:
         self.done: asyncio.Future[None] | None = None
 
 
-class Op:
-    """A session lifecycle operation queued in order with the session's events."""
+class Op(SessionOp):
+    """A session operation queued in order with the session's events, with its channel."""
 
-    __slots__ = ("body", "channel", "final", "kind", "resolved")
+    __slots__ = ("channel", "resolved")
 
-    def __init__(self, kind: str, channel: SessionChannel, body: bytes, final: bool = False):
-        self.kind = kind
+    def __init__(
+        self,
+        kind: str,
+        channel: SessionChannel,
+        snapshot: SessionSnapshot | AgentSnapshot,
+        final: bool = False,
+    ) -> None:
+        super().__init__(kind, snapshot, final)
         self.channel = channel
-        self.body = body
-        self.final = final
         self.resolved = False  # sent (or its failure counted): never taken back or counted again
 
 
@@ -102,7 +111,7 @@ class Op:
 Payload = Event | bytes
 # One event of a session, or a session operation.
 Item = tuple[SessionChannel, Payload] | Op
-# The events of one create_events request: finalized events, or already encoded ones.
+# The events of one run: finalized events, or already encoded ones.
 Batch = list[Event | msgspec.Raw]
 
 
@@ -113,22 +122,12 @@ class Taken(NamedTuple):
     size: int  # items taken (events and operations)
 
 
-class Run(NamedTuple):
-    """A run of one session's events, ready to send: the events and their request body."""
-
-    events: Batch
-    body: bytes
-
-
-# A batch ready to send: per session, its operations and runs of events, in order.
-Steps = dict[SessionChannel, list[Op | Run]]
-
-
 class Prepared(NamedTuple):
-    """A batch taken and prepared: what it took, and its steps."""
+    """A batch taken and prepared: what it took, and the batch for the target."""
 
     taken: Taken
-    steps: Steps
+    batch: ExportBatch
+    channels: dict[str, SessionChannel]  # the channels of the batch's sessions, by session id
 
 
 class ExportStats(msgspec.Struct, frozen=True):
@@ -164,18 +163,19 @@ class ExportStats(msgspec.Struct, frozen=True):
 
 
 class Exporter:
-    """Owns the buffer, the export task and the API client of one AsyncClient on one loop."""
+    """Owns the buffer, the export task and the export target of one AsyncClient on one loop."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, api: ApiClient) -> None:
+    def __init__(
+        self, config: Config, loop: asyncio.AbstractEventLoop, target: ExportTarget
+    ) -> None:
         self.loop = loop
-        self.api = api
+        self.target = target
         self._max_events = config.max_queue_size
         self._batch_size = config.max_batch_size
         self._batch_bytes = config.max_batch_bytes
         self._flush_interval = config.flush_interval
         self._block = config.backpressure == "block"
         self._block_timeout = config.backpressure_timeout
-        self._max_concurrency = 8
         # before_send and redaction, run when a batch is prepared (None: nothing to run)
         self.hooks = Hooks.from_config(config.before_send, config.redact_secrets)
         self._filtered = 0
@@ -189,7 +189,7 @@ class Exporter:
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
-        api.outage.pending = lambda: self._queued - self._resolved  # for the outage warning
+        target.watch_pending(lambda: self._queued - self._resolved)  # for the outage warning
         self._delivered = 0
         self._dropped: collections.Counter[str] = collections.Counter()
         self._ops_dropped = 0
@@ -261,7 +261,7 @@ class Exporter:
             # (reattach), or at interpreter exit.
             self._loop_ending = _loop_is_ending(self.loop, task)
             self._requeue(self._reclaim_batches())
-            self.api.close_now()  # the loop may close next: nothing can be awaited any more
+            self.target.close_now()  # the loop may close next: nothing can be awaited any more
             held = self._queued - self._resolved
             if held:
                 # A loop shutting down with the client open is the pytest and asyncio.run()
@@ -317,13 +317,13 @@ class Exporter:
 
         What it held carries over and is delivered from the new loop: the buffer, the batches
         taken and not finished, events handed over by other threads, the sessions' channels
-        (with their JWTs) and the counters. Events keep their ids, so whatever had reached the
-        server before is stored once.
+        and the counters (the target keeps what it knows of each session, such as JWTs).
+        Events keep their ids, so whatever had reached the server before is stored once.
         """
         if self._task is not None:  # the loop closed without cancelling it (loop.close() alone)
             self._task = None
             self._requeue(self._reclaim_batches())
-        self.api.close_now()
+        self.target.close_now()
         held = self._queued - self._resolved + len(self._thread_buf)
         self.loop = loop
         self._loop_thread = threading.get_ident()
@@ -390,7 +390,7 @@ class Exporter:
         for fut in self._room_waiters:
             if not fut.done():
                 fut.set_result(None)
-        await self.api.close()
+        await self.target.close()
         lost = self._report_close(before, ops_before, not_ended_before)
         self._closing = False
         return done and not lost and not self._spooled
@@ -490,7 +490,9 @@ class Exporter:
                 self.count_not_sent(channel, result)
                 return True  # accounted for
             data = result  # type: ignore[assignment]
-        if not self._spool.append(SpoolRecord(EVENT, channel.session_id, _encoded(channel, data))):
+        if not self._spool.append(
+            SpoolRecord(EVENT, channel.session_id, _encoded(channel, data), version=FORMAT_VERSION)
+        ):
             self.drop(channel, SPOOL_FULL)
             return True  # accounted for: do not wait for room or count it twice
         if self._limit:
@@ -545,8 +547,7 @@ class Exporter:
             return
         self._ensure_running()  # else it waits in the buffer for the next loop, or exit
         if self._spool is not None and not self._spool.empty:  # keep order behind spooled items
-            record = SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
-            self._spool.append(record, force=True)
+            self._spool.append(_to_record(op), force=True)
             self._queued += 1
             return
         self._buf.append(op)
@@ -846,7 +847,7 @@ class Exporter:
             ):
                 preparing = self.loop.create_task(self._take_and_prepare())
             try:
-                await self._ship(current.steps)
+                await self._ship(current)
                 if preparing is not None:
                     ahead = await preparing
             except asyncio.CancelledError:
@@ -896,7 +897,7 @@ class Exporter:
     async def _take_and_prepare(self) -> Prepared:
         taken = self._take_batch()
         await asyncio.sleep(0)  # let the application run between taking and preparing
-        return Prepared(taken, await self._prepare(taken.entries))
+        return await self._prepare(taken)
 
     def _load_from_spool(self) -> None:
         """Move the oldest spooled items into the (empty) buffer; end spooling when drained."""
@@ -907,7 +908,12 @@ class Exporter:
                 self._buf.append(record.body)
                 self._buffered_events += 1
             else:
-                self._buf.append(Op(record.kind, channel, record.body, record.final))
+                op = decode_op(record)
+                if op is None:  # unreadable (logged): resolved, as if sent
+                    self._resolved += 1
+                    continue
+                kind, snapshot = op
+                self._buf.append(Op(kind, channel, snapshot, record.final))
             self._buf_channels.append(channel)
         if self._spool.empty:
             self._limit = self._max_events  # back to memory; the room waiters may go on
@@ -917,7 +923,7 @@ class Exporter:
         """The channel of a session, or a new one for a session replayed from the spool."""
         channel = self._channels.get(session_id)
         if channel is None:
-            # No JWT yet: _send_events re-authorises with the API key before its first send.
+            # The target learns of it with its first step (the v2 target re-authorises).
             channel = self._channels[session_id] = SessionChannel(session_id)
         return channel
 
@@ -980,39 +986,51 @@ class Exporter:
         self._wake_room_waiters()
         return taken
 
-    async def _prepare(self, batch: dict[SessionChannel, list[Payload | Op]]) -> Steps:
-        """Turn each session's part of a batch into steps: operations, and runs of events with
-        their wire fields filled in and their request body encoded (a slice at a time).
+    async def _prepare(self, taken: Taken) -> Prepared:
+        """Turn each session's part of a batch into the target's steps: operations, and runs of
+        events with their wire fields filled in and encoded by the target (a slice at a time).
 
         Never raises for what an event holds: an event that cannot be prepared or encoded is
         dropped (counted) and the rest of its run is sent.
         """
-        steps: Steps = {}
-        for channel, entries in batch.items():
-            session_steps: list[Op | Run] = []
+        batch: ExportBatch = []
+        channels: dict[str, SessionChannel] = {}
+        for channel, entries in taken.entries.items():
+            steps: list[SessionOp | EventRun] = []
             run: list[Payload] = []
+            ended = False  # the session's final update is among the steps already
             for entry in entries:
                 if type(entry) is Op:
                     if run:
-                        await self._add_run(session_steps, channel, run)
+                        await self._add_run(steps, channel, run, ended)
                         run = []
-                    session_steps.append(entry)
+                    steps.append(entry)
+                    ended = ended or entry.final
                 else:
                     run.append(entry)  # type: ignore[arg-type]
             if run:
-                await self._add_run(session_steps, channel, run)
-            steps[channel] = session_steps
-        return steps
+                await self._add_run(steps, channel, run, ended)
+            if steps:
+                batch.append(SessionPart(channel.session_id, channel.trace_id, steps))
+            channels[channel.session_id] = channel
+        return Prepared(taken, batch, channels)
 
     async def _add_run(
-        self, steps: list[Op | Run], channel: SessionChannel, run: list[Payload]
+        self,
+        steps: list[SessionOp | EventRun],
+        channel: SessionChannel,
+        run: list[Payload],
+        ended: bool,
     ) -> None:
+        if ended:
+            self._account_dropped(channel, len(run), ENDED)
+            return
         prepared = await self._prepare_run(channel, run)
         if prepared.events:  # (empty when every event of the run was dropped)
             steps.append(prepared)
 
-    async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> Run:
-        """Wire fields and body of a run, a slice at a time (one pass: each slice is encoded
+    async def _prepare_run(self, channel: SessionChannel, run: list[Payload]) -> EventRun:
+        """Wire fields and encoding of a run, a slice at a time (one pass: each slice is encoded
         right after its wire fields are filled in), yielding to the loop between slices."""
         events: Batch = []
         parts: list[bytes] = []
@@ -1032,7 +1050,9 @@ class Exporter:
                 events += kept
                 parts.append(body)
         await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
-        return Run(events, parts[0] if len(parts) == 1 else wire.join_bodies(parts))
+        if not events:
+            return EventRun(events, b"")
+        return EventRun(events, self.target.join_encoded(parts))
 
     def _apply_hooks(self, channel: SessionChannel, part: list[Payload]) -> list[Payload]:
         """The events of ``part`` that the hooks let through (changed as they said); the others
@@ -1040,6 +1060,8 @@ class Exporter:
         Encoded events (bytes) went through the hooks where they were encoded."""
         hooks = self.hooks
         assert hooks is not None
+        if hooks.before_send is None and hooks.redact_all(part):
+            return part  # redaction only, and nothing failed: the common case, one loop
         kept: list[Payload] = []
         session_id = channel.session_id
         for payload in part:
@@ -1087,147 +1109,12 @@ class Exporter:
         log.debug("agentops_async: could not prepare %s %s", what, event_id, exc_info=exc)
         self._account_dropped(channel, 1, UNSENDABLE, detail)
 
-    async def _ship(self, steps: Steps) -> None:
-        if self.api.sessions_batch_path is not None:
-            steps = await self._ship_batched(steps)
-        if not steps:
-            return
-        if len(steps) == 1:
-            ((channel, session_steps),) = steps.items()
-            await self._ship_session(channel, session_steps)
-            return
-        limit = asyncio.Semaphore(self._max_concurrency)
-
-        async def bounded(channel: SessionChannel, session_steps: list[Op | Run]) -> None:
-            async with limit:
-                await self._ship_session(channel, session_steps)
-
-        # Every session's part ends before an error is raised, so that nothing is still being
-        # sent (and accounted for) when the caller counts what the error lost.
-        results = await asyncio.gather(
-            *(bounded(c, e) for c, e in steps.items()), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _ship_batched(self, steps: Steps) -> Steps:
-        """Send the sessions' parts of this batch in create_sessions requests (many sessions
-        each: their state after the batch and their events), where the server takes them.
-
-        Returns the parts to send with the standard calls: those with an agent to create, of a
-        session whose creation failed, too large for one request, or that the server refused
-        this way (the standard calls then isolate what it refuses)."""
-        rest: Steps = {}
-        parts: list[_Part] = []
-        for channel, session_steps in steps.items():
-            entry = _session_entry(channel, session_steps)
-            if entry is None:
-                rest[channel] = session_steps
-            else:
-                parts.append(_Part(channel, session_steps, entry))
-        for chunk in _chunked(parts, self._batch_bytes, rest):
-            body = wire.sessions_body([part.entry for part in chunk])
-            try:
-                answer = await self.api.create_sessions(body)
-            except ApiError as exc:
-                if exc.retryable:  # the API stayed down: as the standard calls giving up
-                    self._batched_failed(chunk, exc)
-                else:
-                    rest.update((part.channel, part.steps) for part in chunk)
-                continue
-            self._batched_delivered(chunk, answer)
-        return rest
-
-    def _batched_delivered(self, chunk: list[_Part], answer: wire.CreateSessionsAnswer) -> None:
-        results = {result.session_id: result for result in answer.sessions}
-        for channel, session_steps, _ in chunk:
-            result = results.get(channel.session_id)
-            if result is not None:
-                if result.session_url is not None:
-                    channel.session_url = result.session_url
-                cost = wire.parse_token_cost(result.token_cost)
-                if cost is not None:
-                    channel.token_cost = cost
-            count = _events_in(session_steps)
-            channel.delivered += count
-            channel.in_flight -= count
-            self._delivered += count
-            self._resolve_part(channel, session_steps)
-
-    def _batched_failed(self, chunk: list[_Part], exc: ApiError) -> None:
-        for channel, session_steps, _ in chunk:
-            first = session_steps[0]
-            created = type(first) is not Op or first.kind != CREATE
-            if not created:
-                channel.failure = str(exc)
-                self._drop_op(first)  # type: ignore[arg-type]
-            count = _events_in(session_steps)
-            if count:
-                reason = (
-                    "create_events gave up after retries"
-                    if created
-                    else ("session could not be created")
-                )
-                self._account_dropped(channel, count, reason, str(exc))
-            if created:
-                for step in session_steps:
-                    if type(step) is Op:
-                        self._drop_op(step)
-            self._resolve_part(channel, session_steps)
-        self._warn_once(
-            f"op:{wire.SESSIONS_BATCH}:{exc.status}",
-            f"sending {len(chunk)} session(s) failed: {exc}",
-        )
-
-    def _resolve_part(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
-        final = False
-        for step in steps:
-            if type(step) is Op:
-                step.resolved = True
-                final = final or step.final
-        if final:
-            channel.closed = True
-            self._channels.pop(channel.session_id, None)
-            self._settle(channel)
-
-    async def _ship_session(self, channel: SessionChannel, steps: list[Op | Run]) -> None:
-        """Send one session's part of the batch in order."""
-        for step in steps:
-            if type(step) is Op:
-                await self._run_op(step)
-            elif channel.closed:
-                count = len(step.events)  # type: ignore[union-attr]
-                self._account_dropped(channel, count, "event of an already-ended session")
-            else:
-                await self._send_events(channel, step.events, step.body)  # type: ignore[union-attr]
-
-    async def _encode(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
-        """The request body of ``events``: one msgspec call per slice, yielding between slices.
-
-        Returns the events the body holds (those that could not be encoded are dropped, counted)
-        and the body.
-        """
-        if len(events) <= _YIELD_EVERY:
-            return self._encode_slice(channel, events)
-        kept: Batch = []
-        parts = []
-        for start in range(0, len(events), _YIELD_EVERY):
-            if start:
-                await asyncio.sleep(0)
-            part, body = self._encode_slice(channel, events[start : start + _YIELD_EVERY])
-            if part:
-                kept += part
-                parts.append(body)
-        await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
-        return kept, wire.join_bodies(parts)
-
     def _encode_slice(self, channel: SessionChannel, events: Batch) -> tuple[Batch, bytes]:
-        """One slice's body in one msgspec call; if msgspec refuses some event, each event is
-        encoded on its own (:func:`_encode_event` makes what it holds sendable) and kept as
-        ``msgspec.Raw``, so that a retry or a split never encodes it again."""
+        """One slice's encoding in one call to the target; if it refuses some event, each event
+        is made sendable on its own (:func:`_encode_event`) and kept as ``msgspec.Raw``, so
+        that a retry or a split never encodes it again."""
         try:
-            return events, wire.events_body(events)
+            return events, self.target.encode_events(channel.session_id, channel.trace_id, events)
         except Exception:
             return self._encode_each(channel, events)
 
@@ -1241,153 +1128,82 @@ class Exporter:
                 kept.append(msgspec.Raw(_encode_event(event)))
             except Exception as exc:
                 self._drop_unsendable(channel, event, exc)
-        return kept, wire.events_body(kept)
-
-    async def _send_events(
-        self, channel: SessionChannel, events: Batch, body: bytes | None = None
-    ) -> None:
-        """Send ``events`` (encoded as ``body`` when given), splitting what the server refuses."""
-        if channel.failure is None and channel.auth.jwt is None:
-            try:  # a session replayed from the spool by a new process: fetch its JWT
-                await self.api.reauthorize(channel.auth)
-            except ApiError as exc:
-                channel.failure = str(exc)
-        if channel.failure is not None:
-            self._account_dropped(
-                channel, len(events), "session could not be created", channel.failure
-            )
-            return
-        if body is None:
-            events, body = await self._encode(channel, events)
-            if not events:
-                return
-        if len(body) > self._batch_bytes:
-            await self._send_oversized(channel, events, len(body))
-            return
+        if not kept:
+            return kept, b""
         try:
-            await self.api.create_events(channel.auth, body)
-        except ApiError as exc:
-            if len(events) > 1 and _refuses_content(exc):
-                # Too large, or some event the server cannot take: bisect, so that only the
-                # offending events are dropped and the rest of the batch still arrives.
-                half = len(events) // 2
-                await self._send_events(channel, events[:half])
-                await self._send_events(channel, events[half:])
-                return
-            kind = "gave up after retries" if exc.retryable else f"refused (HTTP {exc.status})"
-            self._account_dropped(channel, len(events), f"create_events {kind}", str(exc))
-            return
-        channel.delivered += len(events)
-        channel.in_flight -= len(events)
-        self._delivered += len(events)
+            return kept, self.target.encode_events(channel.session_id, channel.trace_id, kept)
+        except Exception as exc:  # the target cannot encode even these: drop them, counted
+            for event in kept:
+                self._drop_unsendable(channel, event, exc)
+            return [], b""
 
-    async def _send_oversized(self, channel: SessionChannel, events: Batch, size: int) -> None:
-        """A batch whose body is above max_batch_bytes: send it in pieces that fit."""
-        if len(events) == 1:
-            event = events[0]
-            detail = (
-                _describe_oversize(event, size, self._batch_bytes)
-                if isinstance(event, Event)
-                else f"{size:,} bytes"
-            )
-            self._account_dropped(
-                channel, 1, f"event larger than max_batch_bytes ({self._batch_bytes} bytes)", detail
-            )
-            return
-        # Events are of similar size in most batches: cut in as many pieces as the size says
-        # (with a margin), and let each piece split again if it is still too large.
-        pieces = min(len(events), -(-size * 5 // (self._batch_bytes * 4)))
-        step = -(-len(events) // max(pieces, 2))
-        for start in range(0, len(events), step):
-            await self._send_events(channel, events[start : start + step])
+    async def _ship(self, prepared: Prepared) -> None:
+        """Hand the batch to the target; account for what it reports."""
+        batch = prepared.batch
+        for part in batch:  # the sessions that ended since the batch was prepared
+            channel = prepared.channels[part.session_id]
+            if channel.closed:
+                for step in part.steps:
+                    if type(step) is EventRun:
+                        self._account_dropped(channel, len(step.events), ENDED)
+                part.steps[:] = [step for step in part.steps if type(step) is not EventRun]
+        if batch:
+            await self.target.send(batch, _Report(self, prepared.channels))
 
-    async def _run_op(self, op: Op) -> None:
-        channel = op.channel
-        try:
-            if op.kind == CREATE:
-                answer = await self.api.create_session(op.body)
-                channel.auth.jwt = answer.jwt
-                channel.session_url = answer.session_url
-            elif channel.failure is not None:
-                pass  # the session does not exist on the server; its loss is already counted
-            elif op.kind == UPDATE:
-                updated = await self.api.update_session(channel.auth, op.body)
-                cost = wire.parse_token_cost(updated.token_cost)
-                if cost is not None:
-                    channel.token_cost = cost
-            elif op.kind == AGENT:
-                await self.api.create_agent(channel.auth, op.body)
-        except ApiError as exc:
-            self._drop_op(op)
-            if op.kind == CREATE:
-                channel.failure = str(exc)
-            self._warn_once(
-                f"op:{op.kind}:{exc.status}",
-                f"{op.kind} for session {channel.session_id} failed: {exc}",
-            )
-        # Not in a finally: an operation cut by cancellation is not resolved (it is sent again).
+    def _op_done(self, op: SessionOp) -> None:
+        """``op`` was sent or its failure counted: never sent again or counted twice."""
+        assert isinstance(op, Op)
         op.resolved = True
         if op.final:
+            channel = op.channel
             channel.closed = True
             self._channels.pop(channel.session_id, None)
             self._settle(channel)
 
 
-class _Part(NamedTuple):
-    """A session's part of a batch, and its create_sessions entry."""
+class _Report:
+    """What a target reports about one batch, applied to the exporter's accounting."""
 
-    channel: SessionChannel
-    steps: list[Op | Run]
-    entry: bytes
+    __slots__ = ("_channels", "_exporter")
 
+    def __init__(self, exporter: Exporter, channels: dict[str, SessionChannel]) -> None:
+        self._exporter = exporter
+        self._channels = channels
 
-def _events_in(steps: list[Op | Run]) -> int:
-    return sum(len(step.events) for step in steps if type(step) is Run)
+    def delivered(self, session_id: str, count: int) -> None:
+        channel = self._channels[session_id]
+        channel.delivered += count
+        channel.in_flight -= count
+        self._exporter._delivered += count
 
+    def dropped(self, session_id: str, count: int, reason: str, detail: str | None = None) -> None:
+        self._exporter._account_dropped(self._channels[session_id], count, reason, detail)
 
-def _session_entry(channel: SessionChannel, steps: list[Op | Run]) -> bytes | None:
-    """The create_sessions entry of a session's part of a batch: the state its last operation
-    sends (each create/update body is the whole session as it is then), and its events; None
-    when the part needs the standard calls (an agent to create, a session never created)."""
-    if channel.failure is not None:
-        return None
-    runs: list[bytes] = []
-    state: bytes | None = None
-    for step in steps:
-        if type(step) is Run:
-            runs.append(step.body)
-        elif step.kind == AGENT:  # type: ignore[union-attr]
-            return None
-        else:
-            state = step.body
-    if state is None and not runs:
-        return None
-    events = None if not runs else runs[0] if len(runs) == 1 else wire.join_bodies(runs)
-    return wire.session_entry(channel.session_id, state, events)
+    def op_sent(
+        self,
+        op: SessionOp,
+        *,
+        session_url: str | None = None,
+        token_cost: Decimal | None = None,
+    ) -> None:
+        assert isinstance(op, Op)
+        if session_url is not None:
+            op.channel.session_url = session_url
+        if token_cost is not None:
+            op.channel.token_cost = token_cost
+        self._exporter._op_done(op)
 
+    def op_failed(self, op: SessionOp, reason: str, detail: str | None = None) -> None:
+        assert isinstance(op, Op)
+        exporter = self._exporter
+        # An operation of a session that could not be created: its loss is counted already.
+        if op.kind == SESSION_CREATED or op.channel.failure is None:
+            exporter._drop_op(op)
+            exporter._warn_once(f"op:{reason}", detail or f"{reason} (session {op.session_id})")
+        exporter._op_done(op)
 
-def _chunked(parts: list[_Part], limit: int, rest: Steps) -> list[list[_Part]]:
-    """``parts`` in create_sessions requests of at most ``limit`` bytes and
-    MAX_EVENTS_PER_REQUEST sessions and events; a part too large for one goes to ``rest``."""
-    chunks: list[list[_Part]] = []
-    chunk: list[_Part] = []
-    size = items = 0
-    for part in parts:
-        count = 1 + _events_in(part.steps)
-        if len(part.entry) + 16 > limit:
-            rest[part.channel] = part.steps
-            continue
-        if chunk and (
-            size + len(part.entry) + 16 > limit or items + count > MAX_EVENTS_PER_REQUEST
-        ):
-            chunks.append(chunk)
-            chunk, size, items = [], 0, 0
-        chunk.append(part)
-        size += len(part.entry) + 1
-        items += count
-    if chunk:
-        chunks.append(chunk)
-    return chunks
+    def session_failed(self, session_id: str, reason: str) -> None:
+        self._channels[session_id].failure = reason
 
 
 def _queue_full_hint(block: bool, timeout: float) -> str:
@@ -1412,11 +1228,17 @@ def _encoded(channel: SessionChannel, payload: Payload) -> bytes:
     return _encode_event(payload)
 
 
+def _event_record(channel: SessionChannel, payload: Payload) -> SpoolRecord:
+    return SpoolRecord(EVENT, channel.session_id, _encoded(channel, payload), False, FORMAT_VERSION)
+
+
 def _to_record(item: Item) -> SpoolRecord:
     if type(item) is tuple:
-        return SpoolRecord(EVENT, item[0].session_id, _encoded(item[0], item[1]))
+        return SpoolRecord(
+            EVENT, item[0].session_id, _encoded(item[0], item[1]), version=FORMAT_VERSION
+        )
     op: Op = item  # type: ignore[assignment]
-    return SpoolRecord(op.kind, op.channel.session_id, op.body, op.final)
+    return encode_op(op.kind, op.snapshot, op.final)
 
 
 def _loop_is_ending(loop: asyncio.AbstractEventLoop, cancelled: asyncio.Task[None]) -> bool:
@@ -1426,11 +1248,6 @@ def _loop_is_ending(loop: asyncio.AbstractEventLoop, cancelled: asyncio.Task[Non
     # Python 3.10 cannot tell a task being cancelled: assume the loop is ending (the safe side:
     # a new task is then started on the client's next loop, or at exit, not on this one).
     return all(task.done() or getattr(task, "cancelling", lambda: 1)() for task in others)
-
-
-def _refuses_content(exc: ApiError) -> bool:
-    """True when the server refused what was sent (not who sent it, nor its own availability)."""
-    return not exc.retryable and exc.status is not None and exc.status not in (401, 403, 404)
 
 
 class NullExporter:

@@ -8,8 +8,13 @@ using the same directory replays it. Beyond ``spool_max_bytes`` events are dropp
 as without a spool.
 
 File format: segments named ``<seq>.spool``; each record is a 4-byte big-endian length followed by
-a msgpack array ``[kind, session_id, body, final]``. One process at a time owns a directory (an
-advisory ``flock`` on ``lock``).
+a msgpack array ``[kind, session_id, body, final, version]``. The spool is target-neutral (a spool
+written while sending to one protocol is replayed by another): an event's body is the SDK's own
+JSON encoding of the event; a session operation's body is the msgpack encoding of its
+:class:`~._targets.SessionSnapshot` or :class:`~._targets.AgentSnapshot`. Version 1 records
+(no ``version`` element, written before the target seam) hold v2 request bodies for operations:
+they are converted to snapshots when read back, or skipped with a warning when unreadable. One
+process at a time owns a directory (an advisory ``flock`` on ``lock``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,19 @@ from typing import IO
 import msgspec
 
 from ..errors import ConfigError
+from ._targets import (
+    AGENT_ADDED,
+    OP_KINDS,
+    SESSION_CREATED,
+    SESSION_UPDATED,
+    AgentSnapshot,
+    SessionSnapshot,
+)
 
 log = logging.getLogger("agentops_async")
 
 EVENT = "e"
+FORMAT_VERSION = 2  # 1: operations held v2 request bodies (before the export-target seam)
 _HEADER = struct.Struct(">I")
 _OFFSET = 2**40  # segment numbers go below zero when records are put back in front
 
@@ -39,6 +53,7 @@ class SpoolRecord(msgspec.Struct, array_like=True, frozen=True):
     session_id: str
     body: bytes
     final: bool = False
+    version: int = 1  # absent in records written before versions: 1
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -239,6 +254,96 @@ class Spool:
             except msgspec.DecodeError:
                 log.warning("agentops_async: skipping a corrupt spool record")
         return None
+
+
+_encode_snapshot = msgspec.msgpack.Encoder().encode
+_decode_session = msgspec.msgpack.Decoder(SessionSnapshot).decode
+_decode_agent = msgspec.msgpack.Decoder(AgentSnapshot).decode
+
+
+def encode_op(kind: str, snapshot: SessionSnapshot | AgentSnapshot, final: bool) -> SpoolRecord:
+    """The spool record of a session operation."""
+    body = _encode_snapshot(snapshot)
+    return SpoolRecord(kind, snapshot.session_id, body, final, FORMAT_VERSION)
+
+
+def decode_op(record: SpoolRecord) -> tuple[str, SessionSnapshot | AgentSnapshot] | None:
+    """The kind and snapshot of a spooled operation; None (logged) when it cannot be read."""
+    try:
+        if record.version >= 2:
+            if record.kind not in OP_KINDS:
+                raise ValueError(f"unknown operation kind {record.kind!r}")
+            if record.kind == AGENT_ADDED:
+                return record.kind, _decode_agent(record.body)
+            return record.kind, _decode_session(record.body)
+        return _from_v2_body(record)
+    except (msgspec.DecodeError, ValueError, TypeError, KeyError) as exc:
+        log.warning(
+            "agentops_async: skipping a spooled session operation that cannot be read "
+            "(%s, session %s, format version %d): %s",
+            record.kind,
+            record.session_id,
+            record.version,
+            exc,
+        )
+        return None
+
+
+_V1_KINDS = {"create_session": SESSION_CREATED, "update_session": SESSION_UPDATED}
+_V1_STATES = {"Success": "SUCCEEDED", "Fail": "FAILED", "Indeterminate": "INDETERMINATE"}
+
+
+class _V1Session(msgspec.Struct):
+    session_id: str
+    init_timestamp: str
+    end_state: str = "Indeterminate"
+    tags: list[str] = []
+    end_timestamp: str | None = None
+    end_state_reason: str | None = None
+    video: str | None = None
+    host_env: dict[str, object] | None = None
+    trace_id: str | None = None
+    event_counts: dict[str, int] | None = None
+
+
+class _V1Envelope(msgspec.Struct):
+    session: _V1Session
+
+
+class _V1Agent(msgspec.Struct):
+    id: str
+    name: str
+
+
+_decode_v1_session = msgspec.json.Decoder(_V1Envelope).decode
+_decode_v1_agent = msgspec.json.Decoder(_V1Agent).decode
+
+
+def _from_v2_body(record: SpoolRecord) -> tuple[str, SessionSnapshot | AgentSnapshot]:
+    """A version 1 record (a v2 request body) as a snapshot."""
+    if record.kind == "create_agent":
+        agent = _decode_v1_agent(record.body)
+        return AGENT_ADDED, AgentSnapshot(
+            session_id=record.session_id, agent_id=agent.id, name=agent.name
+        )
+    kind = _V1_KINDS.get(record.kind)
+    if kind is None:
+        raise ValueError(f"unknown operation kind {record.kind!r}")
+    body = _decode_v1_session(record.body).session
+    state = _V1_STATES.get(body.end_state, "INDETERMINATE") if record.final else "RUNNING"
+    return kind, SessionSnapshot(
+        session_id=body.session_id,
+        trace_id=body.trace_id or "",
+        span_id=body.session_id.replace("-", "")[:16],  # (v1 kept no root span id)
+        init_timestamp=body.init_timestamp,
+        end_timestamp=body.end_timestamp,
+        state=state,
+        end_state_reason=body.end_state_reason,
+        tags=body.tags,
+        host_env=body.host_env,
+        video=body.video,
+        event_counts=body.event_counts,
+    )
 
 
 def _is_event(payload: bytes) -> bool:

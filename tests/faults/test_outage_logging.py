@@ -67,6 +67,7 @@ async def test_an_outage_is_warned_once_with_reason_and_pending_and_its_end_is_l
     async with client.session(tags=["outage"]) as session:
         await ledger.record(session, ao.ActionEvent(action_type="before"))
         assert await session.flush(10)  # the session exists and has its JWT
+        auth = client._exporter.target._session(session.session_id).auth  # type: ignore[union-attr]
         outage = proxy.add(Fault("status", path="/v2/", status=503))
         for i in range(30):
             await ledger.record(session, ao.ActionEvent(params={"i": i}))
@@ -91,7 +92,7 @@ async def test_an_outage_is_warned_once_with_reason_and_pending_and_its_end_is_l
     (recovery,) = messages(caplog, RECOVERED)
     assert recovery.levelno == logging.INFO
     assert float(re.search(r"after ([\d.]+)s", recovery.getMessage())[1]) >= lasted  # type: ignore[index]
-    jwt = session._channel.auth.jwt  # type: ignore[union-attr]
+    jwt = auth.jwt
     assert jwt
     for record in caplog.records:
         assert collector.api_key not in record.getMessage()

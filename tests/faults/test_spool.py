@@ -16,17 +16,20 @@ import agentops_async as ao
 
 from .ledger import Ledger
 from .proxy import Fault, FaultProxy
-from .test_delivery_under_faults import client_for, wait_for
+from .test_delivery_under_faults import client_for, for_protocol, wait_for
 
 pytestmark = pytest.mark.asyncio
 
 
 async def test_an_outage_longer_than_memory_is_bridged_by_the_spool(
-    collector: Any, proxy: FaultProxy, tmp_path: Path
+    collector: Any, proxy: FaultProxy, tmp_path: Path, protocol: str
 ) -> None:
-    outage = proxy.add(Fault("status", path="/v2/", status=503))
+    (rule,) = for_protocol([Fault("status", path="/v2/", status=503)], protocol)
+    outage = proxy.add(rule)
     spool = tmp_path / "spool"
-    client = client_for(proxy.url, collector.api_key, max_queue_size=100, spool_dir=str(spool))
+    client = client_for(
+        proxy.url, collector.api_key, max_queue_size=100, spool_dir=str(spool), protocol=protocol
+    )
     ledger = Ledger()
     sessions = []
     for round_ in range(3):  # sessions start, record and end during the outage
@@ -48,6 +51,7 @@ async def test_an_outage_longer_than_memory_is_bridged_by_the_spool(
     for session in sessions:
         stored = await collector.get_session(session.session_id)
         assert stored is not None and stored["end_state"] == "Success"
+        assert stored["tags"] == [f"round-{sessions.index(session)}"]
 
 
 async def test_beyond_the_spool_cap_drops_are_counted_exactly(
@@ -84,10 +88,11 @@ RECORDER = textwrap.dedent(
     import asyncio, json, sys
     import agentops_async as ao
 
-    async def main(endpoint, key, spool):
+    async def main(endpoint, key, spool, protocol):
         client = ao.AsyncClient(api_key=key, endpoint=endpoint, max_queue_size=200,
                                 spool_dir=spool, request_timeout=1, flush_interval=0.02,
-                                shutdown_timeout=1, log_session_stats=False)
+                                shutdown_timeout=1, log_session_stats=False,
+                                protocol=protocol)
         ids = []
         async with client.session(tags=["spooled"]) as session:
             for i in range(1500):
@@ -107,15 +112,16 @@ RECORDER = textwrap.dedent(
 
 
 async def test_spooled_items_survive_a_process_restart(
-    collector: Any, proxy: FaultProxy, tmp_path: Path
+    collector: Any, proxy: FaultProxy, tmp_path: Path, protocol: str
 ) -> None:
     spool = tmp_path / "spool"
-    proxy.add(Fault("status", path="/v2/", status=503))  # the API is down for the first process
+    (down,) = for_protocol([Fault("status", path="/v2/", status=503)], protocol)
+    proxy.add(down)  # the API is down for the first process
     script = tmp_path / "recorder.py"
     script.write_text(RECORDER)
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, str(script), proxy.url, collector.api_key, str(spool)],
+        [sys.executable, str(script), proxy.url, collector.api_key, str(spool), protocol],
         capture_output=True,
         text=True,
         timeout=60,
@@ -127,7 +133,7 @@ async def test_spooled_items_survive_a_process_restart(
     assert await collector.get_session(first["session_id"]) is None
 
     proxy.clear()  # the API is back; a new process uses the same spool directory
-    client = client_for(proxy.url, collector.api_key, spool_dir=str(spool))
+    client = client_for(proxy.url, collector.api_key, spool_dir=str(spool), protocol=protocol)
     assert await client.flush(30)
     assert await client.close()
     stored = await collector.get_events(first["session_id"])

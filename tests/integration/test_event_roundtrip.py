@@ -58,13 +58,16 @@ FIELDS = {
 }
 
 
-async def _round_trip(collector: Any, events: list[ao.Event], tags: list[str]) -> None:
+async def _round_trip(
+    collector: Any, events: list[ao.Event], tags: list[str], protocol: str = "agentops_v2"
+) -> None:
     # Fidelity of the pipeline: the built-in redaction (an intended change) is off here.
     client = ao.AsyncClient(
         api_key=collector.api_key,
         endpoint=collector.url,
         log_session_stats=False,
         redact_secrets=False,
+        protocol=protocol,
     )
     async with client.session(tags=tags) as session:
         sent = []
@@ -94,19 +97,19 @@ async def _round_trip(collector: Any, events: list[ao.Event], tags: list[str]) -
     tags=st.lists(st.text(min_size=1, max_size=20), max_size=3),
 )
 def test_what_is_recorded_is_what_the_read_api_returns(
-    collector: Any, events: list[ao.Event], tags: list[str]
+    collector: Any, protocol: str, events: list[ao.Event], tags: list[str]
 ) -> None:
-    asyncio.run(_round_trip(collector, events, tags))
+    asyncio.run(_round_trip(collector, events, tags, protocol))
 
 
 SQLISH = "'; DROP TABLE events; -- \" OR 1=1 /* */ %s ? $1 \\x00\\ \u2028 ☃"
 
 
-def test_sql_looking_strings_are_stored_verbatim(collector: Any) -> None:
+def test_sql_looking_strings_are_stored_verbatim(collector: Any, protocol: str) -> None:
     events: list[ao.Event] = [
         ao.ActionEvent(action_type=SQLISH, params={SQLISH: SQLISH}, logs=SQLISH),
         ao.LLMEvent(model=SQLISH, prompt=SQLISH, completion=[SQLISH], thread_id=SQLISH),
         ao.ToolEvent(name=SQLISH, returns={"r": SQLISH}),
         ao.ErrorEvent(error_type=SQLISH, details=SQLISH, code=SQLISH),
     ]
-    asyncio.run(_round_trip(collector, events, [SQLISH, "plain"]))
+    asyncio.run(_round_trip(collector, events, [SQLISH, "plain"], protocol))

@@ -37,10 +37,13 @@ def make_event(kind: int, agent: int, i: int) -> ao.Event:
 
 
 async def test_concurrent_sessions_deliver_every_event_exactly_once_to_the_right_session(
-    collector: Any,
+    collector: Any, protocol: str
 ) -> None:
     client = ao.AsyncClient(
-        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+        api_key=collector.api_key,
+        endpoint=collector.url,
+        log_session_stats=False,
+        protocol=protocol,
     )
 
     async def agent(index: int) -> ao.AsyncSession:
@@ -100,12 +103,15 @@ async def test_token_cost_comes_back_from_update_session(collector: Any) -> None
     assert Decimal(str(stored["token_cost"])) == cost
 
 
-async def test_flush_means_the_collector_already_stores_the_events(collector: Any) -> None:
+async def test_flush_means_the_collector_already_stores_the_events(
+    collector: Any, protocol: str
+) -> None:
     client = ao.AsyncClient(
         api_key=collector.api_key,
         endpoint=collector.url,
         flush_interval=60,
         log_session_stats=False,
+        protocol=protocol,
     )
     async with client.session() as session:
         for i in range(30):
@@ -126,7 +132,7 @@ async def test_a_session_outliving_its_jwt_still_delivers_every_event(
     async with client.session() as session:
         await session.record(ao.ActionEvent(params={"i": 0}))
         assert await session.flush(10)
-        jwt = session._channel.auth.jwt  # type: ignore[union-attr]
+        jwt = session._exporter.target._sessions[session.session_id].auth.jwt  # type: ignore[union-attr]
         # Wait (bounded) until the collector really refuses the session's JWT as expired.
         deadline = time.monotonic() + 10
         while True:
@@ -144,26 +150,36 @@ async def test_a_session_outliving_its_jwt_still_delivers_every_event(
     assert (await collector.get_session(session.session_id) or {})["end_state"] == "Success"
 
 
-async def test_a_wrong_api_key_loses_the_session_visibly_not_silently(collector: Any) -> None:
+async def test_a_wrong_api_key_loses_the_session_visibly_not_silently(
+    collector: Any, protocol: str
+) -> None:
     client = ao.AsyncClient(
         api_key="00000000-0000-4000-8000-000000000000",
         endpoint=collector.url,
         log_session_stats=False,
+        protocol=protocol,
     )
     async with client.session() as session:
         for _ in range(5):
             await session.record(ao.ActionEvent())
     await client.close()
     assert session.stats.dropped == 5
-    assert client.stats.dropped_by_reason == {"session could not be created": 5}
+    reason = {
+        "agentops_v2": "session could not be created",
+        "otlp": "OTLP export refused (HTTP 401)",
+    }[protocol]
+    assert client.stats.dropped_by_reason == {reason: 5}
     assert await collector.get_session(session.session_id) is None
 
 
 async def test_tags_at_the_limit_are_stored_and_longer_ones_are_refused_at_the_call(
-    collector: Any,
+    collector: Any, protocol: str
 ) -> None:
     client = ao.AsyncClient(
-        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+        api_key=collector.api_key,
+        endpoint=collector.url,
+        log_session_stats=False,
+        protocol=protocol,
     )
     widest = "\U0001f600" * MAX_TAG_LENGTH  # the most bytes a tag within the limit can have
     too_long = "x" * (MAX_TAG_LENGTH + 1)
@@ -187,11 +203,14 @@ async def test_tags_at_the_limit_are_stored_and_longer_ones_are_refused_at_the_c
 
 
 async def test_values_deeper_than_the_limit_are_cut_by_the_sdk_to_what_the_collector_stores(
-    collector: Any,
+    collector: Any, protocol: str
 ) -> None:
     # One limit on both sides: what the SDK sends after cutting, the collector accepts.
     client = ao.AsyncClient(
-        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+        api_key=collector.api_key,
+        endpoint=collector.url,
+        log_session_stats=False,
+        protocol=protocol,
     )
     depths = [MAX_NESTING_DEPTH - 2, MAX_NESTING_DEPTH - 1, MAX_NESTING_DEPTH, 500]
     try:

@@ -7,6 +7,7 @@ import pytest
 import pytest_asyncio
 
 import agentops_async as ao
+from agentops_async.testing import Capture, capture_events
 
 from .fake_api import API_KEY, ENDPOINT, FakeApi, fake_api
 
@@ -28,6 +29,13 @@ def api() -> Iterator[FakeApi]:
     """A scripted in-process AgentOps v2 API (aioresponses)."""
     with fake_api() as api:
         yield api
+
+
+@pytest.fixture
+def captured() -> Iterator[Capture]:
+    """Clients made in the test deliver to memory (agentops_async.testing), not to an API."""
+    with capture_events() as capture:
+        yield capture
 
 
 @pytest.fixture

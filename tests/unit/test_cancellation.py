@@ -27,13 +27,13 @@ async def test_cancelling_a_record_blocked_on_backpressure_counts_the_event(
     )
     session = await client.start_session()
     exporter = session._exporter
-    original = exporter.api.create_events  # type: ignore[union-attr]
+    original = exporter.target.api.create_events  # type: ignore[union-attr]
 
     async def held(*args: Any) -> None:
         await hold.wait()
         await original(*args)
 
-    exporter.api.create_events = held  # type: ignore[union-attr]
+    exporter.target.api.create_events = held  # type: ignore[union-attr]
     for _ in range(3):
         await session.record(ao.ActionEvent())
     await session.flush(0.05)  # the exporter takes the 3 events and waits on the held request
@@ -110,7 +110,7 @@ async def test_cancelling_the_closing_task_propagates_and_still_stops_the_export
     async def never_answers(*_: Any) -> None:
         await hold.wait()
 
-    exporter.api.create_events = never_answers  # type: ignore[union-attr]
+    exporter.target.api.create_events = never_answers  # type: ignore[union-attr]
     await session.record(ao.ActionEvent())
     closing = asyncio.create_task(client.close())
     await asyncio.sleep(0.05)

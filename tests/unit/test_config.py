@@ -98,3 +98,41 @@ def test_default_tags_longer_than_the_tag_limit_are_refused_naming_the_tag() -> 
     assert load_config({"default_tags": ["t" * MAX_TAG_LENGTH]}, environ={}).default_tags == (
         "t" * MAX_TAG_LENGTH,
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environ"),
+    [({"protocol": "otel"}, {}), ({}, {"AGENTOPS_PROTOCOL": "grpc"})],
+)
+def test_an_unknown_protocol_is_refused_naming_the_field_and_the_valid_values(
+    overrides: dict[str, object], environ: dict[str, str]
+) -> None:
+    with pytest.raises(ao.ConfigError) as raised:
+        load_config(overrides, environ=environ)
+    message = str(raised.value)
+    assert "protocol=" in message and "AGENTOPS_PROTOCOL" in message
+    assert "'agentops_v2'" in message and "'otlp'" in message
+
+
+def test_the_protocol_comes_from_the_environment_and_defaults_to_agentops_v2() -> None:
+    assert load_config({}, environ={}).protocol == "agentops_v2"
+    assert load_config({}, environ={"AGENTOPS_PROTOCOL": "otlp"}).protocol == "otlp"
+    assert load_config({"protocol": "agentops_v2"}, {"AGENTOPS_PROTOCOL": "otlp"}).protocol == (
+        "agentops_v2"
+    )
+
+
+def test_protocol_otlp_without_its_target_fails_at_client_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.endswith("._otlp_target") else real(name, *a),
+    )
+    with pytest.raises(ao.ConfigError, match="protocol='otlp' is not available") as raised:
+        ao.AsyncClient(api_key=KEY, endpoint="http://x.test", protocol="otlp")
+    assert "protocol='agentops_v2'" in str(raised.value)

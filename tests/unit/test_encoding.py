@@ -220,7 +220,7 @@ async def test_an_exporter_error_while_sending_drops_that_batch_only(
     next_prepared = asyncio.Event()
     async with client.session() as session:
         exporter = client._exporter
-        real_send, real_prepare = exporter._send_events, exporter._prepare
+        real_send, real_prepare = exporter.target._send_events, exporter._prepare
         prepared = 0
 
         async def prepare_and_tell(*args: Any) -> Any:
@@ -240,7 +240,7 @@ async def test_an_exporter_error_while_sending_drops_that_batch_only(
             await real_send(*args, **kwargs)
 
         monkeypatch.setattr(exporter, "_prepare", prepare_and_tell)
-        monkeypatch.setattr(exporter, "_send_events", send_once_failing)
+        monkeypatch.setattr(exporter.target, "_send_events", send_once_failing)
         for i in range(30):  # three full batches, buffered before the exporter runs
             await session.record(ao.ActionEvent(params={"i": i}))
         await session.flush(10)

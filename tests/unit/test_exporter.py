@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agentops_async as ao
+from agentops_async.testing import Capture
 
 from .fake_api import FakeApi
 
@@ -111,7 +112,7 @@ async def test_an_outage_that_outlasts_max_retry_time_drops_the_batch_whole(
 
 
 async def test_full_queue_in_drop_mode_drops_and_counts_exactly(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     client = make_client(max_queue_size=5, backpressure="drop")
     async with client.session() as session:
@@ -122,7 +123,13 @@ async def test_full_queue_in_drop_mode_drops_and_counts_exactly(
     assert session.stats.delivered == 5
     assert session.stats.dropped == 3
     assert client.stats.dropped_by_reason == {"queue full (max_queue_size reached)": 3}
-    assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2, 3, 4]
+    assert [e["params"]["i"] for e in captured.session().events] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 def completes_without_suspending(call: Any) -> None:
@@ -137,7 +144,7 @@ def completes_without_suspending(call: Any) -> None:
 
 
 async def test_default_backpressure_never_waits_on_a_full_queue_and_warns_once(
-    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+    captured: Capture, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agentops_async")
     client = make_client(max_queue_size=5, flush_interval=60)  # the default backpressure
@@ -150,7 +157,13 @@ async def test_default_backpressure_never_waits_on_a_full_queue_and_warns_once(
         assert client.stats.dropped_by_reason == {"queue full (max_queue_size reached)": 8}
     await client.close()
     assert (session.stats.recorded, session.stats.delivered, session.stats.dropped) == (13, 5, 8)
-    assert [e["params"]["i"] for e in api.events[session.session_id]] == [0, 1, 2, 3, 4]
+    assert [e["params"]["i"] for e in captured.session().events] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     (warning,) = [r for r in caplog.records if "queue full" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     for hint in ("backpressure='drop'", "max_queue_size", "spool_dir", "backpressure='block'"):
@@ -158,7 +171,7 @@ async def test_default_backpressure_never_waits_on_a_full_queue_and_warns_once(
 
 
 async def test_default_backpressure_with_a_spool_keeps_the_overflow_without_waiting(
-    api: FakeApi, make_client: Any, tmp_path: Any
+    captured: Capture, make_client: Any, tmp_path: Any
 ) -> None:
     client = make_client(max_queue_size=5, flush_interval=60, spool_dir=str(tmp_path))
     async with client.session() as session:
@@ -168,7 +181,7 @@ async def test_default_backpressure_with_a_spool_keeps_the_overflow_without_wait
             completes_without_suspending(session.record(ao.ActionEvent(params={"i": i})))
     assert await client.close()
     assert (session.stats.delivered, session.stats.dropped) == (9, 0)
-    assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(9))
+    assert [e["params"]["i"] for e in captured.session().events] == list(range(9))
 
 
 async def test_full_queue_in_block_mode_waits_for_room_and_loses_nothing(
@@ -266,7 +279,7 @@ async def test_expired_jwt_midway_is_reauthorised_and_nothing_is_lost(
 
 
 async def test_record_threadsafe_from_many_threads_delivers_everything_once(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     client = make_client(max_batch_size=200)
     async with client.session() as session:
@@ -280,7 +293,7 @@ async def test_record_threadsafe_from_many_threads_delivers_everything_once(
             t.start()
         await asyncio.to_thread(lambda: [t.join() for t in threads])
     await client.close()
-    events = api.events[session.session_id]
+    events = captured.session().events
     assert len(events) == 2_000
     assert len({e["id"] for e in events}) == 2_000
     for worker in range(4):  # each thread's events arrive in the order it recorded them
@@ -289,12 +302,14 @@ async def test_record_threadsafe_from_many_threads_delivers_everything_once(
 
 
 async def test_events_carry_the_session_trace_id_and_their_own_span_ids(
-    api: FakeApi, client: ao.AsyncClient
+    captured: Capture, make_client: Any
 ) -> None:
+    client = make_client()
     async with client.session() as session:
         await session.record(ao.ActionEvent())
         await session.record(ao.ActionEvent())
-    events = api.events[session.session_id]
+    await client.close()
+    events = captured.session().events
     assert {e["trace_id"] for e in events} == {session.trace_id}
     assert len(session.trace_id) == 32
     assert all(len(e["span_id"]) == 16 for e in events)
@@ -306,7 +321,7 @@ async def test_an_exporter_bug_does_not_stop_delivery(
 ) -> None:
     async with client.session() as session:
         exporter = session._exporter
-        real = exporter._ship_session  # type: ignore[union-attr]
+        real = exporter.target._send_part  # type: ignore[union-attr]
         calls = {"n": 0}
 
         async def flaky(*args: Any) -> None:
@@ -315,7 +330,7 @@ async def test_an_exporter_bug_does_not_stop_delivery(
                 raise RuntimeError("bug")
             await real(*args)
 
-        monkeypatch.setattr(exporter, "_ship_session", flaky)
+        monkeypatch.setattr(exporter.target, "_send_part", flaky)  # type: ignore[union-attr]
         await session.record(ao.ActionEvent())
         assert await session.flush(5)
         await session.record(ao.ActionEvent())

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import agentops_async as ao
+from agentops_async.testing import Capture
 
 from .fake_api import FakeApi
 
@@ -103,7 +104,7 @@ async def test_error_traceback_is_redacted(api: FakeApi, client: ao.AsyncClient)
 
 # -- before_send ---------------------------------------------------------------------------------
 async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     seen: list[str | None] = []
 
@@ -120,7 +121,7 @@ async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
         await session.record(ao.ActionEvent(action_type="noise"))
         await session.record(ao.ToolEvent(name="search", params={"q": "x"}))
     await client.close()
-    events = sent_events(api, session)
+    events = captured.session().events
     assert [(e["event_type"], e["params"]) for e in events] == [
         ("actions", {"scrubbed": True}),
         ("tools", {"scrubbed": True}),
@@ -135,7 +136,7 @@ async def test_before_send_changes_and_drops_events_and_drops_count_as_filtered(
 
 
 async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_once(
-    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+    captured: Capture, make_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agentops_async")
 
@@ -150,7 +151,11 @@ async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_on
             await session.record(ao.ActionEvent(params={"bad": True}))
             await session.record(ao.ActionEvent(params={"i": i}))
     await client.close()
-    assert [e["params"] for e in sent_events(api, session)] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert [e["params"] for e in captured.session().events] == [
+        {"i": 0},
+        {"i": 1},
+        {"i": 2},
+    ]
     assert client.stats.dropped_by_reason == {"before_send raised an exception": 3}
     assert client.stats.filtered == 0
     hook_logs = [r for r in caplog.records if "before_send raised" in r.getMessage()]
@@ -158,7 +163,7 @@ async def test_a_raising_before_send_drops_only_that_event_counted_and_logged_on
 
 
 async def test_before_send_applies_to_events_recorded_from_other_threads(
-    api: FakeApi, make_client: Any
+    captured: Capture, make_client: Any
 ) -> None:
     client = make_client(before_send=lambda e: None if e.params == {"drop": 1} else e)
     async with client.session() as session:
@@ -171,7 +176,7 @@ async def test_before_send_applies_to_events_recorded_from_other_threads(
         thread.start()
         await asyncio.to_thread(thread.join)
     await client.close()
-    assert [e["params"] for e in sent_events(api, session)] == [{"token": REDACTED}]
+    assert [e["params"] for e in captured.session().events] == [{"token": REDACTED}]
     assert client.stats.filtered == 1
     assert (session.stats.recorded, session.stats.filtered, session.stats.delivered) == (2, 1, 1)
 
@@ -241,3 +246,51 @@ async def test_only_text_under_a_secret_named_key_is_replaced(
         "token": {"kind": "refresh"},
         "password": REDACTED,
     }
+
+
+async def test_the_per_field_pre_check_skips_only_values_that_cannot_hold_a_secret() -> None:
+    from agentops_async._hooks import redact_event
+
+    clean = {"query": "benchmark", "k": 3, "ok": True, "none": None}
+    key = "sk-" + "a" * 20
+    event = ao.LLMEvent(
+        params=clean,
+        returns={"token": "abc", "n": 1},  # short text, but under a secret-named key
+        prompt=[{"role": "user", "content": f"use {key}"}],  # a container: walked
+        completion=f"Authorization: Bearer {key}",
+    )
+    redact_event(event)
+    assert event.params is clean  # nothing to redact: the same object, not a copy
+    assert event.returns == {"token": REDACTED, "n": 1}
+    assert event.prompt == [{"role": "user", "content": f"use {REDACTED}"}]
+    assert key not in str(event.completion) and REDACTED in str(event.completion)
+    error = ao.ErrorEvent(details={"password": "x" * 3}, logs=f"Traceback: api_key={key}")
+    redact_event(error)
+    assert error.details == {"password": REDACTED}
+    assert key not in error.logs  # type: ignore[operator]
+
+
+async def test_an_event_whose_redaction_raises_is_dropped_alone_counted_and_logged_once(
+    captured: Capture, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentops_async")
+
+    class Treacherous:  # a key that collides with "token" and cannot be compared
+        def __hash__(self) -> int:
+            return hash("token")
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("cannot compare")
+
+    client = make_client()
+    async with client.session() as session:
+        for i in range(3):
+            await session.record(ao.ActionEvent(params={"i": i, "key": f"sk-{'k' * 20}"}))
+            if i == 1:
+                await session.record(ao.ActionEvent(params={Treacherous(): "x"}))
+    await client.close()
+    assert [e["params"] for e in captured.session().events] == [
+        {"i": i, "key": REDACTED} for i in range(3)
+    ]
+    assert client.stats.dropped_by_reason == {"secret redaction failed": 1}
+    assert len([r for r in caplog.records if "secret redaction failed" in r.getMessage()]) == 1

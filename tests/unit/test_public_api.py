@@ -30,6 +30,7 @@ PUBLIC_MODULES = frozenset(
         "agentops_async.integrations.fastapi",  # the lifespan helper on top of it
         "agentops_async.collector",  # the embeddable collector, its storage and prices
         "agentops_async.cli",  # the ``agentops-async`` entry point (main)
+        "agentops_async.testing",  # capture_events(): the in-memory export target for tests
         # The homes of the event and error classes (STYLE.md's layout): everything they make
         # public is also exported by ``agentops_async`` itself.
         "agentops_async.events",

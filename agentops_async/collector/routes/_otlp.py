@@ -25,7 +25,14 @@ import msgspec
 from aiohttp import web
 
 from ..._limits import MAX_NESTING_DEPTH
-from ..._spans import FinishedSpan, map_span
+from ..._spans import (
+    AGENT_ID_ATTRIBUTE,
+    AGENT_NAME_ATTRIBUTE,
+    MARKER_ATTRIBUTE,
+    FinishedSpan,
+    is_marker,
+    map_span,
+)
 from ...events import _encode_event, _wire_events
 from .. import _auth as auth
 from .. import _otlp as otlp
@@ -125,6 +132,9 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
                 f"trace {span.trace_id}: its session belongs to another project"
             )
             continue
+        if is_marker(span):  # session or agent state (this SDK's OTLP target), not an event
+            _marker_agent(span, session_id, out.agents)
+            continue
         events = map_span(span)
         encoded = [_encode_event(e) for e in _wire_events(events, session_id, span.trace_id)
                    if not isinstance(e, msgspec.Raw)]  # fmt: skip
@@ -141,6 +151,18 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
             name = span.attributes.get("agentops.entity.name") or span.name.removesuffix(".agent")
             out.agents.append((session_id, span.span_id, str(name)))
     return out
+
+
+def _marker_agent(
+    span: FinishedSpan, session_id: str, agents: list[tuple[str, str, str | None]]
+) -> None:
+    """An agent marker (``agentops.marker = agent``): the agent it registers, if well formed."""
+    if span.attributes.get(MARKER_ATTRIBUTE) != "agent":
+        return
+    agent_id = span.attributes.get(AGENT_ID_ATTRIBUTE)
+    name = span.attributes.get(AGENT_NAME_ATTRIBUTE)
+    if isinstance(agent_id, str) and agent_id and isinstance(name, str):
+        agents.append((session_id, agent_id, name))
 
 
 class _OtlpApi:
@@ -179,16 +201,20 @@ class _OtlpApi:
         known = await storage.sessions_for_traces(project, sorted(by_trace))
         sessions: dict[str, str] = {}
         for trace_id, trace_spans in by_trace.items():
-            derived = traces.trace_session_id(trace_id)
+            made = traces.session_id_of(trace_id, trace_spans)
+            # Spans that name their session (agentops.session.id: this SDK's OTLP target) go to
+            # it, even when another session names the same trace id (trace ids repeat when an
+            # application seeds `random`, which OpenTelemetry's id generator uses).
+            named = made != traces.trace_session_id(trace_id)
             session_id = known.get(trace_id)
-            if session_id is not None and session_id != derived:
+            if session_id is not None and session_id != made and not named:
                 sessions[trace_id] = session_id  # a v2 session that names the trace: as it is
                 continue
-            stored = await storage.get_session(derived) if session_id is not None else None
+            stored = await storage.get_session(made) if session_id is not None or named else None
             write = traces.session_for_trace(project, trace_id, trace_spans, stored)
             if write is not None:
                 if await storage.upsert_session(write) != project:
                     continue
-                self.ctx.remember_owner(derived, project)
-            sessions[trace_id] = derived
+                self.ctx.remember_owner(made, project)
+            sessions[trace_id] = made
         return sessions

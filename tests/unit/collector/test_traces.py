@@ -10,6 +10,7 @@ from agentops_async.collector._storage import SessionRow, SessionWrite
 from agentops_async.collector._traces import (
     end_state_of,
     session_for_trace,
+    session_id_of,
     trace_session_id,
 )
 
@@ -112,3 +113,62 @@ def test_end_state_attribute_strings_win_over_the_status() -> None:
     assert state({"agentops.session.end_state": "weird"}, "OK") == ("SUCCEEDED", "Success")
     assert state({}, "ERROR") == ("FAILED", "Fail")
     assert state({}) == ("INDETERMINATE", "Indeterminate")
+
+
+# --- this SDK's OTLP target: its session id, markers for a running session ----------------------
+SDK_SESSION = "3f0c0b8e-1d2a-4c5e-9f00-0000000000a1"
+
+
+def _marker(span_id: str, end: int, tags: list[str]) -> FinishedSpan:
+    return _span(
+        span_id, "00000000000000a1", T0, end,
+        attributes={"agentops.marker": "session", "agentops.session.id": SDK_SESSION,
+                    "agentops.tags": tags, "agentops.session.host_env": '{"OS": {"OS": "Linux"}}'},
+    )  # fmt: skip
+
+
+def test_spans_naming_their_session_make_that_session_not_the_trace_id() -> None:
+    child = _span("00000000000000a2", "00000000000000a1", T0, T0 + SEC,
+                  attributes={"agentops.session.id": SDK_SESSION.upper()})  # fmt: skip
+    assert session_id_of(TRACE, [CHILD, child]) == SDK_SESSION
+    write = session_for_trace("p", TRACE, [child], None)
+    assert write is not None and write.session_id == SDK_SESSION and write.trace_id == TRACE
+
+
+def test_a_session_id_attribute_that_is_not_a_uuid_is_ignored() -> None:
+    child = _span("00000000000000a2", None, T0, T0 + SEC,
+                  attributes={"agentops.session.id": "../etc"})  # fmt: skip
+    assert session_id_of(TRACE, [child]) == trace_session_id(TRACE)
+
+
+def test_markers_show_the_running_session_with_its_latest_tags_until_the_root_arrives() -> None:
+    first = session_for_trace("p", TRACE, [_marker("00000000000000b1", T0, ["a"])], None)
+    assert first is not None and first.state is None  # created RUNNING
+    assert first.tags == ["a"] and json.loads(first.host_env or "") == {"OS": {"OS": "Linux"}}
+    stored = _stored(first)
+    later = [_marker("00000000000000b3", T0 + 3 * SEC, ["a", "c"]),
+             _marker("00000000000000b2", T0 + 2 * SEC, ["a", "b"])]  # fmt: skip
+    update = session_for_trace("p", TRACE, later, stored)
+    assert update is not None and update.tags == ["a", "c"]
+    stored = _stored(update, stored)
+    assert stored.state == "RUNNING" and stored.end_ts is None
+
+    root = _span("00000000000000a1", None, T0, T0 + 9 * SEC,
+                 attributes={"agentops.marker": "session", "agentops.session.id": SDK_SESSION,
+                             "agentops.tags": ["final"], "agentops.session.end_state": "Fail",
+                             "agentops.session.end_reason": "boom",
+                             "agentops.session.video": "https://v/1"})  # fmt: skip
+    end = session_for_trace("p", TRACE, [root], stored)
+    assert end is not None
+    stored = _stored(end, stored)
+    assert (stored.state, stored.end_state, stored.end_state_reason) == ("FAILED", "Fail", "boom")
+    assert stored.tags == ["final"] and stored.video == "https://v/1"
+    # A marker delivered after the end (a retry) changes nothing.
+    assert session_for_trace("p", TRACE, [_marker("00000000000000b4", T0, ["x"])], stored) is None
+
+
+def test_tags_given_as_an_array_are_kept_exactly_as_given() -> None:
+    root = _span("00000000000000a1", None, T0, T0 + SEC,
+                 attributes={"agentops.tags": [" padded ", "a,b", "a,b", 3]})  # fmt: skip
+    write = session_for_trace("p", TRACE, [root], None)
+    assert write is not None and write.tags == [" padded ", "a,b"]
