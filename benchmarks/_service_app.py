@@ -12,6 +12,8 @@ an action. The variants record the same three things:
 - ``otel``: ``FastAPIInstrumentor`` (a server span per request and its ASGI send/receive spans)
   and three child spans carrying the same data as attributes, on a ``BatchSpanProcessor`` with
   the OTLP/HTTP (protobuf) span exporter posting to ``BENCH_OTLP_URL``.
+- ``otel-bare``: the same without the three child spans (the instrumentation's own spans only:
+  less than the other variants record).
 
 ``POST /_flush`` (not traced) returns when everything recorded so far is delivered: the benchmark
 calls it before it reads the CPU counters, so export work is inside the measured window.
@@ -41,9 +43,9 @@ def _build() -> FastAPI:
         return _untraced_app()
     if VARIANT.startswith("agentops"):
         return _agentops_app()
-    if VARIANT == "otel":
-        return _otel_app()
-    raise SystemExit(f"unknown BENCH_VARIANT={VARIANT!r}: untraced, agentops, otel")
+    if VARIANT in ("otel", "otel-bare"):
+        return _otel_app(handler_spans=VARIANT == "otel")
+    raise SystemExit(f"unknown BENCH_VARIANT={VARIANT!r}: untraced, agentops*, otel, otel-bare")
 
 
 def _work(q: str) -> tuple[str, dict[str, Any]]:
@@ -96,7 +98,7 @@ def _agentops_app() -> FastAPI:
     return app
 
 
-def _otel_app() -> FastAPI:
+def _otel_app(handler_spans: bool) -> FastAPI:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.sdk.resources import Resource
@@ -122,6 +124,8 @@ def _otel_app() -> FastAPI:
     @app.get("/work")
     async def work(q: str = "hello world") -> dict[str, Any]:
         digest, answer = _work(q)
+        if not handler_spans:
+            return answer
         with tracer.start_as_current_span(
             "chat bench-model",
             attributes={

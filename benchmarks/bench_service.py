@@ -9,8 +9,11 @@ once, in an order that alternates from round to round.
 - ``agentops``: ``SessionMiddleware`` with the v2 target, to a real collector (SQLite).
 - ``agentops-otlp``: the same with the SDK's OTLP target (``AGENTOPS_PROTOCOL=otlp``), where the
   SDK has one (the row says why it is empty otherwise).
-- ``otel``: OpenTelemetry's FastAPI instrumentation plus three spans, ``BatchSpanProcessor``,
-  OTLP/HTTP to the collector's ``/v1/traces``.
+- ``otel``: OpenTelemetry's FastAPI instrumentation plus three spans (the same three things),
+  ``BatchSpanProcessor``, OTLP/HTTP to the collector's ``/v1/traces``; the reference of the
+  ratio column.
+- ``otel-bare``: the instrumentation alone (its server span and ASGI send spans), recording less
+  than the others: the cheapest OpenTelemetry setup, for comparison.
 - ``agentops@base``: the ``agentops`` variant with the SDK and collector of another source tree
   (``--baseline-src``, e.g. a ``git worktree`` of an earlier commit), same run.
 
@@ -52,7 +55,7 @@ from _servers import CollectorProcess, free_port  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "_service_app.py"
 TICK = os.sysconf("SC_CLK_TCK")
-VARIANTS = ("untraced", "agentops", "agentops-otlp", "otel")
+VARIANTS = ("untraced", "agentops", "agentops-otlp", "otel", "otel-bare")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -234,32 +237,37 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def table(results: dict[str, dict[str, Any]], reference: str = "otel") -> str:
-    base = median([s.service_cpu_ms for s in results.get("untraced", {}).get("samples", [])])
-    ref = results.get(reference, {})
-    ref_over = median([s.service_cpu_ms for s in ref.get("samples", [])]) - base
+def table(results: dict[str, dict[str, Any]]) -> str:
+    def cpu(name: str) -> float:
+        return median([s.service_cpu_ms for s in results.get(name, {}).get("samples", [])])
+
+    base = cpu("untraced")
+    refs = {name: cpu(name) - base for name in ("otel", "otel-bare")}
     lines = [
-        "| variant | req/s | p50 ms | p99 ms | service CPU ms/req | overhead ms/req"
-        " | overhead / OTel's | collector CPU ms/req | collector / overhead | stored |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | req/s | p50 ms | p99 ms | service CPU ms/req (min-max) | overhead ms/req"
+        " | overhead / otel's | overhead / otel-bare's | collector CPU ms/req"
+        " | collector / overhead | stored |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results.items():
         samples: list[Sample] = row["samples"]
         if not samples:
-            lines.append(f"| {name} | {row.get('why', 'no samples')} |||||||||")
+            lines.append(f"| {name} | {row.get('why', 'no samples')} ||||||||||")
             continue
-        cpu = median([s.service_cpu_ms for s in samples])
+        over = cpu(name) - base
         coll = median([s.collector_cpu_ms for s in samples])
-        over = cpu - base
-        ratio = f"{over / ref_over:.2f}" if name != "untraced" and ref_over > 0 else ""
+        ratios = [
+            f"{over / ref:.2f}" if name != "untraced" and ref > 0 else "" for ref in refs.values()
+        ]
         per = f"{coll / over:.2f}" if name != "untraced" and over > 0 else ""
         lines.append(
             f"| {name} | {median([s.rps for s in samples]):.0f}"
             f" | {median([s.p50_ms for s in samples]):.1f}"
             f" | {median([s.p99_ms for s in samples]):.1f}"
-            f" | {cpu:.3f} ({min(s.service_cpu_ms for s in samples):.3f}-"
+            f" | {cpu(name):.3f} ({min(s.service_cpu_ms for s in samples):.3f}-"
             f"{max(s.service_cpu_ms for s in samples):.3f})"
-            f" | {over:.3f} | {ratio} | {coll:.3f} | {per} | {row.get('stored', '')} |"
+            f" | {over:.3f} | {ratios[0]} | {ratios[1]} | {coll:.3f} | {per}"
+            f" | {row.get('stored', '')} |"
         )
     return "\n".join(lines)
 

@@ -212,6 +212,7 @@ class ApiClient:
         #: Where the server takes whole sessions in batches, once a create_session answer said
         #: so (our collector does; the AgentOps service does not): None means the standard calls.
         self.sessions_batch_path: str | None = None
+        self._batches_allowed = config.session_batches
 
     def __repr__(self) -> str:
         return f"ApiClient(endpoint={self._base!r})"
@@ -252,7 +253,12 @@ class ApiClient:
             "/v2/create_session", body, None, wire.create_session_decoder.decode
         )
         path = answer.sessions_batch_path
-        if path is not None and self.sessions_batch_path is None and _is_api_path(path):
+        if (
+            path is not None
+            and self._batches_allowed
+            and self.sessions_batch_path is None
+            and _is_api_path(path)
+        ):
             self.sessions_batch_path = path
         return answer
 

@@ -130,3 +130,18 @@ async def test_a_batch_that_gives_up_is_counted_like_the_standard_calls(
     assert stats.delivered == 0
     assert stats.dropped_by_reason == {"session could not be created": 15}
     assert stats.pending == 0
+
+
+async def test_session_batches_off_keeps_the_standard_calls(
+    collector: Any, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTOPS_SESSION_BATCHES", "0")
+    client = _client(proxy.url, collector.api_key)
+    await _first_session(client)
+    sessions = await asyncio.gather(*(_request_session(client, n) for n in range(10)))
+    assert await client.flush(30)
+    await client.close()
+
+    assert proxy.paths[BATCH] == 0
+    assert [proxy.paths[path] for path in STANDARD] == [11, 10, 11]
+    await _assert_stored(collector, list(sessions))
