@@ -59,6 +59,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "redact_secrets": ("AGENTOPS_REDACT_SECRETS", _parse_bool),
     "sample_rate": ("AGENTOPS_SAMPLE_RATE", float),
     "protocol": ("AGENTOPS_PROTOCOL", str),
+    "session_batches": ("AGENTOPS_SESSION_BATCHES", _parse_bool),
 }
 
 
@@ -116,6 +117,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             out records nothing and sends nothing (counted as ``stats.sessions_sampled_out``).
         protocol: The export protocol: ``"agentops_v2"`` (the default: the AgentOps v2 API) or
             ``"otlp"`` (OTLP/HTTP traces to ``{endpoint}/v1/traces``). See docs/reliability.md.
+        session_batches: With ``"agentops_v2"``, send many sessions' parts of an export in one
+            request when the API offers it (the local collector's ``/v2/create_sessions``; the
+            AgentOps service does not): one request per export instead of three per short
+            session. False keeps to the standard v2 calls (a JWT per session). On by default.
     """
 
     api_key: str | None = None
@@ -142,6 +147,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     redact_secrets: bool = True
     sample_rate: float = 1.0
     protocol: Protocol = "agentops_v2"
+    session_batches: bool = True
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")

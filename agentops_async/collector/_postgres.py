@@ -400,24 +400,59 @@ class PostgresStorage:
     @_translated
     async def upsert_session(self, write: SessionWrite) -> str:
         """Insert or update (same project only); returns the owning project."""
-        write = _clean_write(write)
         async with self.pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
-                " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
-                " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
-                " ON CONFLICT (id) DO NOTHING RETURNING project_id",
-                *write.insert_values(),
-            )
-            if inserted is not None:
-                await _replace_tags(conn, write.session_id, write.tags or [])
-                return write.project_id
-            owner: str = await conn.fetchval(
-                "SELECT project_id FROM sessions WHERE id = $1", write.session_id
-            )
-            if owner == write.project_id:
-                await _update_session(conn, write)
-            return owner
+            return await _upsert_session(conn, _clean_write(write))
+
+    @_translated
+    async def upsert_sessions(
+        self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
+    ) -> tuple[list[str], int]:
+        """Upsert many sessions and store events, in one transaction (nothing when a session
+        is another project's); the owning projects in order, and how many events were new."""
+        async with self.pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    owners = [await _upsert_session(conn, _clean_write(w)) for w in writes]
+                    if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
+                        raise _Refused(owners)
+                    return owners, await self._insert_on(conn, rows)
+            except _Refused as refused:
+                return refused.owners, 0
+
+    async def _insert_on(self, conn: Any, rows: Sequence[EventRow]) -> int:
+        """:meth:`insert_events` on ``conn`` (inside its transaction, if it has one)."""
+        if not rows:
+            return 0
+        import asyncpg
+
+        # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
+        plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
+        records: Sequence[tuple[object, ...]] = rows if plain else [_record(row) for row in rows]
+        if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
+            records = [_record_no_nul(record) for record in records]
+        columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
+        try:
+            if conn.is_in_transaction():
+                # A savepoint: a failed COPY must not abort the caller's transaction.
+                async with conn.transaction():
+                    await conn.copy_records_to_table("events", records=records, columns=columns)
+            else:  # one statement, its own transaction: all of the batch or nothing
+                await conn.copy_records_to_table("events", records=records, columns=columns)
+            return len(records)
+        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+            # An id is stored already or twice in the batch (or a concurrent batch with the
+            # same ids deadlocked with this one): nothing of the COPY stayed.
+            pass
+        widen = _NO_USAGE if plain else ()
+        staged = [(*record, *widen, n) for n, record in enumerate(records)]
+        try:
+            status = await _stage_and_insert(conn, staged)
+        except asyncpg.UndefinedTableError:
+            # The staging table is gone (a pooler such as PgBouncer handed us another server
+            # session, or DISCARD TEMP ran): make it again and retry, once.
+            await conn.execute(_CREATE_STAGING)
+            status = await _stage_and_insert(conn, staged)
+        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
     async def update_session(self, write: SessionWrite) -> bool:
@@ -453,32 +488,8 @@ class PostgresStorage:
         """COPY the batch into events; if an id is already stored, through the staging table."""
         if not rows:
             return 0
-        import asyncpg
-
-        # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
-        plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
-        records: Sequence[tuple[object, ...]] = rows if plain else [_record(row) for row in rows]
-        if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
-            records = [_record_no_nul(record) for record in records]
-        columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
         async with self.pool.acquire() as conn:
-            try:  # one statement, its own transaction: all of the batch or nothing
-                await conn.copy_records_to_table("events", records=records, columns=columns)
-                return len(records)
-            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-                # An id is stored already or twice in the batch (or a concurrent batch with the
-                # same ids deadlocked with this one): nothing of the COPY stayed.
-                pass
-            widen = _NO_USAGE if plain else ()
-            staged = [(*record, *widen, n) for n, record in enumerate(records)]
-            try:
-                status = await _stage_and_insert(conn, staged)
-            except asyncpg.UndefinedTableError:
-                # The staging table is gone (a pooler such as PgBouncer handed us another server
-                # session, or DISCARD TEMP ran): make it again and retry, once.
-                await conn.execute(_CREATE_STAGING)
-                status = await _stage_and_insert(conn, staged)
-        return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+            return await self._insert_on(conn, rows)
 
     @_translated
     async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
@@ -734,6 +745,34 @@ async def _replace_tags(conn: Any, session_id: str, tags: list[str]) -> None:
             session_id,
             [_no_nul(tag) for tag in tags],
         )
+
+
+class _Refused(Exception):
+    """Rolls back a batch of sessions that holds another project's session."""
+
+    def __init__(self, owners: list[str]) -> None:
+        super().__init__("a session of another project")
+        self.owners = owners
+
+
+async def _upsert_session(conn: Any, write: SessionWrite) -> str:
+    """Insert the session, or update it when it exists in the same project; its owner."""
+    inserted = await conn.fetchval(
+        "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+        " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+        " host_env) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::json,$12,$13::json)"
+        " ON CONFLICT (id) DO NOTHING RETURNING project_id",
+        *write.insert_values(),
+    )
+    if inserted is not None:
+        await _replace_tags(conn, write.session_id, write.tags or [])
+        return write.project_id
+    owner: str = await conn.fetchval(
+        "SELECT project_id FROM sessions WHERE id = $1", write.session_id
+    )
+    if owner == write.project_id:
+        await _update_session(conn, write)
+    return owner
 
 
 async def _update_session(conn: Any, write: SessionWrite) -> bool:

@@ -464,22 +464,25 @@ class SqliteStorage:
 
         def run(conn: sqlite3.Connection) -> str:
             with _transaction(conn):
-                row = conn.execute(
-                    "SELECT project_id FROM sessions WHERE id = ?", (write.session_id,)
-                ).fetchone()
-                if row is not None:
-                    if row[0] == write.project_id:
-                        _update_session(conn, write)
-                    return str(row[0])
-                now = time.time()
-                conn.execute(
-                    "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
-                    " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
-                    " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*write.insert_values(), now, now),
-                )
-                _replace_tags(conn, write.session_id, write.tags or [])
-                return write.project_id
+                return _upsert_session(conn, write)
+
+        return await self._write(run)
+
+    async def upsert_sessions(
+        self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
+    ) -> tuple[list[str], int]:
+        """Upsert many sessions and store events, in one transaction (nothing when a session
+        is another project's); the owning projects in order, and how many events were new."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[str], int]:
+            try:
+                with _transaction(conn):
+                    owners = [_upsert_session(conn, write) for write in writes]
+                    if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
+                        raise _Refused(owners)
+                    return owners, _insert_rows(conn, rows)
+            except _Refused as refused:
+                return refused.owners, 0
 
         return await self._write(run)
 
@@ -859,15 +862,25 @@ def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
 
 def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
     """Insert each batch, all in one transaction; new rows per batch."""
-    counts = []
     with _transaction(conn):
-        for rows in batches:
-            before = conn.total_changes
-            # Runs of rows of one width, in order, so arrival order (seq) holds.
-            for width, run in itertools.groupby(rows, len):
-                _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
-            counts.append(conn.total_changes - before)
-    return counts
+        return [_insert_rows(conn, rows) for rows in batches]
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
+    """Insert one batch (in the caller's transaction); new rows."""
+    before = conn.total_changes
+    # Runs of rows of one width, in order, so arrival order (seq) holds.
+    for width, run in itertools.groupby(rows, len):
+        _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
+    return conn.total_changes - before
+
+
+class _Refused(Exception):
+    """Rolls back a batch of sessions that holds another project's session."""
+
+    def __init__(self, owners: list[str]) -> None:
+        super().__init__("a session of another project")
+        self.owners = owners
 
 
 def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> None:
@@ -898,6 +911,26 @@ def _checkpoint_passive(conn: sqlite3.Connection) -> int:
 
 def _checkpoint_truncate(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _upsert_session(conn: sqlite3.Connection, write: SessionWrite) -> str:
+    """Insert the session, or update it when it exists in the same project; its owner."""
+    row = conn.execute(
+        "SELECT project_id FROM sessions WHERE id = ?", (write.session_id,)
+    ).fetchone()
+    if row is not None:
+        if row[0] == write.project_id:
+            _update_session(conn, write)
+        return str(row[0])
+    now = time.time()
+    conn.execute(
+        "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+        " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+        " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (*write.insert_values(), now, now),
+    )
+    _replace_tags(conn, write.session_id, write.tags or [])
+    return write.project_id
 
 
 class _transaction:

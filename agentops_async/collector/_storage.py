@@ -337,6 +337,17 @@ class Storage(SessionReader, Protocol):
             written).
         """
 
+    async def upsert_sessions(
+        self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
+    ) -> tuple[list[str], int]:
+        """:meth:`upsert_session` for many sessions and :meth:`insert_events` for ``rows``, in
+        one transaction; nothing is written when some session belongs to another project than
+        its write's.
+
+        Returns:
+            The owning project of each session, in order, and how many events were new.
+        """
+
     async def update_session(self, write: SessionWrite) -> bool:
         """Update an existing session of ``write.project_id``; False if there is none."""
 

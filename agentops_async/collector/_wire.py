@@ -27,6 +27,8 @@ __all__ = [
     "ReauthIn",
     "SessionEnvelope",
     "SessionIn",
+    "SessionWithEventsIn",
+    "SessionsIn",
     "decode_agent",
     "decode_developer_error",
     "decode_event_heads",
@@ -35,6 +37,7 @@ __all__ = [
     "decode_reauth",
     "decode_session",
     "decode_session_envelope",
+    "decode_sessions",
     "encode",
     "encoder",
 ]
@@ -63,6 +66,21 @@ class SessionEnvelope(msgspec.Struct):
     """``{"session": {...}}`` of create_session and update_session."""
 
     session: msgspec.Raw
+
+
+class SessionWithEventsIn(msgspec.Struct):
+    """One entry of ``/v2/create_sessions``: a session object (created or updated) and events
+    (raw JSON); or only events of an existing session, named by ``session_id``."""
+
+    session: msgspec.Raw = msgspec.Raw(b"null")
+    session_id: str | None = None
+    events: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+class SessionsIn(msgspec.Struct):
+    """``{"sessions": [{"session": {...}, "events": [...]}, ...]}`` of ``/v2/create_sessions``."""
+
+    sessions: list[SessionWithEventsIn]
 
 
 class SessionIn(msgspec.Struct, kw_only=True):
@@ -143,6 +161,7 @@ class DeveloperErrorIn(msgspec.Struct, kw_only=True):
 
 decode_session_envelope = msgspec.json.Decoder(SessionEnvelope).decode
 decode_session = msgspec.json.Decoder(SessionIn).decode
+decode_sessions = msgspec.json.Decoder(SessionsIn).decode
 decode_events = msgspec.json.Decoder(EventsIn).decode
 _event_heads_decoder = msgspec.json.Decoder(EventHeadsIn, strict=False)
 decode_reauth = msgspec.json.Decoder(ReauthIn).decode

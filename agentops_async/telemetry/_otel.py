@@ -14,11 +14,14 @@ session whose root it descends from. The SDK's own network work runs in a quiet 
 
 We never install a global tracer provider (that would get in the user's way). When the global
 provider is an SDK ``TracerProvider``, the router is added to it (:func:`join_tracer_provider`)
-and the root span comes from it; otherwise the root span comes from a private provider, which
-carries the router too: :func:`agentops_async.instrument` hands it to the GenAI instrumentations
-when the application has no provider of its own. The same rule holds for log records (message
-content that instrumentations emit as logs, :mod:`._logs`): join the global SDK
-``LoggerProvider``, else a private one.
+and the root span comes from it. Otherwise nothing the application itself set up records spans,
+and the root span is a non-recording span of a new trace (its context is all that is used; a
+span of a private provider when it has a link to keep). A private provider carrying the router
+exists for :func:`agentops_async.instrument`, which hands it to the GenAI instrumentations when
+the application has no provider of its own: their spans are children of that context and are
+routed by trace id like any other. The same rule holds for log records (message content that
+instrumentations emit as logs, :mod:`._logs`): join the global SDK ``LoggerProvider``, else a
+private one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import contextvars
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -37,6 +40,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 from .._spans import FinishedSpan, map_span
 from ..events import Event
@@ -174,6 +178,7 @@ _private_provider: TracerProvider | None = None
 _private_logger_provider: LoggerProvider | None = None
 _attached: set[int] = set()
 _lock = threading.Lock()
+_global_tracer: tuple[object, trace.Tracer] | None = None  # (provider, its tracer), made once
 
 
 def router() -> SessionSpanRouter:
@@ -231,18 +236,68 @@ def capture_logger_provider() -> LoggerProvider:
         return _private_logger_provider
 
 
+class _ContextOnlyTracer(trace.NoOpTracer):
+    """Opens session root spans that only carry a fresh trace: nothing records them.
+
+    Where a root span would come from a provider of our own (no SDK provider of the
+    application's, or capture switched off), no processor ever sees it: what the session needs
+    of it is its context (new trace and span ids, sampled, for its children and the ids of its
+    events), and an SDK span for that costs ~20 us per session (attributes, sampler, lock) where
+    this costs ~2. A session opened inside another span gets a real span, which keeps its link.
+    """
+
+    def __init__(self) -> None:
+        self._ids = RandomIdGenerator()
+        self._linking: trace.Tracer | None = None
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        if kwargs.get("links"):
+            # Opened inside another span (of a provider that is not global): a real span keeps
+            # the link to it, for whoever looks at ``session.span``.
+            return self._linking_tracer().start_span(*args, **kwargs)
+        ids = self._ids
+        context = trace.SpanContext(
+            ids.generate_trace_id(),
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED,
+        )
+        return trace.NonRecordingSpan(context)
+
+    def _linking_tracer(self) -> trace.Tracer:
+        if self._linking is None:
+            from .. import __version__
+
+            # An explicit resource: the default one runs resource detectors in a thread pool,
+            # which fails once the interpreter is shutting down (a session started at exit).
+            provider = TracerProvider(resource=Resource({"service.name": "agentops_async"}))
+            self._linking = provider.get_tracer("agentops_async", __version__)
+        return self._linking
+
+
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_context_only_tracer = _ContextOnlyTracer()
+
+
 def session_tracer(capture: bool) -> trace.Tracer:
     """The tracer that opens session root spans.
 
     With ``capture``, and a global SDK TracerProvider set by the application, the router joins that
     provider (once) and the root span comes from it, so child spans are captured. Otherwise the
-    private provider is used (instrumentations that :func:`agentops_async.instrument` turned on
-    without an application provider write their spans there).
+    root span records nothing (no processor would see it): it carries a new trace's context.
     """
+    global _global_tracer
+    if not capture:
+        return _context_only_tracer
+    provider = trace.get_tracer_provider()
+    cached = _global_tracer
+    if cached is not None and cached[0] is provider:
+        return cached[1]
+    if not isinstance(provider, TracerProvider):
+        return _context_only_tracer
     from .. import __version__
 
-    provider = trace.get_tracer_provider()
-    if capture and isinstance(provider, TracerProvider):
-        join_tracer_provider(provider)
-        return provider.get_tracer("agentops_async", __version__)
-    return private_tracer_provider().get_tracer("agentops_async", __version__)
+    join_tracer_provider(provider)
+    tracer = provider.get_tracer("agentops_async", __version__)
+    _global_tracer = (provider, tracer)
+    return tracer

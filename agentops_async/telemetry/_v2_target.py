@@ -7,16 +7,24 @@ in order. A session met without a JWT (replayed from the spool by a new process)
 re-authorised with the API key first. Retries, ``Retry-After`` and the outage warning live in
 :class:`~agentops_async.api._client.ApiClient`; what the server refuses (a 413, a 400 for some
 event) is bisected so that only the offending events are dropped.
+
+When the server offers it (our collector names ``sessions_batch_path`` in its create_session
+answer; the AgentOps service never does), every session's part of a batch goes in one
+``POST /v2/create_sessions`` request for many sessions instead: the latest state of the session
+in the batch and its events. A service's per-request sessions then cost one request per batch,
+not three each. Parts with an agent to add, or of a session that could not be created, take the
+standard calls; so do the parts of a create_sessions request the server refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 
+from .._limits import MAX_EVENTS_PER_REQUEST
 from ..api import _wire as wire
 from ..api._client import ApiClient, SessionAuth
 from ..errors import ApiError
@@ -111,6 +119,10 @@ class V2Target:
         self.api.close_now()
 
     async def send(self, batch: ExportBatch, report: Report) -> None:
+        if self.api.sessions_batch_path is not None:
+            batch = await self._send_batched(batch, report)
+        if not batch:
+            return
         if len(batch) == 1:
             await self._send_part(batch[0], report)
             return
@@ -126,6 +138,106 @@ class V2Target:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    # -- many sessions per request (our collector's POST /v2/create_sessions) ---------------------
+    async def _send_batched(self, batch: ExportBatch, report: Report) -> ExportBatch:
+        """Send the sessions' parts of ``batch`` in create_sessions requests (many sessions each:
+        a session's latest state in the batch and its events), where the server takes them.
+
+        Returns the parts to send with the standard calls: those with an agent to add, of a
+        session that could not be created, too large for one request, or that the server
+        refused this way (the standard calls then isolate what it refuses)."""
+        rest: ExportBatch = []
+        entries: list[_Entry] = []
+        for part in batch:
+            entry = self._entry(part)
+            if entry is None:
+                rest.append(part)
+            else:
+                entries.append(entry)
+        for chunk in _chunked(entries, self._batch_bytes, rest):
+            body = wire.sessions_body([entry.body for entry in chunk])
+            try:
+                answer = await self.api.create_sessions(body)
+            except ApiError as exc:
+                if exc.retryable:  # the API stayed down: as the standard calls giving up
+                    for entry in chunk:
+                        self._batched_failed(entry.part, exc, report)
+                else:
+                    rest.extend(entry.part for entry in chunk)
+                continue
+            results = {result.session_id: result for result in answer.sessions}
+            for entry in chunk:
+                self._batched_sent(entry.part, results.get(entry.part.session_id), report)
+        return rest
+
+    def _entry(self, part: SessionPart) -> _Entry | None:
+        """The create_sessions entry of ``part``: the state its last operation carries (each
+        snapshot is the whole session as it was then) and its events; None when the part needs
+        the standard calls."""
+        session = self._sessions.get(part.session_id)
+        if session is not None and session.failure is not None:
+            return None
+        runs: list[bytes] = []
+        state: SessionSnapshot | None = None
+        count = 0
+        for step in part.steps:
+            if type(step) is EventRun:
+                runs.append(step.body)
+                count += len(step.events)
+            elif step.kind == AGENT_ADDED:  # type: ignore[union-attr]
+                return None
+            else:
+                state = step.snapshot  # type: ignore[union-attr,assignment]
+        if state is None and not runs:
+            return None
+        events = self.join_encoded(runs) if runs else None
+        body = wire.session_entry(
+            part.session_id, session_body(state) if state is not None else None, events
+        )
+        return _Entry(part, body, count)
+
+    def _batched_sent(
+        self, part: SessionPart, result: wire.SessionResult | None, report: Report
+    ) -> None:
+        url = result.session_url if result is not None else None
+        cost = wire.parse_token_cost(result.token_cost) if result is not None else None
+        for step in part.steps:
+            if type(step) is EventRun:
+                report.delivered(part.session_id, len(step.events))
+            else:
+                op: SessionOp = step  # type: ignore[assignment]
+                if op.kind == SESSION_CREATED:
+                    report.op_sent(op, session_url=url)
+                else:
+                    report.op_sent(op, session_url=url, token_cost=cost)
+                if op.final:
+                    self._sessions.pop(op.session_id, None)
+
+    def _batched_failed(self, part: SessionPart, exc: ApiError, report: Report) -> None:
+        """What the standard calls report when they give up on ``part`` after retries."""
+        first = part.steps[0]
+        creating = isinstance(first, SessionOp) and first.kind == SESSION_CREATED
+        if creating:
+            self._session(part.session_id).failure = str(exc)
+            report.session_failed(part.session_id, str(exc))
+        for step in part.steps:
+            if type(step) is EventRun:
+                if creating:
+                    report.dropped(part.session_id, len(step.events), SESSION_NOT_CREATED, str(exc))
+                else:
+                    reason = "create_events gave up after retries"
+                    report.dropped(part.session_id, len(step.events), reason, str(exc))
+                continue
+            op: SessionOp = step  # type: ignore[assignment]
+            if creating and op is not first:
+                report.op_failed(op, SESSION_NOT_CREATED)
+            else:
+                call = _V2_CALLS[op.kind]
+                detail = f"{call} for session {op.session_id} failed: {exc}"
+                report.op_failed(op, f"{call} failed (HTTP {exc.status})", detail)
+            if op.final:
+                self._sessions.pop(op.session_id, None)
 
     # -- one session ----------------------------------------------------------------------------
     def _session(self, session_id: str) -> _V2Session:
@@ -231,6 +343,38 @@ class V2Target:
         step = -(-len(events) // max(pieces, 2))
         for start in range(0, len(events), step):
             await self._send_events(session, events[start : start + step], report)
+
+
+class _Entry(NamedTuple):
+    """A session's part of a batch, its create_sessions entry, and how many events it holds."""
+
+    part: SessionPart
+    body: bytes
+    events: int
+
+
+def _chunked(entries: list[_Entry], limit: int, rest: ExportBatch) -> list[list[_Entry]]:
+    """``entries`` in create_sessions requests of at most ``limit`` bytes and
+    MAX_EVENTS_PER_REQUEST sessions and events; a part too large for one goes to ``rest``."""
+    chunks: list[list[_Entry]] = []
+    chunk: list[_Entry] = []
+    size = items = 0
+    for entry in entries:
+        count = 1 + entry.events
+        if len(entry.body) + 16 > limit:
+            rest.append(entry.part)
+            continue
+        if chunk and (
+            size + len(entry.body) + 16 > limit or items + count > MAX_EVENTS_PER_REQUEST
+        ):
+            chunks.append(chunk)
+            chunk, size, items = [], 0, 0
+        chunk.append(entry)
+        size += len(entry.body) + 1
+        items += count
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 _V2_CALLS = {

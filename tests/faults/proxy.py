@@ -60,6 +60,7 @@ class FaultProxy(LoopbackRelay):
         self.rules: list[Fault] = []
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
+        self.paths: Counter[str] = Counter()  # requests received, by path
         self.upstream_statuses: Counter[int] = Counter()  # what the collector itself answered
         self.expired_tokens: set[str] = set()  # an expired JWT stays expired, like a real one
         # Tokens just issued by /v2/reauthorize_jwt: a real token does not expire the moment it is
@@ -93,6 +94,7 @@ class FaultProxy(LoopbackRelay):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        self.paths[request.path] += 1
         token = request.headers.get("Authorization", "")
         if token and token in self.expired_tokens:
             return web.json_response({"message": "Expired Token"}, status=401)

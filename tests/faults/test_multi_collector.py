@@ -153,6 +153,7 @@ async def test_sessions_hopping_between_collectors_lose_and_duplicate_nothing(
         max_batch_size=EVENTS_PER_ROUND,
         log_session_stats=False,
         shutdown_timeout=60,
+        session_batches=False,  # the standard calls: a JWT per session, renewed across collectors
     )
     ledger = Ledger()
     loop = asyncio.get_running_loop()

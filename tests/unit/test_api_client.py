@@ -12,7 +12,7 @@ from agentops_async import ApiError
 from agentops_async._config import load_config
 from agentops_async.api._client import ApiClient, RetryPolicy, SessionAuth
 
-from .fake_api import API_KEY, ENDPOINT, FakeApi
+from .fake_api import API_KEY, ENDPOINT, CallbackResult, FakeApi
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,6 +51,29 @@ async def test_create_session_sends_the_api_key_and_returns_the_jwt(api: FakeApi
     (_, headers, body) = api.calls("/v2/create_session")[0]
     assert headers["X-Agentops-Api-Key"] == API_KEY
     assert body["session"]["session_id"] == SID
+
+
+@pytest.mark.parametrize(
+    ("offered", "kept"),
+    [
+        (None, None),  # the AgentOps service: the standard calls
+        ("/v2/create_sessions", "/v2/create_sessions"),
+        ("https://elsewhere.example/v2/create_sessions", None),
+        ("/v2/../admin/projects", None),
+        ("//elsewhere.example/v2/x", None),
+        ("/api/sessions", None),
+    ],
+)
+async def test_the_sessions_batch_path_is_taken_only_under_the_api(
+    api: FakeApi, offered: str | None, kept: str | None
+) -> None:
+    # The API key goes with that request: only a path under the API's own /v2/ is followed.
+    answer = {"jwt": "j", "session_url": "u", "sessions_batch_path": offered}
+    api.script("/v2/create_session", lambda body, headers: CallbackResult(payload=answer))
+    client = make_api()
+    await client.create_session(BODY)
+    await client.close()
+    assert client.sessions_batch_path == kept
 
 
 async def test_parent_key_header_is_sent_when_configured(api: FakeApi) -> None:

@@ -163,3 +163,29 @@ async def test_a_span_that_cannot_be_captured_never_raises_into_span_end(
 
 def _refuse(event: ao.Event) -> None:
     raise ao.InvalidEvent("refused")
+
+
+async def test_without_capture_the_root_span_is_a_new_sampled_trace_that_records_nothing(
+    api: FakeApi, make_client: Any
+) -> None:
+    # Nothing can see a root span that no application provider makes: the session keeps only
+    # its context (a new trace, current inside the session, parent of the spans started in it).
+    client = make_client(instrument_otel=False)
+    child_tracer = sdk_provider().get_tracer("app")
+    async with client.session() as first:
+        root = first.span
+        assert root is not None and not root.is_recording()
+        root_ctx = root.get_span_context()
+        assert root_ctx.is_valid and root_ctx.trace_flags.sampled
+        assert trace.get_current_span() is root
+        assert first.trace_id == trace.format_trace_id(root_ctx.trace_id)
+        with child_tracer.start_as_current_span("step") as child:
+            assert isinstance(child, ReadableSpan) and child.parent is not None
+            assert child.parent.span_id == root_ctx.span_id
+            assert child.context.trace_id == root_ctx.trace_id
+        await first.record(ao.ActionEvent(action_type="plan"))
+    async with client.session() as second:
+        assert second.trace_id != first.trace_id
+    assert await client.flush(5)
+    await client.close()
+    assert [e["trace_id"] for e in api.events[first.session_id]] == [first.trace_id]

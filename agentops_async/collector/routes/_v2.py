@@ -1,5 +1,12 @@
 """The AgentOps v2 API: sessions, events, agents, re-authorisation and SDK error reports.
 
+One call is ours, not AgentOps': ``POST /v2/create_sessions`` creates or updates many sessions
+and stores their events in one request, with the API key. The ``create_session`` answer names it
+(``"sessions_batch_path"``), so an SDK that knows it sends what its sessions did between two
+exports that way (a service's requests: one request for many sessions instead of three requests
+each); an SDK that does not, or that talks to the AgentOps service (which never names it), keeps
+the standard calls.
+
 ``create_session`` and ``reauthorize_jwt`` take the project's API key and answer a session JWT;
 the other session calls take that JWT. A ``create_events`` request, in order: the token
 (:func:`~agentops_async.collector._auth.session_token`), the body
@@ -15,10 +22,11 @@ import functools
 import logging
 from datetime import datetime, timezone
 from decimal import Decimal
+from typing import NamedTuple
 
 from aiohttp import web
 
-from ..._limits import MAX_ID_LENGTH, MAX_TAG_LENGTH
+from ..._limits import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_TAG_LENGTH
 from .. import _auth as auth
 from .. import _wire as wire
 from .._context import Context
@@ -34,9 +42,13 @@ from .._http import (
 )
 from .._ingest import event_batch
 from .._prices import format_cost
-from .._storage import SessionWrite
+from .._storage import EventRow, SessionWrite
 
-__all__ = ["add_routes"]
+__all__ = ["SESSIONS_BATCH_PATH", "add_routes"]
+
+SESSIONS_BATCH_PATH = "/v2/create_sessions"
+"""Where whole sessions of many sessions are stored in one request (named in create_session's
+answer as ``sessions_batch_path``)."""
 
 log = logging.getLogger("agentops_async")
 
@@ -49,6 +61,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
     app.add_routes(
         [
             web.post("/v2/create_session", api.create_session, expect_handler=key),
+            web.post(SESSIONS_BATCH_PATH, api.create_sessions, expect_handler=key),
             web.post("/v2/update_session", api.update_session, expect_handler=token),
             web.post("/v2/create_events", api.create_events, expect_handler=token),
             web.post("/v2/reauthorize_jwt", api.reauthorize_jwt, expect_handler=key),
@@ -109,6 +122,67 @@ def _decode_session(body: bytes) -> wire.SessionIn:
         decode_error("session", exc)
 
 
+def _new_session_write(session: wire.SessionIn, project: str, field: str) -> SessionWrite:
+    """The write of a session being created: its id checked, its start now if it has none."""
+    if session.session_id is None:
+        fail(400, f"{field}.session_id: missing")
+    session_id = canonical_uuid(session.session_id, f"{field}.session_id")
+    write = _session_write(session, session_id, project)
+    if write.init_ts is None:
+        now = datetime.now(timezone.utc)
+        write = dataclasses.replace(write, init_timestamp=now.isoformat(), init_ts=now.timestamp())
+    return write
+
+
+class _Batch(NamedTuple):
+    """A create_sessions body, read: the sessions to write, the existing sessions it only adds
+    events to, the event rows, and the other sessions those events name."""
+
+    writes: list[SessionWrite]
+    existing: list[str]
+    rows: list[EventRow]
+    others: set[str]
+
+
+def _session_batch(body: bytes, project: str) -> _Batch:
+    """A create_sessions body to rows (CPU work on the body alone)."""
+    try:
+        entries = wire.decode_sessions(body).sessions
+    except DECODE_ERRORS as exc:
+        decode_error("sessions", exc)
+    if len(entries) > MAX_EVENTS_PER_REQUEST:
+        fail(413, f"sessions: {len(entries)}, more than {MAX_EVENTS_PER_REQUEST} per request")
+    batch = _Batch([], [], [], set())
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        field = f"sessions[{index}]"
+        if bytes(entry.session) != b"null":
+            try:
+                session = wire.decode_session(entry.session)
+            except DECODE_ERRORS as exc:
+                decode_error(f"{field}.session", exc)
+            write = _new_session_write(session, project, f"{field}.session")
+            batch.writes.append(write)
+            session_id = write.session_id
+        elif entry.session_id is not None:
+            session_id = canonical_uuid(entry.session_id, f"{field}.session_id")
+            batch.existing.append(session_id)
+        else:
+            fail(400, f"{field}: give a session object, or the session_id of its events")
+        if session_id in seen:
+            fail(400, f"{field}: session {session_id} appears twice; send each session once")
+        seen.add(session_id)
+        events = bytes(entry.events)
+        if events.strip() != b"[]":
+            rows, named = event_batch(b'{"events":' + events + b"}", session_id)
+            batch.rows.extend(rows)
+            batch.others.update(named)
+            if len(batch.rows) > MAX_EVENTS_PER_REQUEST:
+                fail(413, f"sessions: more than {MAX_EVENTS_PER_REQUEST} events per request")
+    batch.others.difference_update(seen)
+    return batch
+
+
 def _session_url(request: web.Request, session_id: str) -> str:
     try:
         origin = str(request.url.origin())
@@ -126,16 +200,8 @@ class _V2Api:
     async def create_session(self, request: web.Request) -> web.Response:
         ctx = self.ctx
         project = (await auth.api_key_header(ctx, request)).project_id
-        session = _decode_session(await ctx.body(request))
-        if session.session_id is None:
-            fail(400, "session.session_id: missing")
-        session_id = canonical_uuid(session.session_id, "session.session_id")
-        write = _session_write(session, session_id, project)
-        if write.init_ts is None:
-            now = datetime.now(timezone.utc)
-            write = dataclasses.replace(
-                write, init_timestamp=now.isoformat(), init_ts=now.timestamp()
-            )
+        write = _new_session_write(_decode_session(await ctx.body(request)), project, "session")
+        session_id = write.session_id
         owner = await ctx.storage.upsert_session(write)
         if owner != project:
             fail(403, "session belongs to another project")
@@ -145,6 +211,50 @@ class _V2Api:
                 "status": "success",
                 "jwt": ctx.signer.issue(session_id, project),
                 "session_url": _session_url(request, session_id),
+                "sessions_batch_path": SESSIONS_BATCH_PATH,
+            }
+        )
+
+    async def create_sessions(self, request: web.Request) -> web.Response:
+        """Many sessions in one request, with the API key: each created or updated (with the
+        state it sends, as create_session does) and its events stored; or only events added
+        to an existing session of the project.
+
+        All or nothing, in one transaction: a session of another project (403), one that does
+        not exist (404), a field the collector refuses (400) or too many events (413) fail the
+        request with nothing stored, and the SDK sends those sessions again with the standard
+        calls, which isolate the offending one.
+        """
+        ctx = self.ctx
+        project = (await auth.api_key_header(ctx, request)).project_id
+        body = await ctx.body(request)
+        batch = await ctx.off_loop(len(body), _session_batch, body, project)
+        for sid in (*batch.existing, *batch.others):
+            owner = await ctx.owner_of(sid)
+            if owner is None:
+                fail(404, f"session {sid} not found")
+            if owner != project:
+                fail(403, f"session {sid} belongs to another project")
+        owners, stored = await ctx.storage.upsert_sessions(batch.writes, batch.rows)
+        for write, owner in zip(batch.writes, owners, strict=True):
+            if owner != project:
+                fail(403, f"session {write.session_id} belongs to another project")
+            ctx.remember_owner(write.session_id, project)
+        ids = [write.session_id for write in batch.writes] + batch.existing
+        costs = ctx.prices.session_costs(await ctx.storage.llm_usage(ids))
+        return json_response(
+            {
+                "status": "success",
+                "received": len(batch.rows),
+                "stored": stored,
+                "sessions": [
+                    {
+                        "session_id": sid,
+                        "token_cost": format_cost(costs.get(sid, Decimal(0))),
+                        "session_url": _session_url(request, sid),
+                    }
+                    for sid in ids
+                ],
             }
         )
 

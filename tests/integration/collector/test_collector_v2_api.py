@@ -295,3 +295,85 @@ async def test_create_agent_and_developer_errors_are_accepted(collector: Collect
     answer = await collector.v2_post("developer_errors", report, api_key=collector.api_key)
     assert answer.status == 200
     assert (await collector.v2_post("developer_errors", report)).status == 401
+
+
+def _session_body(session_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "init_timestamp": "2026-01-01T00:00:00+00:00",
+        "tags": [],
+        **fields,
+    }
+
+
+async def test_create_session_answer_names_the_sessions_batch_path(
+    collector: CollectorHandle,
+) -> None:
+    answer = await collector.v2_post(
+        "create_session", {"session": _session_body(str(uuid.uuid4()))}, api_key=collector.api_key
+    )
+    assert answer.status == 200, answer.body
+    assert answer.body["sessions_batch_path"] == "/v2/create_sessions"
+
+
+async def test_create_sessions_stores_many_sessions_and_their_events_in_one_request(
+    collector: CollectorHandle,
+) -> None:
+    existing, _ = await collector.v2_create_session(tags=["running"])
+    ended, running = str(uuid.uuid4()), str(uuid.uuid4())
+    ended_events, running_events, more = _events(ended, 3), _events(None, 2), _events(existing, 2)
+    body = {
+        "sessions": [
+            {
+                "session": _session_body(
+                    ended,
+                    tags=["a", "b"],
+                    end_state="Success",
+                    end_timestamp="2026-01-01T00:00:02+00:00",
+                ),
+                "events": ended_events,
+            },
+            {"session": _session_body(running), "events": running_events},
+            {"session_id": existing, "events": more},  # only events of an existing session
+        ]
+    }
+    answer = await collector.v2_post("create_sessions", body, api_key=collector.api_key)
+    assert answer.status == 200, answer.body
+    assert (answer.body["received"], answer.body["stored"]) == (7, 7)
+    costs = {s["session_id"]: s["token_cost"] for s in answer.body["sessions"]}
+    assert costs == {ended: "0.00045", running: "0.00045", existing: "0.00045"}
+
+    stored = await collector.get_session(ended)
+    assert stored is not None
+    assert (stored["end_state"], stored["tags"]) == ("Success", ["a", "b"])
+    stored = await collector.get_session(running)
+    assert stored is not None and stored["state"] == "RUNNING"
+    for session_id, sent in ((ended, ended_events), (running, running_events), (existing, more)):
+        events = await collector.get_events(session_id)
+        assert [e["id"] for e in events] == [e["id"] for e in sent]
+    again = await collector.v2_post("create_sessions", body, api_key=collector.api_key)
+    assert (again.status, again.body["stored"]) == (200, 0)  # idempotent
+
+
+async def test_create_sessions_refuses_what_the_standard_calls_refuse(
+    collector: CollectorHandle,
+) -> None:
+    theirs, _ = await collector.v2_create_session(api_key=collector.new_api_key("other"))
+    cases = [
+        ({"session": _session_body(theirs)}, 403, f"session {theirs} belongs to another project"),
+        ({"session_id": theirs, "events": _events(None, 1)}, 403, "belongs to another project"),
+        ({"session_id": str(uuid.uuid4()), "events": []}, 404, "not found"),
+        ({"session": {"tags": []}}, 400, "sessions[1].session.session_id: missing"),
+        ({"events": []}, 400, "sessions[1]: give a session object"),
+    ]
+    for entry, status, message in cases:
+        mine_id = str(uuid.uuid4())
+        mine = {"session": _session_body(mine_id), "events": _events(None, 1)}
+        answer = await collector.v2_post(
+            "create_sessions", {"sessions": [mine, entry]}, api_key=collector.api_key
+        )
+        assert answer.status == status, (entry, answer.body)
+        assert message in answer.body["message"], answer.body
+        assert await collector.get_session(mine_id) is None  # all or nothing
+    no_key = await collector.v2_post("create_sessions", {"sessions": []})
+    assert no_key.status == 401
