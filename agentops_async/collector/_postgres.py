@@ -34,6 +34,7 @@ from ._storage import (
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
+    OverviewData,
     ProjectKeys,
     PruneResult,
     SessionFilter,
@@ -194,6 +195,106 @@ _MIGRATIONS: list[str] = [
     """
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
+    """,
+    # 5: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
+    # by a statement trigger from the rows each INSERT or COPY actually stored (its transition
+    # table: a duplicate id skipped by ON CONFLICT is not in it, so a retried batch counts once),
+    # and filled from the events stored before. Rows are upserted in key order, so two batches
+    # of one session on two collectors wait for each other instead of deadlocking. The overview
+    # reads these and the sessions (by project and start), never the events.
+    """
+    CREATE TABLE session_llm_usage (
+        session_id text NOT NULL,
+        model text NOT NULL,
+        has_cost boolean NOT NULL,
+        calls bigint NOT NULL,
+        prompt_tokens numeric NOT NULL,
+        completion_tokens numeric NOT NULL,
+        cost double precision,
+        PRIMARY KEY (session_id, model, has_cost)
+    );
+    CREATE TABLE session_tool_usage (
+        session_id text NOT NULL,
+        name text NOT NULL,
+        calls bigint NOT NULL,
+        timed_calls bigint NOT NULL,
+        total_seconds double precision NOT NULL,
+        max_seconds double precision,
+        cost double precision,
+        PRIMARY KEY (session_id, name)
+    );
+    CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
+
+    -- The seconds between two timestamps as the client sent them; NULL unless both read as
+    -- times and the end is not before the start (a rollup must never fail an ingest).
+    CREATE FUNCTION agentops_span_seconds(start_text text, end_text text)
+    RETURNS double precision LANGUAGE plpgsql STABLE AS $$
+    DECLARE seconds double precision;
+    BEGIN
+        IF start_text IS NULL OR end_text IS NULL THEN
+            RETURN NULL;
+        END IF;
+        seconds := extract(epoch FROM end_text::timestamptz - start_text::timestamptz);
+        IF seconds >= 0 AND seconds < 'Infinity'::double precision THEN
+            RETURN seconds;
+        END IF;
+        RETURN NULL;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END $$;
+
+    -- A tool event's name (its JSON's "name"); a \\u0000 escape, which text cannot hold, as U+FFFD.
+    CREATE FUNCTION agentops_tool_name(data json) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN coalesce(data->>'name', '');
+    EXCEPTION WHEN others THEN
+        BEGIN
+            RETURN coalesce(replace(data::text, '\\u0000', '\\ufffd')::json->>'name', '');
+        EXCEPTION WHEN others THEN
+            RETURN '';
+        END;
+    END $$;
+
+    CREATE FUNCTION agentops_events_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO session_llm_usage AS u
+        SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+        FROM inserted WHERE event_type = 'llms' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (session_id, model, has_cost) DO UPDATE SET
+            calls = u.calls + excluded.calls,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost = u.cost + excluded.cost;
+        INSERT INTO session_tool_usage AS u
+        SELECT session_id, name, count(*), count(seconds), coalesce(sum(seconds), 0),
+               max(seconds), sum(cost)
+        FROM (SELECT session_id, agentops_tool_name(data) AS name, cost,
+                     agentops_span_seconds(init_timestamp, end_timestamp) AS seconds
+              FROM inserted WHERE event_type = 'tools') t
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (session_id, name) DO UPDATE SET
+            calls = u.calls + excluded.calls,
+            timed_calls = u.timed_calls + excluded.timed_calls,
+            total_seconds = u.total_seconds + excluded.total_seconds,
+            max_seconds = greatest(u.max_seconds, excluded.max_seconds),
+            cost = coalesce(u.cost + excluded.cost, u.cost, excluded.cost);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_usage AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION agentops_events_usage();
+
+    INSERT INTO session_llm_usage
+    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3;
+    INSERT INTO session_tool_usage
+    SELECT session_id, name, count(*), count(seconds), coalesce(sum(seconds), 0), max(seconds),
+           sum(cost)
+    FROM (SELECT session_id, agentops_tool_name(data) AS name, cost,
+                 agentops_span_seconds(init_timestamp, end_timestamp) AS seconds
+          FROM events WHERE event_type = 'tools') t
+    GROUP BY 1, 2;
     """,
 ]
 
@@ -583,6 +684,28 @@ class PostgresStorage:
         return [(r[0], r[1]) for r in rows]
 
     @_translated
+    async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
+        """The aggregates of the sessions that started in ``[since, until)``, from one snapshot
+        (a repeatable-read transaction)."""
+        args = (project_id, since, until)
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            states = await conn.fetch(_OVERVIEW_STATES, *args)
+            llm = await conn.fetch(_OVERVIEW_LLM, *args)
+            tool_costs = await conn.fetch(_OVERVIEW_TOOL_COSTS, *args)
+            tools = await conn.fetch(_OVERVIEW_TOOLS, *args)
+        return OverviewData(
+            states=[(int(r[0]), r[1], int(r[2])) for r in states],
+            llm_usage=[
+                (r[0], int(r[1]), r[2], r[3], int(r[4]), _int(r[5]), _int(r[6]), r[7]) for r in llm
+            ],
+            tool_costs=[(r[0], int(r[1]), float(r[2])) for r in tool_costs],
+            tools=[(r[0], int(r[1]), int(r[2]), float(r[3]), r[4]) for r in tools],
+        )
+
+    @_translated
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
         session_ids: list[str] = [r[0] for r in await self.pool.fetch(_OLD_SESSIONS, cutoff, limit)]
@@ -599,7 +722,7 @@ class PostgresStorage:
                         "DELETE FROM events WHERE session_id = ANY($1::text[])", session_ids
                     )
                 )
-                for table in ("session_tags", "agents", "developer_errors", "session_logs"):
+                for table in _SESSION_TABLES:
                     await conn.execute(
                         f"DELETE FROM {table} WHERE session_id = ANY($1::text[])", session_ids
                     )
@@ -611,6 +734,37 @@ class PostgresStorage:
         """Nothing to do: autovacuum makes the deleted rows' space reusable for new ones (the
         files keep their size; see docs/collector.md for shrinking them)."""
 
+
+# The tables with rows of a session, besides its events (deleted with it by a prune).
+_SESSION_TABLES = (
+    "session_tags",
+    "agents",
+    "developer_errors",
+    "session_logs",
+    "session_llm_usage",
+    "session_tool_usage",
+)
+
+# The overview's queries: the sessions of a project that started in a range, through
+# sessions_by_project_start, and their rows in the usage tables, through those tables' keys.
+_OVERVIEW_SESSIONS = "sessions WHERE project_id = $1 AND init_ts >= $2 AND init_ts < $3"
+_DAY = "floor(init_ts / 86400)::bigint"
+_OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+_OVERVIEW_LLM = (
+    f"SELECT s.id, {_DAY}, u.model, u.has_cost, u.calls, u.prompt_tokens, u.completion_tokens,"
+    f" u.cost FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id"
+)
+_OVERVIEW_TOOL_COSTS = (
+    f"SELECT s.id, {_DAY}, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL"
+    " GROUP BY s.id, s.init_ts"
+)
+_OVERVIEW_TOOLS = (
+    "SELECT u.name, sum(u.calls), sum(u.timed_calls), sum(u.total_seconds), max(u.max_seconds)"
+    f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
+)
 
 # A session's age: when it ended; if it never did, when it started (or was first stored).
 _OLD_SESSIONS = (
@@ -626,6 +780,11 @@ _DELETE_LOOSE_ERRORS = (
     "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
     " WHERE session_id IS NULL AND created_at < to_timestamp($1) LIMIT $2)"
 )
+
+
+def _int(value: Any) -> int:
+    """A token sum (``numeric``: it cannot overflow in the database) as an int."""
+    return int(value)
 
 
 def _count(status: str) -> int:

@@ -31,6 +31,7 @@ from ._storage import (
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
+    OverviewData,
     ProjectKeys,
     PruneResult,
     SessionFilter,
@@ -139,6 +140,73 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
+    # 5: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
+    # by triggers on every event actually inserted (a duplicate id skipped by ON CONFLICT fires
+    # nothing, so a retried batch counts once), and filled from the events stored before. The
+    # overview reads these and the sessions (by project and start), never the events.
+    """
+    CREATE TABLE session_llm_usage (
+        session_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        has_cost INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost REAL,
+        PRIMARY KEY (session_id, model, has_cost)
+    ) WITHOUT ROWID;
+    CREATE TABLE session_tool_usage (
+        session_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        timed_calls INTEGER NOT NULL,
+        total_seconds REAL NOT NULL,
+        max_seconds REAL,
+        cost REAL,
+        PRIMARY KEY (session_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
+    CREATE TRIGGER events_llm_usage AFTER INSERT ON events WHEN NEW.event_type = 'llms'
+    BEGIN
+        INSERT INTO session_llm_usage VALUES (
+            NEW.session_id, coalesce(NEW.model, ''), NEW.cost IS NOT NULL, 1,
+            coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), NEW.cost
+        ) ON CONFLICT DO UPDATE SET
+            calls = calls + 1,
+            prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = completion_tokens + excluded.completion_tokens,
+            cost = cost + excluded.cost;
+    END;
+    CREATE TRIGGER events_tool_usage AFTER INSERT ON events WHEN NEW.event_type = 'tools'
+    BEGIN
+        INSERT INTO session_tool_usage
+        SELECT NEW.session_id,
+               coalesce(iif(json_valid(NEW.data), json_extract(NEW.data, '$.name'), NULL), ''),
+               1, seconds IS NOT NULL, coalesce(seconds, 0), seconds, NEW.cost
+        FROM (SELECT CASE WHEN span >= 0 THEN span END AS seconds FROM (SELECT
+            (julianday(NEW.end_timestamp) - julianday(NEW.init_timestamp)) * 86400.0 AS span))
+        WHERE true
+        ON CONFLICT DO UPDATE SET
+            calls = calls + 1,
+            timed_calls = timed_calls + excluded.timed_calls,
+            total_seconds = total_seconds + excluded.total_seconds,
+            max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
+                THEN excluded.max_seconds ELSE max_seconds END,
+            cost = coalesce(cost + excluded.cost, cost, excluded.cost);
+    END;
+    INSERT INTO session_llm_usage
+    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3;
+    INSERT INTO session_tool_usage
+    SELECT session_id, name, count(*), count(seconds), total(seconds), max(seconds), sum(cost)
+    FROM (SELECT session_id, cost,
+                 coalesce(iif(json_valid(data), json_extract(data, '$.name'), NULL), '') AS name,
+                 CASE WHEN span >= 0 THEN span END AS seconds
+          FROM (SELECT *, (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0
+                AS span FROM events WHERE event_type = 'tools'))
+    GROUP BY 1, 2
+    """,
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
@@ -240,6 +308,19 @@ def _connect(
     return conn
 
 
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (a trigger's body holds semicolons of its own)."""
+    statements, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if pending.strip(" \n;"):
+        statements.append(pending)
+    return statements
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -248,9 +329,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         current = int(row[0] or 0)
         for version, script in enumerate(_MIGRATIONS, start=1):
             if version > current:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 log.info("sqlite schema migrated to version %d", version)
         conn.execute("COMMIT")
@@ -728,6 +808,29 @@ class SqliteStorage:
 
         return await self._read(run)
 
+    async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
+        """The aggregates of the sessions that started in ``[since, until)``, in one read
+        transaction (a consistent snapshot)."""
+        args = (project_id, since, until)
+
+        def run(conn: sqlite3.Connection) -> OverviewData:
+            conn.execute("BEGIN")
+            try:
+                states = conn.execute(_OVERVIEW_STATES, args).fetchall()
+                llm = conn.execute(_OVERVIEW_LLM, args).fetchall()
+                tool_costs = conn.execute(_OVERVIEW_TOOL_COSTS, args).fetchall()
+                tools = conn.execute(_OVERVIEW_TOOLS, args).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return OverviewData(
+                states=states,
+                llm_usage=[(*r[:3], bool(r[3]), *r[4:]) for r in llm],
+                tool_costs=tool_costs,
+                tools=tools,
+            )
+
+        return await self._read(run)
+
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
 
@@ -776,9 +879,38 @@ class SqliteStorage:
         await self._write(run)
 
 
+# The overview's queries: the sessions of a project that started in a range, through
+# sessions_by_project_start, and their rows in the usage tables, through those tables' keys.
+_OVERVIEW_SESSIONS = "sessions WHERE project_id = ? AND init_ts >= ? AND init_ts < ?"
+_DAY = "CAST(init_ts / 86400 AS INTEGER)"  # init_ts >= 0 in a range (the caller clamps)
+_OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+_OVERVIEW_LLM = (
+    f"SELECT s.id, {_DAY}, u.model, u.has_cost, u.calls, u.prompt_tokens, u.completion_tokens,"
+    f" u.cost FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id"
+)
+_OVERVIEW_TOOL_COSTS = (
+    f"SELECT s.id, {_DAY}, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY s.id"
+)
+_OVERVIEW_TOOLS = (
+    "SELECT u.name, sum(u.calls), sum(u.timed_calls), total(u.total_seconds), max(u.max_seconds)"
+    f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
+)
+
 # A session's age: when it ended; if it never did, when it started (or was first stored).
 _OLD_SESSIONS = (
     "SELECT id FROM sessions WHERE coalesce(end_ts, init_ts, created_at) < ? ORDER BY seq LIMIT ?"
+)
+# The tables with rows of a session, besides its events (deleted with it by a prune).
+_SESSION_TABLES = (
+    "session_tags",
+    "agents",
+    "developer_errors",
+    "session_logs",
+    "session_llm_usage",
+    "session_tool_usage",
 )
 _AUTO_VACUUM_INCREMENTAL = 2
 _VACUUM_PAGES_PER_STEP = 2048  # 32 MiB of 16 KiB pages per write transaction
@@ -809,7 +941,7 @@ def _delete_sessions(session_ids: Sequence[str], cutoff: float, conn: sqlite3.Co
             events = conn.execute(
                 f"DELETE FROM events WHERE session_id IN ({marks})", session_ids
             ).rowcount
-            for table in ("session_tags", "agents", "developer_errors", "session_logs"):
+            for table in _SESSION_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks})", session_ids)
             conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", session_ids)
         conn.execute(
@@ -831,22 +963,27 @@ def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]])
     counts = []
     with _transaction(conn):
         for rows in batches:
-            before = conn.total_changes
             # Runs of rows of one width, in order, so arrival order (seq) holds.
-            for width, run in itertools.groupby(rows, len):
-                _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
-            counts.append(conn.total_changes - before)
+            counts.append(
+                sum(
+                    _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
+                    for width, run in itertools.groupby(rows, len)
+                )
+            )
     return counts
 
 
-def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> None:
-    """Insert rows of ``width`` values each, given flat, with as few statements as fit."""
-    start, left = 0, len(values) // width
+def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
+    """Insert rows of ``width`` values each, given flat, with as few statements as fit; how many
+    were new. (Each statement's own row count: ``total_changes`` would count the rows that the
+    usage triggers write too.)"""
+    start, left, inserted = 0, len(values) // width, 0
     while left:
         count = min(1 << (left.bit_length() - 1), _MAX_ROWS_PER_INSERT)
         end = start + count * width
-        conn.execute(_INSERT_EVENTS[width, count], values[start:end])
+        inserted += conn.execute(_INSERT_EVENTS[width, count], values[start:end]).rowcount
         start, left = end, left - count
+    return inserted
 
 
 def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:
