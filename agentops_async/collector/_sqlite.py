@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import itertools
 import json
@@ -24,7 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import msgspec
 
 from ._prices import Usage, usage_row
 from ._storage import (
@@ -140,10 +143,10 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
-    # 5: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
-    # by triggers on every event actually inserted (a duplicate id skipped by ON CONFLICT fires
-    # nothing, so a retried batch counts once), and filled from the events stored before. The
-    # overview reads these and the sessions (by project and start), never the events.
+    # 5: the overview's rollups: per session, the LLM usage by model and the tools by name. The
+    # writer keeps them in the transaction that inserts the events, from the rows each INSERT
+    # actually stored (see _UsageRollup); here they are filled from the events stored before.
+    # The overview reads these and the sessions (by project and start), never the events.
     """
     CREATE TABLE session_llm_usage (
         session_id TEXT NOT NULL,
@@ -166,34 +169,6 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, name)
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
-    CREATE TRIGGER events_llm_usage AFTER INSERT ON events WHEN NEW.event_type = 'llms'
-    BEGIN
-        INSERT INTO session_llm_usage VALUES (
-            NEW.session_id, coalesce(NEW.model, ''), NEW.cost IS NOT NULL, 1,
-            coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0), NEW.cost
-        ) ON CONFLICT DO UPDATE SET
-            calls = calls + 1,
-            prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-            completion_tokens = completion_tokens + excluded.completion_tokens,
-            cost = cost + excluded.cost;
-    END;
-    CREATE TRIGGER events_tool_usage AFTER INSERT ON events WHEN NEW.event_type = 'tools'
-    BEGIN
-        INSERT INTO session_tool_usage
-        SELECT NEW.session_id,
-               coalesce(iif(json_valid(NEW.data), json_extract(NEW.data, '$.name'), NULL), ''),
-               1, seconds IS NOT NULL, coalesce(seconds, 0), seconds, NEW.cost
-        FROM (SELECT CASE WHEN span >= 0 THEN span END AS seconds FROM (SELECT
-            (julianday(NEW.end_timestamp) - julianday(NEW.init_timestamp)) * 86400.0 AS span))
-        WHERE true
-        ON CONFLICT DO UPDATE SET
-            calls = calls + 1,
-            timed_calls = timed_calls + excluded.timed_calls,
-            total_seconds = total_seconds + excluded.total_seconds,
-            max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
-                THEN excluded.max_seconds ELSE max_seconds END,
-            cost = coalesce(cost + excluded.cost, cost, excluded.cost);
-    END;
     INSERT INTO session_llm_usage
     SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
            coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
@@ -308,19 +283,6 @@ def _connect(
     return conn
 
 
-def _statements(script: str) -> list[str]:
-    """The statements of a migration script (a trigger's body holds semicolons of its own)."""
-    statements, pending = [], ""
-    for piece in script.split(";"):
-        pending += piece + ";"
-        if sqlite3.complete_statement(pending):
-            statements.append(pending)
-            pending = ""
-    if pending.strip(" \n;"):
-        statements.append(pending)
-    return statements
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -329,8 +291,9 @@ def _migrate(conn: sqlite3.Connection) -> None:
         current = int(row[0] or 0)
         for version, script in enumerate(_MIGRATIONS, start=1):
             if version > current:
-                for statement in _statements(script):
-                    conn.execute(statement)
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 log.info("sqlite schema migrated to version %d", version)
         conn.execute("COMMIT")
@@ -959,31 +922,191 @@ def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
 
 
 def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
-    """Insert each batch, all in one transaction; new rows per batch."""
+    """Insert each batch, all in one transaction, with the usage rollups; new rows per batch."""
     counts = []
+    rollup = _UsageRollup()
     with _transaction(conn):
         for rows in batches:
             # Runs of rows of one width, in order, so arrival order (seq) holds.
             counts.append(
                 sum(
-                    _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
+                    _insert_run(conn, width, list(run), rollup)
                     for width, run in itertools.groupby(rows, len)
                 )
             )
+        rollup.store(conn)
     return counts
 
 
-def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
-    """Insert rows of ``width`` values each, given flat, with as few statements as fit; how many
-    were new. (Each statement's own row count: ``total_changes`` would count the rows that the
-    usage triggers write too.)"""
-    start, left, inserted = 0, len(values) // width, 0
+def _insert_run(
+    conn: sqlite3.Connection, width: int, rows: list[EventRow], rollup: _UsageRollup
+) -> int:
+    """Insert rows of ``width`` values each with as few statements as fit; how many were new.
+
+    Each statement's LLM and tool events that it actually stored go into ``rollup``.
+    """
+    values = list(itertools.chain.from_iterable(rows))
+    start, left, inserted = 0, len(rows), 0
     while left:
         count = min(1 << (left.bit_length() - 1), _MAX_ROWS_PER_INSERT)
-        end = start + count * width
-        inserted += conn.execute(_INSERT_EVENTS[width, count], values[start:end]).rowcount
-        start, left = end, left - count
+        chunk = rows[start : start + count]
+        cursor = conn.execute(
+            _INSERT_EVENTS[width, count], values[start * width : (start + count) * width]
+        )
+        stored = cursor.rowcount
+        inserted += stored
+        rolled = [row for row in chunk if row[2] in _ROLLED_UP]
+        if rolled and stored:
+            if stored < count:  # some ids were stored before: keep only the new rows
+                rolled = _new_rows(conn, rolled, cursor.lastrowid or 0, stored)
+            rollup.add(rolled)
+        start, left = start + count, left - count
     return inserted
+
+
+_ROLLED_UP = frozenset({"llms", "tools"})
+
+
+def _new_rows(
+    conn: sqlite3.Connection, rows: list[EventRow], last_seq: int, stored: int
+) -> list[EventRow]:
+    """The rows that the statement which just stored ``stored`` rows, the last as ``last_seq``,
+    inserted (not skipped as stored before).
+
+    The rows one INSERT stores get consecutive seqs ending at ``last_seq`` (a new rowid is the
+    largest plus one), so a row is new if its stored seq is in that run; of an id given twice,
+    the first is the one stored.
+    """
+    first_new = last_seq - stored + 1
+    new, seen = [], set()
+    for row in rows:
+        key = (row[0], row[1])
+        if key in seen:
+            continue
+        seen.add(key)
+        found = conn.execute(
+            "SELECT seq FROM events WHERE session_id = ? AND id = ?", key
+        ).fetchone()
+        if found is not None and found[0] >= first_new:
+            new.append(row)
+    return new
+
+
+class _ToolHead(msgspec.Struct):
+    name: Any = None
+
+
+_tool_head = msgspec.json.Decoder(_ToolHead)
+_INT64_MAX = 2**63 - 1
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from ``start`` to ``end`` (ISO 8601, UTC when no offset); None unless both read as
+    times and the end is not before the start."""
+    if start is None or end is None:
+        return None
+    try:
+        begin, finish = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+        if begin.tzinfo is None:
+            begin = begin.replace(tzinfo=dt.timezone.utc)
+        if finish.tzinfo is None:
+            finish = finish.replace(tzinfo=dt.timezone.utc)
+        seconds = (finish - begin).total_seconds()
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _tool_name(data: str | msgspec.Raw) -> str:
+    try:
+        name = _tool_head.decode(data).name
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+    if name is None:
+        return ""
+    return name if isinstance(name, str) else msgspec.json.encode(name).decode()
+
+
+def _bindable(total: int) -> int | float:
+    """A token sum as SQLite can bind it (beyond 64 bits, as a float)."""
+    return total if total <= _INT64_MAX else float(total)
+
+
+class _UsageRollup:
+    """The usage deltas of one write transaction: per session and model, per session and tool.
+
+    Only the rows an INSERT actually stored are added, so a batch sent again (or an id twice in
+    one) counts once; stored with one upsert per key when the transaction's inserts are done.
+    """
+
+    __slots__ = ("llm", "tools")
+
+    def __init__(self) -> None:
+        self.llm: dict[tuple[str, str, bool], list[Any]] = {}
+        self.tools: dict[tuple[str, str], list[Any]] = {}
+
+    def add(self, rows: list[EventRow]) -> None:
+        for row in rows:
+            cost = row[9] if len(row) == 10 else None  # type: ignore[misc]
+            if row[2] == "llms":
+                model = row[6] if len(row) == 10 else None  # type: ignore[misc]
+                prompt = row[7] if len(row) == 10 else None  # type: ignore[misc]
+                completion = row[8] if len(row) == 10 else None  # type: ignore[misc]
+                key = (row[0], model or "", cost is not None)
+                llm = self.llm.get(key)
+                if llm is None:
+                    llm = self.llm[key] = [0, 0, 0, None]
+                llm[0] += 1
+                llm[1] += prompt or 0
+                llm[2] += completion or 0
+                if cost is not None:
+                    llm[3] = cost if llm[3] is None else llm[3] + cost
+            else:
+                tkey = (row[0], _tool_name(row[5]))
+                tool = self.tools.get(tkey)
+                if tool is None:
+                    tool = self.tools[tkey] = [0, 0, 0.0, None, None]
+                tool[0] += 1
+                seconds = _seconds_between(row[3], row[4])
+                if seconds is not None:
+                    tool[1] += 1
+                    tool[2] += seconds
+                    tool[3] = seconds if tool[3] is None else max(tool[3], seconds)
+                if cost is not None:
+                    tool[4] = cost if tool[4] is None else tool[4] + cost
+
+    def store(self, conn: sqlite3.Connection) -> None:
+        if self.llm:
+            conn.executemany(
+                _UPSERT_LLM_USAGE,
+                [
+                    (sid, model, has_cost, calls, _bindable(p), _bindable(c), cost)
+                    for (sid, model, has_cost), (calls, p, c, cost) in self.llm.items()
+                ],
+            )
+        if self.tools:
+            conn.executemany(
+                _UPSERT_TOOL_USAGE,
+                [(sid, name, *values) for (sid, name), values in self.tools.items()],
+            )
+
+
+_UPSERT_LLM_USAGE = (
+    "INSERT INTO session_llm_usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+    " calls = calls + excluded.calls,"
+    " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = completion_tokens + excluded.completion_tokens,"
+    " cost = cost + excluded.cost"
+)
+_UPSERT_TOOL_USAGE = (
+    "INSERT INTO session_tool_usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+    " calls = calls + excluded.calls,"
+    " timed_calls = timed_calls + excluded.timed_calls,"
+    " total_seconds = total_seconds + excluded.total_seconds,"
+    " max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds"
+    " THEN excluded.max_seconds ELSE max_seconds END,"
+    " cost = coalesce(cost + excluded.cost, cost, excluded.cost)"
+)
 
 
 def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:

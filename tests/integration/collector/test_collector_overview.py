@@ -118,6 +118,8 @@ async def _record_sample(storage: Storage) -> tuple[str, dict[str, str]]:
     assert await storage.insert_events(batch_1[:9]) == 0
     again = _llm(s2, "l8", "gpt-4o", 2000, 1000)
     assert await storage.insert_events([again, again, *batch_1[3:5]]) == 1
+    # One event stored before and one new in one statement: only the new one counts.
+    assert await storage.insert_events([batch_1[8], _llm(s4, "l9", None, 1, 1)]) == 1
     return project, {"s1": s1, "s2": s2, "s3": s3, "s4": s4}
 
 
@@ -167,7 +169,7 @@ async def test_overview_counts_states_costs_models_and_tools_exactly(storage: St
         ("custom", 1, 7, 3, "0.25"),
         ("gpt-4o", 2, 4000, 2000, "0.03"),
         ("gpt-4o-mini", 2, 2000, 1000, "0.0009"),
-        (None, 1, 100, 50, "0"),
+        (None, 2, 101, 51, "0"),
     ]
     assert [
         (t.name, t.calls, t.timed_calls, t.mean_s, t.max_s) for t in overview.slowest_tools
@@ -219,6 +221,8 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
 ) -> None:
     module: Any = _postgres if is_postgres_dsn(database) else _sqlite
     monkeypatch.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:4])  # schema version 4
+    if module is _sqlite:  # and its ingest, which kept no rollups
+        monkeypatch.setattr(_sqlite._UsageRollup, "store", lambda self, conn: None)
     old = open_storage(database)
     await old.open()
     try:
@@ -235,7 +239,7 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
             ("custom", 1),
             ("gpt-4o", 2),
             ("gpt-4o-mini", 2),
-            (None, 1),
+            (None, 2),
         ]
         assert [(t.name, t.calls, t.mean_s, t.max_s) for t in overview.slowest_tools] == [
             ("search", 3, 1.5, 2.0),
