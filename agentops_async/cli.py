@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="seconds between two retention passes (default 3600)",
     )
+    serve.add_argument(
+        "--pool-size",
+        type=_pool_size,
+        help="PostgreSQL: connections this collector opens at most, on demand (default: "
+        "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
     prune = sub.add_parser(
@@ -207,11 +213,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_async(args: argparse.Namespace) -> int:
     from .collector import Collector, PriceTable
+    from .collector._storage import is_postgres_dsn
 
     try:
         prices = PriceTable.from_file(args.prices) if args.prices else None
     except (OSError, ValueError) as exc:
         raise _CliError(f"--prices {args.prices}: {exc}") from None
+    if args.pool_size is not None and not is_postgres_dsn(args.database):
+        raise _CliError("--pool-size: only for a PostgreSQL --database (SQLite has no pool)")
     collector = Collector(
         database=args.database,
         host=args.host,
@@ -227,6 +236,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
+        pool_size=args.pool_size,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -273,6 +283,15 @@ def _age(text: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"expected an age like 30d, 12h, 90m or 3600s: {text!r}")
     return seconds
+
+
+def _pool_size(text: str) -> int:
+    from .collector._storage import pool_size_setting
+
+    try:
+        return pool_size_setting(text.strip(), "--pool-size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pool-size: ")) from None
 
 
 def _positive_float(text: str) -> float:

@@ -13,6 +13,12 @@ Markdown table with the median of the runs.
 
     python benchmarks/bench_ingest.py                      # both backends, both clients
     python benchmarks/bench_ingest.py --backends sqlite --events 500000 --runs 5
+    git worktree add /tmp/old 5b20090       # compare an older collector, interleaved in one run
+    python benchmarks/bench_ingest.py --backends postgres --code old=/tmp/old,new=.
+
+With ``--code NAME=DIR,...`` the collector subprocess runs the ``agentops_async`` of each checkout
+in turn (run 1 of every checkout, then run 2, ...: a noisy machine hits all alike); the client
+side is always this checkout's SDK. Each row's ratio is to the first checkout's row.
 """
 
 from __future__ import annotations
@@ -135,10 +141,16 @@ async def run_raw(url: str, api_key: str, events: int, batch: int, connections: 
 
 
 def _one_run(
-    backend: str, client: str, args: argparse.Namespace, pg: PostgresServer | None, work: Path
+    backend: str,
+    client: str,
+    args: argparse.Namespace,
+    pg: PostgresServer | None,
+    work: Path,
+    code_dir: Path,
 ) -> float:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
-    process = CollectorProcess(database, backend, work / "collector.log").start()
+    process = CollectorProcess(database, backend, work / "collector.log", code_dir=code_dir)
+    process.start()
     try:
         _, api_key = process.create_project("bench")
         if client == "sdk":
@@ -148,6 +160,23 @@ def _one_run(
         )
     finally:
         process.stop()
+        if pg is None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(database + suffix).unlink(missing_ok=True)
+        else:
+            pg.drop_database(database)
+
+
+def _checkouts(text: str) -> list[tuple[str, Path]]:
+    """``--code``: ``name=dir`` pairs (a bare ``dir`` is named after itself)."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        name, _, path = item.rpartition("=")
+        code_dir = Path(path).resolve()
+        if not (code_dir / "agentops_async" / "__init__.py").exists():
+            raise SystemExit(f"--code {item}: no agentops_async package in {code_dir}")
+        pairs.append((name or path, code_dir))
+    return pairs
 
 
 def main() -> int:
@@ -159,7 +188,13 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=4, help="concurrent SDK sessions")
     parser.add_argument("--batch-size", type=int, default=1000, help="raw client batch size")
     parser.add_argument("--connections", type=int, default=4, help="raw client connections")
+    parser.add_argument(
+        "--code",
+        default=f"current={REPO}",
+        help="NAME=DIR,...: the checkouts whose collectors are compared (default: this one)",
+    )
     args = parser.parse_args()
+    checkouts = _checkouts(args.code)
 
     rows = []
     work = Path(tempfile.mkdtemp(prefix="agentops-bench-"))
@@ -174,11 +209,18 @@ def main() -> int:
             pg = PostgresServer.start(settings={"fsync": "on", "full_page_writes": "on"})
         try:
             for client in args.clients.split(","):
-                rates = []
+                rates: dict[str, list[float]] = {name: [] for name, _ in checkouts}
                 for _ in range(args.runs):
-                    rates.append(_one_run(backend, client, args, pg, work))
-                    print(f"{backend}/{client}: {rates[-1]:,.0f} events/s", file=sys.stderr)
-                rows.append((backend, client, statistics.median(rates), min(rates), max(rates)))
+                    for name, code_dir in checkouts:
+                        rate = _one_run(backend, client, args, pg, work, code_dir)
+                        rates[name].append(rate)
+                        print(f"{backend}/{client}/{name}: {rate:,.0f} events/s", file=sys.stderr)
+                first = statistics.median(rates[checkouts[0][0]])
+                for name, samples in rates.items():
+                    median = statistics.median(samples)
+                    rows.append(
+                        (backend, client, name, median, min(samples), max(samples), median / first)
+                    )
         finally:
             if pg is not None:
                 pg.stop()
@@ -186,10 +228,13 @@ def main() -> int:
     print(f"\n{args.events:,} events per run, median of {args.runs} runs "
           f"(sdk: {args.sessions} sessions; raw: {args.batch_size}-event batches, "
           f"{args.connections} connections)\n")  # fmt: skip
-    print("| backend | client | events/s (median) | min | max |")
-    print("|---|---|---:|---:|---:|")
-    for backend, client, median, low, high in rows:
-        print(f"| {backend} | {client} | {median:,.0f} | {low:,.0f} | {high:,.0f} |")
+    print("| backend | client | collector | events/s (median) | min | max | ratio |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for backend, client, name, median, low, high, ratio in rows:
+        print(
+            f"| {backend} | {client} | {name} | {median:,.0f} | {low:,.0f} | {high:,.0f}"
+            f" | {ratio:.2f}x |"
+        )
     return 0
 
 

@@ -240,6 +240,21 @@ class PostgresServer:
         )
         return self.dsn(name)
 
+    def drop_database(self, dsn: str) -> None:
+        """Drop a database made by :meth:`create_database` (benchmarks free the disk)."""
+        name = dsn.rsplit("/", 1)[-1]
+        self._run(
+            str(self.bin_dir / "dropdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "--if-exists",
+            name,
+        )
+
     def stop(self) -> None:
         """Stop the server and delete its files."""
         watchdog = getattr(self, "_watchdog", None)
@@ -325,6 +340,8 @@ class CollectorProcess:
         max_body_size: ``--max-body-size`` in bytes.
         extra_args: More ``serve`` arguments.
         env: More environment variables of the server process.
+        code_dir: The checkout whose ``agentops_async`` runs (default: this one); benchmarks
+            compare an older commit's collector, checked out elsewhere, with this one.
     """
 
     database: str
@@ -335,6 +352,7 @@ class CollectorProcess:
     max_body_size: int | None = None
     extra_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    code_dir: Path = REPO_ROOT
     admin_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -368,7 +386,8 @@ class CollectorProcess:
     def launch(self) -> CollectorProcess:
         """Start the process on a free port without waiting for it (see :meth:`wait_ready`)."""
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        code = str(self.code_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, env.get("PYTHONPATH")]))
         env[ADMIN_TOKEN_ENV] = self.admin_token
         env.update(self.env)
         self.port = free_port()
@@ -379,7 +398,7 @@ class CollectorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=REPO_ROOT,
+                cwd=code,  # ``python -m`` imports from the working directory first
                 preexec_fn=_die_with_parent,
             )
         finally:

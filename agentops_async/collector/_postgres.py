@@ -12,11 +12,12 @@ place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public
 Several stateless collectors may share one database: migrations take an advisory lock, the JWT
 secret is inserted once and read back, and every write is a single statement or transaction.
 
-A batch of events is copied (binary ``COPY``) into a temporary staging table of the connection,
-then moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the same transaction: the
-database's fastest way in, idempotent on event ids like a plain insert (a retried batch, or an id
-twice in one batch, is stored once). The staging table's ``data`` column is ``json`` too, so the
-text the client sent is what is stored, byte for byte.
+A batch of events is copied (binary ``COPY``) straight into the events table: the database's
+fastest way in. When the unique key (session, event id) refuses it (a retried batch, an id twice
+in one batch, concurrent batches sharing ids), nothing of it stays and it takes the second path:
+copied into a temporary staging table of the connection, then moved with one ``INSERT ... SELECT
+... ON CONFLICT DO NOTHING``, so each id is stored once. The ``data`` columns are ``json``, so the
+text the client sent is what is stored, byte for byte, on either path.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from ._prices import Usage, usage_row
 from ._storage import (
+    DEFAULT_PG_POOL_SIZE,
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
@@ -41,6 +43,7 @@ from ._storage import (
     SessionRow,
     SessionWrite,
     StorageUnavailable,
+    pool_size_setting,
     session_page_sql,
 )
 
@@ -196,7 +199,14 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
-    # 5: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
+    # 5: events keyed by (session, event id), the unique index that idempotent ingest needs
+    # anyway; the index on seq alone goes (no read used it, and each index costs every insert).
+    # seq stays unique, from its sequence, and orders a session's events (events_by_session).
+    """
+    ALTER TABLE events DROP CONSTRAINT events_pkey;
+    ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_by_session_id;
+    """,
+    # 6: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
     # by a statement trigger from the rows each INSERT or COPY actually stored (its transition
     # table: a duplicate id skipped by ON CONFLICT is not in it, so a retried batch counts once),
     # and filled from the events stored before. Rows are upserted in key order, so two batches
@@ -298,11 +308,8 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-# The staging table of a connection: made when the pool opens the connection, emptied when each
-# transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
-_STAGING = "agentops_events_staging"
-_STAGING_COLUMNS = (
-    "ord",
+# The columns a batch is copied into, in the order of a record (see _record).
+_EVENT_COLUMNS = (
     "session_id",
     "id",
     "event_type",
@@ -314,11 +321,15 @@ _STAGING_COLUMNS = (
     "completion_tokens",
     "cost",
 )
+# The staging table of a connection: made when the pool opens the connection, emptied when each
+# transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
+_STAGING = "agentops_events_staging"
+_STAGING_COLUMNS = (*_EVENT_COLUMNS, "ord")
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
-    ord integer NOT NULL, session_id text NOT NULL, id text NOT NULL, event_type text NOT NULL,
+    session_id text NOT NULL, id text NOT NULL, event_type text NOT NULL,
     init_timestamp text, end_timestamp text, data json NOT NULL, model text,
-    prompt_tokens bigint, completion_tokens bigint, cost double precision
+    prompt_tokens bigint, completion_tokens bigint, cost double precision, ord integer NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 _INSERT_STAGED = f"""
@@ -364,12 +375,12 @@ class PostgresStorage:
 
     Args:
         dsn: A ``postgresql://user@host:port/db`` connection string.
-        max_connections: Pool size.
+        pool_size: Connections open at most (made on demand, none while idle).
     """
 
-    def __init__(self, dsn: str, max_connections: int = 10) -> None:
+    def __init__(self, dsn: str, pool_size: int = DEFAULT_PG_POOL_SIZE) -> None:
         self._dsn = dsn
-        self._max = max_connections
+        self._max = pool_size_setting(pool_size, "pool_size")
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -529,22 +540,33 @@ class PostgresStorage:
 
     @_translated
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
-        """COPY the batch into the staging table, then one INSERT ... SELECT into events."""
+        """COPY the batch into events; if an id is already stored, through the staging table."""
         if not rows:
             return 0
         import asyncpg
 
-        records = [_staged(n, row) for n, row in enumerate(rows)]
-        if any("\\u0000" in cast(str, r[6]) for r in records):  # a NUL in these events' strings
-            records = [_staged_no_nul(record) for record in records]
+        records = [_record(row) for row in rows]
+        if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
+            records = [_record_no_nul(record) for record in records]
         async with self.pool.acquire() as conn:
             try:
-                status = await _copy_and_insert(conn, records)
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "events", records=records, columns=_EVENT_COLUMNS
+                    )
+                return len(records)
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # An id is stored already or twice in the batch (or a concurrent batch with the
+                # same ids deadlocked with this one): nothing of the COPY stayed.
+                pass
+            staged = [(*record, n) for n, record in enumerate(records)]
+            try:
+                status = await _stage_and_insert(conn, staged)
             except asyncpg.UndefinedTableError:
                 # The staging table is gone (a pooler such as PgBouncer handed us another server
                 # session, or DISCARD TEMP ran): make it again and retry, once.
                 await conn.execute(_CREATE_STAGING)
-                status = await _copy_and_insert(conn, records)
+                status = await _stage_and_insert(conn, staged)
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
 
     @_translated
@@ -772,9 +794,10 @@ _OLD_SESSIONS = (
     " WHERE coalesce(end_ts, init_ts, extract(epoch FROM created_at)::float8) < $1"
     " ORDER BY seq LIMIT $2"
 )
+# By row address (a TID scan): events has no index on seq alone.
 _DELETE_EVENTS = (
-    "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
-    f" WHERE session_id = ANY($1::text[]) LIMIT {EVENTS_PER_DELETE})"
+    "DELETE FROM events WHERE ctid = ANY(ARRAY(SELECT ctid FROM events"
+    f" WHERE session_id = ANY($1::text[]) LIMIT {EVENTS_PER_DELETE}))"
 )
 _DELETE_LOOSE_ERRORS = (
     "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
@@ -792,8 +815,8 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _copy_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str:
-    """COPY into the staging table and move the rows into events, in one transaction."""
+async def _stage_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str:
+    """COPY into the staging table and move the new rows into events, in one transaction."""
     async with conn.transaction():
         await conn.copy_records_to_table(_STAGING, records=records, columns=_STAGING_COLUMNS)
         status: str = await conn.execute(_INSERT_STAGED)
@@ -805,18 +828,18 @@ async def _init_connection(conn: Any) -> None:
     await conn.execute(_CREATE_STAGING)
 
 
-def _staged(ord_: int, row: EventRow) -> tuple[object, ...]:
-    """An :data:`EventRow` as a staging record: its position, the columns, the JSON as text."""
+def _record(row: EventRow) -> tuple[object, ...]:
+    """An :data:`EventRow` as a COPY record (:data:`_EVENT_COLUMNS`): the JSON as text."""
     data = row[5]
-    text = data if isinstance(data, str) else bytes(data).decode()
     if len(row) == 10:
-        return (ord_, *row[:5], text, *row[6:])
-    return (ord_, *row[:5], text, *_NO_USAGE)
+        return row if isinstance(data, str) else (*row[:5], bytes(data).decode(), *row[6:])
+    text = data if isinstance(data, str) else bytes(data).decode()
+    return (*row[:5], text, *_NO_USAGE)
 
 
-def _staged_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
-    """A staging record with NUL replaced in its text columns (the JSON keeps the original)."""
-    return tuple(value if i == 6 else _no_nul(value) for i, value in enumerate(record))
+def _record_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
+    """A COPY record with NUL replaced in its text columns (the JSON keeps the original)."""
+    return tuple(value if i == 5 else _no_nul(value) for i, value in enumerate(record))
 
 
 def _no_nul(value: Any) -> Any:

@@ -39,7 +39,7 @@ from ._context import (
 )
 from ._jwt import JwtSigner
 from ._prices import PriceTable
-from ._storage import Storage, open_storage, prune
+from ._storage import Storage, checked_pool_size, open_storage, prune
 
 __all__ = ["Collector"]
 
@@ -68,6 +68,8 @@ class Collector:
         retention_days: Delete sessions older than this many days, in the background (None:
             keep everything). See :func:`agentops_async.collector.prune` for "older".
         retention_interval: Seconds between two retention passes (the first runs at start).
+        pool_size: PostgreSQL: connections open at most (default: the environment's
+            ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
 
     Example:
         >>> async with Collector(database="demo.db", port=0) as collector:
@@ -92,6 +94,7 @@ class Collector:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retention_days: float | None = None,
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+        pool_size: int | None = None,
     ) -> None:
         self.database = database
         self.host = host
@@ -113,6 +116,7 @@ class Collector:
             raise ValueError("retention_days: expected a number of days > 0 (or None: keep all)")
         if not retention_interval > 0:
             raise ValueError("retention_interval: expected seconds > 0")
+        self.pool_size = checked_pool_size(database, pool_size)
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self._retention: asyncio.Task[None] | None = None
@@ -139,7 +143,7 @@ class Collector:
 
     async def start(self) -> None:
         """Open the storage (creating the schema) and start listening."""
-        storage = open_storage(self.database)
+        storage = open_storage(self.database, pool_size=self.pool_size)
         await storage.open()
         try:
             secret = await storage.get_secret(new_secret())

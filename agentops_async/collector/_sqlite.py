@@ -143,7 +143,12 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
-    # 5: the overview's rollups: per session, the LLM usage by model and the tools by name. The
+    # 5: nothing here (PostgreSQL's 5 keys its events by (session_id, id), as SQLite's do); the
+    # backends keep the same version numbers
+    """
+    SELECT 1
+    """,
+    # 6: the overview's rollups: per session, the LLM usage by model and the tools by name. The
     # writer keeps them in the transaction that inserts the events, from the rows each INSERT
     # actually stored (see _UsageRollup); here they are filled from the events stored before.
     # The overview reads these and the sessions (by project and start), never the events.

@@ -33,6 +33,25 @@ __all__ = [
 
 STATE_RUNNING = "RUNNING"
 SQLITE_BUSY_TIMEOUT_ENV = "AGENTOPS_COLLECTOR_SQLITE_BUSY_TIMEOUT"
+PG_POOL_SIZE_ENV = "AGENTOPS_COLLECTOR_PG_POOL_SIZE"
+DEFAULT_PG_POOL_SIZE = 10
+MAX_PG_POOL_SIZE = 1000
+
+
+def pool_size_setting(value: object, source: str) -> int:
+    """``value`` (an int, or its text from the command line or the environment) as a PostgreSQL
+    pool size, or a ValueError naming ``source`` and what it accepts."""
+    try:
+        size = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PG_POOL_SIZE:
+        raise ValueError(
+            f"{source}: expected a number of connections from 1 to {MAX_PG_POOL_SIZE}, got "
+            f"{value!r} (each collector opens up to this many; PostgreSQL's max_connections must "
+            "cover all collectors)"
+        )
+    return size
 
 
 class StorageUnavailable(Exception):
@@ -431,19 +450,42 @@ def is_postgres_dsn(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
-def open_storage(database: str) -> Storage:
+def checked_pool_size(database: str, pool_size: int | None) -> int | None:
+    """``pool_size`` checked (see :func:`pool_size_setting`), for a PostgreSQL ``database``
+    only: SQLite has no pool, and a size given for it is a ValueError."""
+    if pool_size is None:
+        return None
+    if not is_postgres_dsn(database):
+        raise ValueError(
+            "pool_size: only a PostgreSQL database has a connection pool (SQLite uses one "
+            "writer and one reader connection); leave it unset"
+        )
+    return pool_size_setting(pool_size, "pool_size")
+
+
+def open_storage(database: str, *, pool_size: int | None = None) -> Storage:
     """The backend for ``database``: a ``postgresql://`` DSN, else a SQLite path.
 
     ``sqlite:///path`` and plain paths are SQLite files; ``:memory:`` is a private in-memory
     database. The returned storage is not open yet: ``await storage.open()``.
 
+    ``pool_size`` is how many connections a PostgreSQL storage opens at most (on demand); None
+    takes ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10. SQLite has no pool: a ``pool_size`` with
+    a SQLite database is a ValueError (the environment variable is ignored there).
+
     ``AGENTOPS_COLLECTOR_SQLITE_BUSY_TIMEOUT`` (seconds, default 10) sets how long a SQLite write
     waits for a lock that another process holds before the request is answered 503.
+
+    Raises:
+        ValueError: ``pool_size`` or an environment variable is out of range.
     """
+    pool_size = checked_pool_size(database, pool_size)
     if is_postgres_dsn(database):
         from ._postgres import PostgresStorage
 
-        return PostgresStorage(database)
+        if pool_size is None and os.environ.get(PG_POOL_SIZE_ENV, "").strip():
+            pool_size = pool_size_setting(os.environ[PG_POOL_SIZE_ENV].strip(), PG_POOL_SIZE_ENV)
+        return PostgresStorage(database, pool_size=pool_size or DEFAULT_PG_POOL_SIZE)
     from ._sqlite import SqliteStorage
 
     path = database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else database

@@ -1,4 +1,5 @@
-"""Batch ingest keeps its guarantees on both backends (PostgreSQL: COPY through a staging table).
+"""Batch ingest keeps its guarantees on both backends (PostgreSQL: COPY straight into events, or
+through a staging table when an id is stored already).
 
 Idempotency on event ids (a retried batch, an id twice in one batch, concurrent batches sharing
 ids) and exact JSON (what the client sent is what is read back, byte for byte).
@@ -12,7 +13,7 @@ import uuid
 import msgspec
 import pytest
 
-from agentops_async.collector import Storage
+from agentops_async.collector import Storage, open_storage
 from agentops_async.collector._auth import new_project
 from agentops_async.collector._storage import EventRow, SessionWrite
 
@@ -89,6 +90,79 @@ async def test_postgres_ingest_survives_a_lost_staging_table(
     pool = storage.pool  # type: ignore[attr-defined]
     async with pool.acquire() as conn:  # as a pooler handing over another server session would
         await conn.execute("DISCARD TEMP")
-    assert await storage.insert_events([_row(session_id, "after"), _row(session_id, "x")]) == 2
+    # "before" again: the batch takes the staging path, whose table is gone.
+    again = [_row(session_id, "after"), _row(session_id, "before"), _row(session_id, "x")]
+    assert await storage.insert_events(again) == 2
     page = await storage.list_events(session_id, None, 10, None)
     assert [event_id for event_id, _ in page] == ["before", "after", "x"]
+
+
+async def _pg_fetch(dsn: str, sql: str) -> list[tuple[object, ...]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+_EVENT_INDEXES = (
+    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events' ORDER BY indexname"
+)
+
+
+async def test_postgres_events_are_keyed_by_session_and_event_id_with_no_index_on_seq(
+    database: str, collector_backend: str
+) -> None:
+    """Schema 5: every index costs every COPY; (session_id, id) is the primary key that ingest's
+    idempotency needs, and no read uses an index on seq alone."""
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's events indexes")
+    storage = open_storage(database)
+    await storage.open()
+    await storage.close()
+    indexes = dict(await _pg_fetch(database, _EVENT_INDEXES))
+    assert indexes["events_pkey"].endswith("USING btree (session_id, id)")
+    assert not [d for d in indexes.values() if d.endswith("(seq)")], indexes
+    assert "events_by_session_id" not in indexes  # it became the primary key
+
+
+async def test_postgres_version_4_events_migrate_and_stay_idempotent(
+    database: str, collector_backend: str
+) -> None:
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's schema 5")
+    import asyncpg
+
+    storage = open_storage(database)
+    await storage.open()
+    session_id = await _session(storage)
+    batch = [_row(session_id, f"m{i}") for i in range(3)]
+    assert await storage.insert_events(batch) == 3
+    await storage.close()
+    conn = await asyncpg.connect(database)
+    try:  # back to version 4: a primary key on seq, a unique index on (session_id, id)
+        await conn.execute(
+            "DROP TRIGGER events_usage ON events; DROP FUNCTION agentops_events_usage();"
+            " DROP FUNCTION agentops_span_seconds(text, text);"
+            " DROP FUNCTION agentops_tool_name(json);"
+            " DROP TABLE session_llm_usage; DROP TABLE session_tool_usage;"
+            " DROP INDEX sessions_by_project_start;"  # (version 6)
+            " ALTER TABLE events DROP CONSTRAINT events_pkey;"
+            " CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id);"
+            " ALTER TABLE events ADD PRIMARY KEY (seq);"
+            " DELETE FROM schema_version WHERE version >= 5"
+        )
+    finally:
+        await conn.close()
+    storage = open_storage(database)
+    await storage.open()
+    try:  # the events stored before are still keys: re-sent, only the new one is stored
+        assert await storage.insert_events([*batch, _row(session_id, "m3")]) == 1
+        page = await storage.list_events(session_id, None, 10, None)
+        assert [event_id for event_id, _ in page] == ["m0", "m1", "m2", "m3"]
+    finally:
+        await storage.close()
+    indexes = dict(await _pg_fetch(database, _EVENT_INDEXES))
+    assert indexes["events_pkey"].endswith("USING btree (session_id, id)")

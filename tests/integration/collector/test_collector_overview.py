@@ -220,7 +220,7 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module: Any = _postgres if is_postgres_dsn(database) else _sqlite
-    monkeypatch.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:4])  # schema version 4
+    monkeypatch.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:5])  # schema version 5
     if module is _sqlite:  # and its ingest, which kept no rollups
         monkeypatch.setattr(_sqlite._UsageRollup, "store", lambda self, conn: None)
     old = open_storage(database)
@@ -231,7 +231,7 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
         await old.close()
     monkeypatch.undo()
     new = open_storage(database)
-    await new.open()  # migrates to 5: fills the rollups from the stored events
+    await new.open()  # migrates to 6: fills the rollups from the stored events
     try:
         overview = await _overview(new, project)
         assert overview.cost == "0.3809"
