@@ -9,6 +9,7 @@ prints them, with the commands to look at them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import tempfile
@@ -32,35 +33,62 @@ class AgentGaveUp(RuntimeError):
     """A simulated unhandled agent error: the session ends FAILED."""
 
 
+def _tracer() -> Any:
+    """An OpenTelemetry tracer whose spans the sessions capture (the demo's own SDK provider,
+    set globally unless the process already has one)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider(resource=Resource({"service.name": "demo"})))
+    return trace.get_tracer("agentops_async.demo")
+
+
 async def _agent(client: Any, index: int, rng: random.Random) -> None:
+    """One agent: each step is a span holding an LLM call (a GenAI span, as an instrumented
+    client makes) and a tool call; actions and handled errors are recorded as events."""
     import agentops_async as ao
 
+    tracer = _tracer()
     role = _ROLES[index % len(_ROLES)]
     steps = rng.randint(3, 7)
     fails_at = rng.randint(1, steps - 1) if index % 7 == 3 else None
     async with client.session(tags=[role, f"agent-{index:02d}"]) as session:
         for step in range(steps):
-            await asyncio.sleep(rng.uniform(0.005, 0.03))  # "thinking"
-            model = rng.choice(_MODELS)
-            await session.record(
-                ao.LLMEvent(
-                    model=model,
-                    prompt=f"[{role}] step {step}: what next?",
-                    completion=f"use {_TOOLS[step % len(_TOOLS)]}",
-                    prompt_tokens=rng.randint(200, 2000),
-                    completion_tokens=rng.randint(20, 400),
-                )
-            )
-            tool = _TOOLS[(index + step) % len(_TOOLS)]
-            try:
-                if rng.random() < 0.12:
-                    raise ToolFailure(f"{tool} timed out")
-                await session.record(
-                    ao.ToolEvent(name=tool, params={"step": step}, returns={"ok": True})
-                )
-            except ToolFailure as exc:
-                await ao.record(ao.ErrorEvent.from_exception(exc))  # the current session
-            await session.record(ao.ActionEvent(action_type="decide", params={"step": step}))
+            with tracer.start_as_current_span(f"{role} step {step}"):
+                model = rng.choice(_MODELS)
+                tool = _TOOLS[(index + step) % len(_TOOLS)]
+                with tracer.start_as_current_span(f"chat {model}") as llm:
+                    await asyncio.sleep(rng.uniform(0.005, 0.03))  # "thinking"
+                    llm.set_attributes(
+                        {
+                            "gen_ai.operation.name": "chat",
+                            "gen_ai.request.model": model,
+                            "gen_ai.prompt": f"[{role}] step {step}: what next?",
+                            "gen_ai.completion": f"use {tool}",
+                            "gen_ai.usage.input_tokens": rng.randint(200, 2000),
+                            "gen_ai.usage.output_tokens": rng.randint(20, 400),
+                        }
+                    )
+                # A tool failure ends its span with an ERROR status: the session stores it as an
+                # error event linked to the tool call; the agent goes on.
+                with (
+                    contextlib.suppress(ToolFailure),
+                    tracer.start_as_current_span(f"execute_tool {tool}") as call,
+                ):
+                    call.set_attributes(
+                        {
+                            "gen_ai.operation.name": "execute_tool",
+                            "gen_ai.tool.name": tool,
+                            "gen_ai.tool.call.arguments": f'{{"step": {step}}}',
+                        }
+                    )
+                    await asyncio.sleep(rng.uniform(0.001, 0.01))
+                    if rng.random() < 0.12:
+                        raise ToolFailure(f"{tool} timed out")
+                    call.set_attribute("gen_ai.tool.call.result", '{"ok": true}')
+                await session.record(ao.ActionEvent(action_type="decide", params={"step": step}))
             if step == fails_at:
                 raise AgentGaveUp(f"agent {index} gave up at step {step}")
 
@@ -139,11 +167,12 @@ async def run_demo(database: str | None = None, sessions: int = 20, seed: int = 
         f"${total_cost:.6f} in {time.perf_counter() - started:.1f}s"
     )
     print(
-        "\nLook at them again:\n"
-        f"  agentops-async sessions list --database {database}\n"
-        f"  agentops-async sessions show <session-id> --events --database {database}\n"
-        "or serve them and use the read API:\n"
+        "\nLook at them in the dashboard:\n"
         f"  agentops-async serve --port 8000 --database {database}\n"
-        f"  curl -H 'X-Agentops-Api-Key: {api_key}' http://127.0.0.1:8000/api/sessions"
+        "  then open http://127.0.0.1:8000/ and sign in with the demo project's API key\n"
+        f"  {api_key}\n"
+        "\nor in the terminal:\n"
+        f"  agentops-async sessions list --database {database}\n"
+        f"  agentops-async sessions show <session-id> --events --database {database}"
     )
     return 0

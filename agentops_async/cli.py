@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
         help="PostgreSQL: connections this collector opens at most, on demand (default: "
         "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
     )
+    serve.add_argument(
+        "--dashboard-signin-expiry",
+        type=_positive_float,
+        default=12 * 3600.0,
+        help="seconds a dashboard sign-in lasts (default 43200: 12 hours)",
+    )
+    serve.add_argument(
+        "--signin-attempts-per-minute",
+        type=int,
+        default=10,
+        help="failed dashboard sign-ins allowed per client address and minute (default 10)",
+    )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
     prune = sub.add_parser(
@@ -237,6 +249,8 @@ async def _serve_async(args: argparse.Namespace) -> int:
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
         pool_size=args.pool_size,
+        dashboard_signin_expiry=args.dashboard_signin_expiry,
+        signin_attempts_per_minute=args.signin_attempts_per_minute,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -249,6 +263,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         raise _CliError(f"cannot start the collector: {exc}") from None
     try:
         print(f"agentops-async collector listening on {collector.url}", flush=True)
+        print(f"dashboard: {collector.url}/ (sign in with a project API key)", flush=True)
         await stop.wait()
     finally:
         await collector.stop()

@@ -5,7 +5,8 @@ How the collector is organised (open the files in this order to follow a request
 - ``_context.py``: what the routes share (storage, signer, settings, caches, body reading,
   decode threads), one :class:`~agentops_async.collector._context.Context` per app;
 - ``_auth.py``: who is calling (API key, bearer API key, session JWT, project JWT);
-- ``routes/``: one module per API (v2, v3, OTLP, reads, admin), each with ``add_routes(app, ctx)``;
+- ``routes/``: one module per API (v2, v3, OTLP, reads, admin) and the dashboard, each with
+  ``add_routes(app, ctx)`` (the dashboard's shared parts are in ``_dashboard/``);
 - below them, the pure parts: ``_http.py`` (errors, parameters), ``_ingest.py`` (create_events
   bodies to rows), ``_otlp.py`` (OTLP decoding), ``_reads.py`` (the read model), ``_wire.py``,
   ``_jwt.py``, ``_prices.py`` and the storage (``_storage.py`` and its backends).
@@ -26,7 +27,7 @@ from ._context import CollectorSettings, Context
 from ._http import Handler, HttpError, json_response
 from ._jwt import JwtSigner
 from ._storage import Storage, StorageUnavailable
-from .routes import _admin, _otlp, _reads, _v2, _v3
+from .routes import _admin, _dashboard, _otlp, _reads, _v2, _v3
 
 __all__ = ["build_app"]
 
@@ -45,6 +46,7 @@ def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) 
     _otlp.add_routes(app, ctx)
     _reads.add_routes(app, ctx)
     _admin.add_routes(app, ctx)
+    _dashboard.add_routes(app, ctx)
     return app
 
 

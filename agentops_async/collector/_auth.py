@@ -38,6 +38,7 @@ __all__ = [
     "api_key_header",
     "bearer_api_key",
     "hash_key",
+    "live_key_project",
     "new_key",
     "new_project",
     "new_secret",
@@ -115,17 +116,27 @@ async def project_for_api_key(ctx: Context, api_key: str | None) -> str:
     return await _project_of_key(ctx, api_key)
 
 
+async def live_key_project(ctx: Context, key_hash: str) -> str | None:
+    """The project of a live API key, by its hash (:func:`hash_key`); None when the key is
+    unknown or revoked.
+
+    What the storage said is trusted for ``KEY_CACHE_SECONDS``: a revoked key (and a dashboard
+    sign-in made with it) stops working within that time, as for every API.
+    """
+    project = ctx.cached_key_project(key_hash)
+    if project is not None:
+        return project
+    project = await ctx.storage.project_for_key(key_hash)
+    ctx.remember_key_project(key_hash, project)
+    return project
+
+
 async def _project_of_key(ctx: Context, api_key: str | None) -> str:
     if not api_key:
         fail(401, "missing API key (X-Agentops-Api-Key header)")
     if not api_key.isascii():  # keys are UUIDs; this one cannot be any project's
         fail(401, "invalid API key: not ASCII")
-    digest = hash_key(api_key.strip())
-    project = ctx.cached_key_project(digest)
-    if project is not None:
-        return project
-    project = await ctx.storage.project_for_key(digest)
-    ctx.remember_key_project(digest, project)
+    project = await live_key_project(ctx, hash_key(api_key.strip()))
     if project is None:
         fail(401, "invalid or revoked API key")
     return project

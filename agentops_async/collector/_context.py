@@ -28,11 +28,13 @@ from ._storage import SessionReader, Storage
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_DASHBOARD_SIGNIN_EXPIRY",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PROJECT_TOKEN_EXPIRY",
+    "DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE",
     "KEY_CACHE_SECONDS",
     "CollectorSettings",
     "Context",
@@ -44,6 +46,8 @@ DEFAULT_IDLE_TIMEOUT = 75.0
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_PROJECT_TOKEN_EXPIRY = 30 * 86400.0
+DEFAULT_DASHBOARD_SIGNIN_EXPIRY = 12 * 3600.0
+DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE = 10
 _CACHE_LIMIT = 100_000
 # How long a collector trusts what it read about an API key: a key revoked (by the CLI, or by
 # another collector on the same database) stops working within this many seconds.
@@ -79,6 +83,10 @@ class CollectorSettings:
         max_connections: Open connections at most; beyond it the longest-idle one is closed
             to make room, or the new one when none is idle. Lowered to what the process's
             open-files limit allows.
+        dashboard_signin_expiry: Seconds a dashboard sign-in lasts (then the browser asks for
+            the key again). A revoked key's sign-in stops working within ``KEY_CACHE_SECONDS``.
+        signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
+            minute (a burst of as many, then one every ``60 / n`` seconds); beyond them 429.
     """
 
     jwt_expiry: float = 3600.0
@@ -90,6 +98,8 @@ class CollectorSettings:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    dashboard_signin_expiry: float = DEFAULT_DASHBOARD_SIGNIN_EXPIRY
+    signin_attempts_per_minute: int = DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE
 
 
 class Context:

@@ -609,6 +609,22 @@ class PostgresStorage:
         return [(str(r[0]), float(r[1])) for r in rows]
 
     @_translated
+    async def project_name(self, project_id: str) -> str | None:
+        """The name of a project, or None."""
+        name: str | None = await self.pool.fetchval(
+            "SELECT name FROM projects WHERE id = $1", project_id
+        )
+        return name
+
+    @_translated
+    async def session_agents(self, session_id: str) -> list[tuple[str, str | None]]:
+        """``(agent id, name)`` of a session's agents, in id order."""
+        rows = await self.pool.fetch(
+            "SELECT id, name FROM agents WHERE session_id = $1 ORDER BY id", session_id
+        )
+        return [(str(r[0]), None if r[1] is None else str(r[1])) for r in rows]
+
+    @_translated
     async def put_object(
         self, object_id: str, project_id: str, content_type: str, data: bytes
     ) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "SessionView",
     "list_session_views",
     "session_views",
+    "session_views_with_tokens",
 ]
 
 STATE_FILTERS = {**wire.END_STATES, "running": STATE_RUNNING}
@@ -114,35 +115,44 @@ async def session_views(
     storage: SessionReader, prices: PriceTable, rows: list[SessionRow]
 ) -> list[SessionView]:
     """Views of ``rows`` with counts and cost (two grouped queries, whatever the page size)."""
+    return [view for view, _ in await session_views_with_tokens(storage, prices, rows)]
+
+
+async def session_views_with_tokens(
+    storage: SessionReader, prices: PriceTable, rows: list[SessionRow]
+) -> list[tuple[SessionView, tuple[int, int]]]:
+    """:func:`session_views` with each session's LLM ``(prompt, completion)`` token sums."""
     ids = [r.id for r in rows]
     counts = await storage.event_counts(ids)
-    costs = prices.session_costs(await storage.llm_usage(ids))
+    usage = await storage.llm_usage(ids)
+    costs = prices.session_costs(usage)
+    tokens: dict[str, tuple[int, int]] = {}
+    for u in usage:
+        prompt, completion = tokens.get(u.session_id, (0, 0))
+        tokens[u.session_id] = (prompt + u.prompt_tokens, completion + u.completion_tokens)
     views = []
     for row in rows:
         by_type = counts.get(row.id, {})
         duration = None
         if row.init_ts is not None and row.end_ts is not None:
             duration = round(row.end_ts - row.init_ts, 6)
-        views.append(
-            SessionView(
-                id=row.id,
-                state=row.state,
-                end_state=row.end_state,
-                end_state_reason=row.end_state_reason,
-                tags=row.tags,
-                init_timestamp=row.init_timestamp,
-                end_timestamp=row.end_timestamp,
-                duration_s=duration,
-                trace_id=row.trace_id,
-                video=row.video,
-                event_counts=dict(sorted(by_type.items())),
-                events_total=sum(by_type.values()),
-                token_cost=format_cost(costs.get(row.id, Decimal(0))),
-                host_env=msgspec.Raw(row.host_env.encode())
-                if row.host_env
-                else msgspec.Raw(b"null"),
-            )
+        view = SessionView(
+            id=row.id,
+            state=row.state,
+            end_state=row.end_state,
+            end_state_reason=row.end_state_reason,
+            tags=row.tags,
+            init_timestamp=row.init_timestamp,
+            end_timestamp=row.end_timestamp,
+            duration_s=duration,
+            trace_id=row.trace_id,
+            video=row.video,
+            event_counts=dict(sorted(by_type.items())),
+            events_total=sum(by_type.values()),
+            token_cost=format_cost(costs.get(row.id, Decimal(0))),
+            host_env=msgspec.Raw(row.host_env.encode()) if row.host_env else msgspec.Raw(b"null"),
         )
+        views.append((view, tokens.get(row.id, (0, 0))))
     return views
 
 

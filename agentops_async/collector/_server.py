@@ -30,11 +30,13 @@ from ._app import build_app
 from ._auth import new_project, new_secret
 from ._context import (
     DEFAULT_BODY_TIMEOUT,
+    DEFAULT_DASHBOARD_SIGNIN_EXPIRY,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PROJECT_TOKEN_EXPIRY,
+    DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE,
     CollectorSettings,
 )
 from ._jwt import JwtSigner
@@ -70,6 +72,9 @@ class Collector:
         retention_interval: Seconds between two retention passes (the first runs at start).
         pool_size: PostgreSQL: connections open at most (default: the environment's
             ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
+        dashboard_signin_expiry: Seconds a dashboard sign-in lasts (default 12 hours).
+        signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
+            minute (then 429 until the allowance refills).
 
     Example:
         >>> async with Collector(database="demo.db", port=0) as collector:
@@ -95,6 +100,8 @@ class Collector:
         retention_days: float | None = None,
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         pool_size: int | None = None,
+        dashboard_signin_expiry: float = DEFAULT_DASHBOARD_SIGNIN_EXPIRY,
+        signin_attempts_per_minute: int = DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE,
     ) -> None:
         self.database = database
         self.host = host
@@ -111,7 +118,13 @@ class Collector:
             idle_timeout=idle_timeout,
             header_timeout=header_timeout,
             max_connections=max_connections,
+            dashboard_signin_expiry=dashboard_signin_expiry,
+            signin_attempts_per_minute=signin_attempts_per_minute,
         )
+        if not dashboard_signin_expiry > 0:
+            raise ValueError("dashboard_signin_expiry: expected seconds > 0")
+        if signin_attempts_per_minute < 1:
+            raise ValueError("signin_attempts_per_minute: expected at least 1")
         if retention_days is not None and not retention_days > 0:
             raise ValueError("retention_days: expected a number of days > 0 (or None: keep all)")
         if not retention_interval > 0:

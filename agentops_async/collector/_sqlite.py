@@ -658,6 +658,26 @@ class SqliteStorage:
 
         return await self._read(run)
 
+    async def project_name(self, project_id: str) -> str | None:
+        """The name of a project, or None."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT name FROM projects WHERE id = ?", (project_id,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    async def session_agents(self, session_id: str) -> list[tuple[str, str | None]]:
+        """``(agent id, name)`` of a session's agents, in id order."""
+
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
+            rows = conn.execute(
+                "SELECT id, name FROM agents WHERE session_id = ? ORDER BY id", (session_id,)
+            ).fetchall()
+            return [(str(i), None if n is None else str(n)) for i, n in rows]
+
+        return await self._read(run)
+
     async def put_object(
         self, object_id: str, project_id: str, content_type: str, data: bytes
     ) -> None:

@@ -330,6 +330,12 @@ class SessionReader(Protocol):
         """The aggregates of ``project_id``'s sessions that started in ``[since, until)``
         (Unix seconds; see :class:`OverviewData`)."""
 
+    async def project_name(self, project_id: str) -> str | None:
+        """The name of a project, or None when there is no such project."""
+
+    async def session_agents(self, session_id: str) -> list[tuple[str, str | None]]:
+        """``(agent id, name)`` of a session's agents (``create_agent``), in id order."""
+
 
 class Storage(SessionReader, Protocol):
     """What the collector needs from a database: the read side, and the writes. All methods are

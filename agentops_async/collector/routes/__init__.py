@@ -8,4 +8,6 @@ shared :class:`~agentops_async.collector._context.Context` and the resolvers of
 - ``_otlp``: OTLP/HTTP trace ingest (``/v1/traces``).
 - ``_reads``: the read API (``/api/sessions``); reads through ``Context.reader`` only.
 - ``_admin``: the admin API and the health check.
+- ``_dashboard``: the web dashboard (sign-in, sessions list, session page); its shared parts
+  (layout, sign-in cookie, static files) are in ``collector/_dashboard/`` for every page module.
 """

@@ -1,9 +1,8 @@
 """The read API (``GET /api/sessions...``): a project's sessions, their events and log uploads,
 and its overview (``GET /api/overview``).
 
-``GET /sessions?trace_id=<32 hex>`` (the link the agentops SDK 0.4 prints) redirects to the read
-API URL of the session of that trace (the dashboard page once there is one); it needs no key, as
-a browser follows it, and says no more than the redirect (the session itself needs the key).
+(``GET /sessions?trace_id=<32 hex>``, the link the agentops SDK 0.4 prints, is the dashboard's:
+it opens the session's page.)
 
 Authenticated by the project's API key; a session of another project is answered 404, as one
 that does not exist. Reads go through ``Context.reader`` (the read side of the storage) and the
@@ -38,7 +37,6 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             web.get("/api/sessions/{session_id}/events", api.list_events, expect_handler=anyone),
             web.get("/api/sessions/{session_id}/logs", api.list_logs, expect_handler=anyone),
             web.get("/api/overview", api.overview, expect_handler=anyone),
-            web.get("/sessions", api.session_of_trace, expect_handler=anyone),
         ]
     )
 
@@ -137,12 +135,3 @@ class _ReadApi:
         except InvalidRange as exc:
             fail(400, str(exc))
         return json_response(await build_overview(ctx.reader, ctx.prices, project, since, until))
-
-    async def session_of_trace(self, request: web.Request) -> web.StreamResponse:
-        text = request.query.get("trace_id", "").strip().lower()
-        if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
-            fail(400, "trace_id: expected the trace id as 32 hex digits")
-        session_id = await self.ctx.reader.session_of_trace(text)
-        if session_id is None:
-            fail(404, "no session for this trace (yet: its spans may not have arrived)")
-        raise web.HTTPFound(f"/api/sessions/{session_id}")

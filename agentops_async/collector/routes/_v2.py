@@ -114,7 +114,7 @@ def _session_url(request: web.Request, session_id: str) -> str:
         origin = str(request.url.origin())
     except (ValueError, UnicodeError):  # a Host header that is no host (client input)
         origin = ""
-    return f"{origin}/api/sessions/{session_id}"
+    return f"{origin}/sessions/{session_id}"  # the dashboard's session page
 
 
 class _V2Api:

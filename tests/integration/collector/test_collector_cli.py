@@ -165,6 +165,17 @@ def test_demo_runs_in_seconds_and_stores_what_it_prints(tmp_path: Path) -> None:
     for state in ("SUCCEEDED", "FAILED", "INDETERMINATE"):
         assert state in result.stdout
     assert f"sessions list --database {database}" in result.stdout
+    # it ends with how to open the dashboard on its database, and the key to sign in with
+    assert f"agentops-async serve --port 8000 --database {database}" in result.stdout
+    assert "open http://127.0.0.1:8000/ and sign in" in result.stdout
+    lines = result.stdout.splitlines()
+    key = lines[
+        lines.index(
+            "  then open http://127.0.0.1:8000/ and sign in with the demo project's API key"
+        )
+        + 1
+    ]
+    assert str(uuid.UUID(key.strip())) == key.strip()
 
     listed = _cli("sessions", "list", "--json", "--database", database)
     sessions = json.loads(listed.stdout)
@@ -172,3 +183,14 @@ def test_demo_runs_in_seconds_and_stores_what_it_prints(tmp_path: Path) -> None:
     assert all(s["state"] != "RUNNING" for s in sessions)
     assert all(s["event_counts"].get("llms", 0) > 0 for s in sessions)
     assert sum(float(s["token_cost"]) for s in sessions) > 0
+    # the LLM and tool calls are spans nested in each step's span (a waterfall to look at)
+    shown = _cli(
+        "sessions", "show", sessions[0]["id"], "--events", "--json", "--database", database
+    )
+    events = json.loads(shown.stdout)["events"]
+    steps = {
+        e["span_id"] for e in events if e["event_type"] == "actions" and e["action_type"] == "span"
+    }
+    llms = [e for e in events if e["event_type"] == "llms"]
+    assert llms
+    assert all(e["params"]["parent_span_id"] in steps for e in llms)

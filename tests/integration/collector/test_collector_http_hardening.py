@@ -263,7 +263,7 @@ def test_unusable_host_header_still_creates_the_session(
         + body,
     )
     assert status == 200
-    assert json.loads(answer)["session_url"] == f"/api/sessions/{session_id}"
+    assert json.loads(answer)["session_url"] == f"/sessions/{session_id}"
     watch.assert_no_errors()
 
 

@@ -139,7 +139,7 @@ async def test_the_dashboard_link_redirects_to_the_session_of_the_trace(
         http.get(f"{collector.url}/sessions?trace_id={trace_id}", allow_redirects=False) as r,
     ):
         assert r.status == 302
-        assert r.headers["Location"] == f"/api/sessions/{session_id}"
+        assert r.headers["Location"] == f"/sessions/{session_id}"
     unknown = await collector.request("GET", f"/sessions?trace_id={os.urandom(16).hex()}")
     assert unknown.status == 404
     bad = await collector.request("GET", "/sessions?trace_id=nope")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import agentops_async.collector as collector_package
 
 COLLECTOR = Path(collector_package.__file__).parent
@@ -17,7 +19,7 @@ ROUTES = COLLECTOR / "routes"
 
 def _imported_modules(path: Path) -> set[str]:
     """Dotted names of the collector modules that ``path`` imports (relative to the collector)."""
-    package = ["collector", "routes"] if path.parent == ROUTES else ["collector"]
+    package = ["collector"] if path.parent == COLLECTOR else ["collector", path.parent.name]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
@@ -35,7 +37,14 @@ def _route_modules() -> list[Path]:
 
 
 def test_each_api_has_its_routes_module() -> None:
-    assert [p.stem for p in _route_modules()] == ["_admin", "_otlp", "_reads", "_v2", "_v3"]
+    assert [p.stem for p in _route_modules()] == [
+        "_admin",
+        "_dashboard",
+        "_otlp",
+        "_reads",
+        "_v2",
+        "_v3",
+    ]
     for path in _route_modules():
         tree = ast.parse(path.read_text())
         functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
@@ -65,15 +74,29 @@ def test_shared_modules_know_no_api_and_the_context_no_caller() -> None:
     assert "collector._auth" not in _imported_modules(COLLECTOR / "_context.py")
 
 
-def test_read_routes_reach_storage_only_through_the_reader() -> None:
-    path = ROUTES / "_reads.py"
+READ_ONLY_MODULES = [
+    ROUTES / "_reads.py",
+    ROUTES / "_dashboard.py",
+    *sorted((COLLECTOR / "_dashboard").glob("*.py")),
+]
+
+
+@pytest.mark.parametrize("path", READ_ONLY_MODULES, ids=lambda p: str(p.relative_to(COLLECTOR)))
+def test_read_routes_reach_storage_only_through_the_reader(path: Path) -> None:
+    """The read API and the dashboard can only look: no ``.storage``, no write structs."""
     tree = ast.parse(path.read_text())
     storage_uses = [
         node.lineno
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute) and node.attr == "storage"
     ]
-    assert storage_uses == [], f"routes/_reads.py uses ctx.storage at lines {storage_uses}"
+    assert storage_uses == [], f"{path.name} uses ctx.storage at lines {storage_uses}"
     imported = _imported_modules(path)
     assert "collector._ingest" not in imported
     assert not {"collector._storage.SessionWrite", "collector._storage.EventRow"} & imported
+
+
+def test_dashboard_shared_parts_import_no_route_module() -> None:
+    for path in (COLLECTOR / "_dashboard").glob("*.py"):
+        imported = _imported_modules(path)
+        assert not {m for m in imported if m.startswith("collector.routes")}, path.name
