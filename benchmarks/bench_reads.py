@@ -99,6 +99,12 @@ QUERIES: list[ReadQuery] = [
         50,
         lambda r: f"/api/sessions/{r.any_session()}/events?event_type=llms",
     ),
+    ReadQuery("overview, 30 days", 500, lambda r: "/api/overview"),
+    ReadQuery(
+        "overview, 90 days (every session)",
+        None,
+        lambda r: f"/api/overview?since={r.fill.first_ts - 86400:.0f}",
+    ),
 ]
 
 

@@ -49,6 +49,26 @@ __all__ = ["SqliteStorage"]
 log = logging.getLogger("agentops_async")
 T = TypeVar("T")
 
+# The usage rollups computed from the stored events (migration 6 fills them with these).
+_USAGE_FROM_EVENTS = (
+    """
+    INSERT INTO session_llm_usage
+    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3
+    """,
+    """
+    INSERT INTO session_tool_usage
+    SELECT session_id, name, count(*), count(seconds), total(seconds), max(seconds), sum(cost)
+    FROM (SELECT session_id, cost,
+                 coalesce(iif(json_valid(data), json_extract(data, '$.name'), NULL), '') AS name,
+                 CASE WHEN span >= 0 THEN span END AS seconds
+          FROM (SELECT *, (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0
+                AS span FROM events WHERE event_type = 'tools'))
+    GROUP BY 1, 2
+    """,
+)
+
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
     """
@@ -174,19 +194,8 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (session_id, name)
     ) WITHOUT ROWID;
     CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
-    INSERT INTO session_llm_usage
-    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
-           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
-    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3;
-    INSERT INTO session_tool_usage
-    SELECT session_id, name, count(*), count(seconds), total(seconds), max(seconds), sum(cost)
-    FROM (SELECT session_id, cost,
-                 coalesce(iif(json_valid(data), json_extract(data, '$.name'), NULL), '') AS name,
-                 CASE WHEN span >= 0 THEN span END AS seconds
-          FROM (SELECT *, (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0
-                AS span FROM events WHERE event_type = 'tools'))
-    GROUP BY 1, 2
-    """,
+    """
+    + "; ".join(_USAGE_FROM_EVENTS),
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
