@@ -166,23 +166,22 @@ async def build_overview(
     states_by_day: dict[int, dict[str, int]] = {}
     for day, state, count in data.states:
         states_by_day.setdefault(day, dict.fromkeys(OVERVIEW_STATES, 0))[state] = count
+    # Pricing is linear in the tokens, so a day's sums of one model price exactly as its
+    # sessions' calls would one by one.
     cost_by_day: dict[int, Decimal] = {}
-    cost_by_session: dict[str, Decimal] = {}
     models: dict[str, list[int]] = {}
     model_costs: dict[str, Decimal] = {}
-    for sid, day, model, _has_cost, calls, prompt, completion, explicit in data.llm_usage:
+    for day, model, _has_cost, calls, prompt, completion, explicit in data.llm_usage:
         cost = prices.usage_cost(model, prompt, completion, explicit)
         cost_by_day[day] = cost_by_day.get(day, Decimal(0)) + cost
-        cost_by_session[sid] = cost_by_session.get(sid, Decimal(0)) + cost
         model_costs[model] = model_costs.get(model, Decimal(0)) + cost
         totals = models.setdefault(model, [0, 0, 0])
         totals[0] += calls
         totals[1] += prompt
         totals[2] += completion
-    for sid, day, explicit in data.tool_costs:
+    for day, explicit in data.tool_costs:
         cost = prices.usage_cost(None, 0, 0, explicit)
         cost_by_day[day] = cost_by_day.get(day, Decimal(0)) + cost
-        cost_by_session[sid] = cost_by_session.get(sid, Decimal(0)) + cost
 
     days = []
     overall = dict.fromkeys(OVERVIEW_STATES, 0)
@@ -221,7 +220,9 @@ async def build_overview(
         cost=format_cost(sum(cost_by_day.values(), Decimal(0))),
         cost_by_model=by_model,
         slowest_tools=_slowest_tools(data.tools),
-        costliest_sessions=await _costliest_sessions(reader, cost_by_session),
+        costliest_sessions=await _costliest_sessions(
+            reader, prices, project_id, since, until, list(models)
+        ),
     )
 
 
@@ -241,11 +242,27 @@ def _slowest_tools(rows: list[tuple[str, int, int, float, float | None]]) -> lis
 
 
 async def _costliest_sessions(
-    reader: SessionReader, costs: dict[str, Decimal]
+    reader: SessionReader,
+    prices: PriceTable,
+    project_id: str,
+    since: float,
+    until: float,
+    models: list[str],
 ) -> list[CostlySession]:
+    """The most expensive sessions: ranked by the database with the models' prices as floats,
+    then priced exactly here (and ranked again by that)."""
+    per_token = []
+    for model in models:
+        price = prices.lookup(model)
+        if price is not None:
+            per_token.append(
+                (model, float(price.prompt) / 1_000_000, float(price.completion) / 1_000_000)
+            )
+    usage = await reader.costliest_sessions(project_id, since, until, per_token, TOP_ROWS)
+    costs = prices.session_costs(usage)
     ranked = sorted(
         ((cost, sid) for sid, cost in costs.items() if cost > 0), key=lambda c: (-c[0], c[1])
-    )[:TOP_ROWS]
+    )
     sessions = []
     for cost, sid in ranked:
         row = await reader.get_session(sid)

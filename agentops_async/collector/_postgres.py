@@ -737,11 +737,36 @@ class PostgresStorage:
         return OverviewData(
             states=[(int(r[0]), r[1], int(r[2])) for r in states],
             llm_usage=[
-                (r[0], int(r[1]), r[2], r[3], int(r[4]), _int(r[5]), _int(r[6]), r[7]) for r in llm
+                (int(r[0]), r[1], r[2], int(r[3]), _int(r[4]), _int(r[5]), r[6]) for r in llm
             ],
-            tool_costs=[(r[0], int(r[1]), float(r[2])) for r in tool_costs],
+            tool_costs=[(int(r[0]), float(r[1])) for r in tool_costs],
             tools=[(r[0], int(r[1]), int(r[2]), float(r[3]), r[4]) for r in tools],
         )
+
+    @_translated
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows of the sessions of the range that cost most (see :class:`Storage`)."""
+        models = [_no_nul(model) for model, _, _ in model_prices]
+        prompt = [price for _, price, _ in model_prices]
+        completion = [price for _, _, price in model_prices]
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(
+                _COSTLIEST, project_id, since, until, models, prompt, completion, limit
+            )
+            if not rows:
+                return []
+            usage = await conn.fetch(_USAGE_OF, [r[0] for r in rows])
+        return [usage_row(*r) for r in usage]
 
     @_translated
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
@@ -789,19 +814,38 @@ _OVERVIEW_SESSIONS = "sessions WHERE project_id = $1 AND init_ts >= $2 AND init_
 _DAY = "floor(init_ts / 86400)::bigint"
 _OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
 _OVERVIEW_LLM = (
-    f"SELECT s.id, {_DAY}, u.model, u.has_cost, u.calls, u.prompt_tokens, u.completion_tokens,"
-    f" u.cost FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
-    " JOIN session_llm_usage u ON u.session_id = s.id"
+    f"SELECT {_DAY} AS day, u.model, u.has_cost, sum(u.calls), sum(u.prompt_tokens),"
+    " sum(u.completion_tokens), sum(u.cost)"
+    f" FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id GROUP BY 1, 2, 3"
 )
 _OVERVIEW_TOOL_COSTS = (
-    f"SELECT s.id, {_DAY}, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
-    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL"
-    " GROUP BY s.id, s.init_ts"
+    f"SELECT {_DAY} AS day, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY 1"
 )
 _OVERVIEW_TOOLS = (
     "SELECT u.name, sum(u.calls), sum(u.timed_calls), sum(u.total_seconds), max(u.max_seconds)"
     f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
     " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
+)
+# The sessions that cost most, priced with $4..$6 (models, prompt and completion $ per token).
+_COSTLIEST = (
+    "WITH p AS (SELECT * FROM unnest($4::text[], $5::float8[], $6::float8[]) AS p(model, pp, cp)),"
+    f" s AS (SELECT id FROM {_OVERVIEW_SESSIONS}),"
+    " c AS (SELECT s.id AS id, CASE WHEN u.has_cost THEN u.cost"
+    " ELSE u.prompt_tokens::float8 * coalesce(p.pp, 0)"
+    " + u.completion_tokens::float8 * coalesce(p.cp, 0) END AS cost"
+    " FROM s JOIN session_llm_usage u ON u.session_id = s.id LEFT JOIN p ON p.model = u.model"
+    " UNION ALL SELECT s.id, u.cost FROM s JOIN session_tool_usage u ON u.session_id = s.id"
+    " WHERE u.cost IS NOT NULL)"
+    " SELECT id FROM c GROUP BY id HAVING sum(cost) > 0 ORDER BY sum(cost) DESC, id LIMIT $7"
+)
+# The usage rows of some sessions from the rollups, as llm_usage gives them from the events.
+_USAGE_OF = (
+    "SELECT session_id, nullif(model, ''), prompt_tokens, completion_tokens, cost"
+    " FROM session_llm_usage WHERE session_id = ANY($1::text[])"
+    " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM session_tool_usage"
+    " WHERE session_id = ANY($1::text[]) AND cost IS NOT NULL GROUP BY session_id"
 )
 
 # A session's age: when it ended; if it never did, when it started (or was first stored).

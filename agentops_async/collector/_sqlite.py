@@ -821,10 +821,37 @@ class SqliteStorage:
                 conn.execute("COMMIT")
             return OverviewData(
                 states=states,
-                llm_usage=[(*r[:3], bool(r[3]), *r[4:]) for r in llm],
+                llm_usage=[
+                    (r[0], r[1], bool(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6]) for r in llm
+                ],
                 tool_costs=tool_costs,
                 tools=tools,
             )
+
+        return await self._read(run)
+
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows of the sessions of the range that cost most (see :class:`Storage`)."""
+        prices = json.dumps([list(p) for p in model_prices])
+
+        def run(conn: sqlite3.Connection) -> list[Usage]:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(_COSTLIEST, (project_id, since, until, prices, limit))
+                ids = [str(r[0]) for r in rows.fetchall()]
+                if not ids:
+                    return []
+                sql, args = _usage_of(ids)
+                return [usage_row(*r) for r in conn.execute(sql, args).fetchall()]
+            finally:
+                conn.execute("COMMIT")
 
         return await self._read(run)
 
@@ -878,23 +905,52 @@ class SqliteStorage:
 
 # The overview's queries: the sessions of a project that started in a range, through
 # sessions_by_project_start, and their rows in the usage tables, through those tables' keys.
-_OVERVIEW_SESSIONS = "sessions WHERE project_id = ? AND init_ts >= ? AND init_ts < ?"
+_OVERVIEW_SESSIONS = "sessions WHERE project_id = ?1 AND init_ts >= ?2 AND init_ts < ?3"
 _DAY = "CAST(init_ts / 86400 AS INTEGER)"  # init_ts >= 0 in a range (the caller clamps)
 _OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+# total(), not sum(): a sum of integers raises on int64 overflow.
 _OVERVIEW_LLM = (
-    f"SELECT s.id, {_DAY}, u.model, u.has_cost, u.calls, u.prompt_tokens, u.completion_tokens,"
-    f" u.cost FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
-    " JOIN session_llm_usage u ON u.session_id = s.id"
+    f"SELECT {_DAY} AS day, u.model, u.has_cost, total(u.calls), total(u.prompt_tokens),"
+    " total(u.completion_tokens), sum(u.cost)"
+    f" FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id GROUP BY 1, 2, 3"
 )
 _OVERVIEW_TOOL_COSTS = (
-    f"SELECT s.id, {_DAY}, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
-    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY s.id"
+    f"SELECT {_DAY} AS day, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY 1"
 )
 _OVERVIEW_TOOLS = (
     "SELECT u.name, sum(u.calls), sum(u.timed_calls), total(u.total_seconds), max(u.max_seconds)"
     f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
     " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
 )
+# The sessions that cost most, priced with ?4 (JSON: [[model, prompt $/token, completion $/token]]).
+_COSTLIEST = (
+    "WITH p AS (SELECT json_extract(value, '$[0]') AS model, json_extract(value, '$[1]') AS pp,"
+    " json_extract(value, '$[2]') AS cp FROM json_each(?4)),"
+    f" s AS (SELECT id FROM {_OVERVIEW_SESSIONS}),"
+    " c AS (SELECT s.id AS id, CASE WHEN u.has_cost THEN u.cost"
+    " ELSE u.prompt_tokens * coalesce(p.pp, 0) + u.completion_tokens * coalesce(p.cp, 0) END"
+    " AS cost FROM s JOIN session_llm_usage u ON u.session_id = s.id"
+    " LEFT JOIN p ON p.model = u.model"
+    " UNION ALL SELECT s.id, u.cost FROM s JOIN session_tool_usage u ON u.session_id = s.id"
+    " WHERE u.cost IS NOT NULL)"
+    " SELECT id FROM c GROUP BY id HAVING total(cost) > 0 ORDER BY total(cost) DESC, id LIMIT ?5"
+)
+
+
+def _usage_of(session_ids: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The usage rows of some sessions from the rollups, as :meth:`SqliteStorage.llm_usage`
+    gives them from the events."""
+    marks = _id_list(session_ids)
+    sql = (
+        "SELECT session_id, nullif(model, ''), prompt_tokens, completion_tokens, cost"
+        f" FROM session_llm_usage WHERE session_id IN ({marks})"
+        " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM session_tool_usage"
+        f" WHERE session_id IN ({marks}) AND cost IS NOT NULL GROUP BY session_id"
+    )
+    return sql, (*session_ids, *session_ids)
+
 
 # A session's age: when it ended; if it never did, when it started (or was first stored).
 _OLD_SESSIONS = (

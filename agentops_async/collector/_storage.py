@@ -261,12 +261,12 @@ class OverviewData(msgspec.Struct, frozen=True, kw_only=True):
 
     states: list[tuple[int, str, int]]
     """``(day, state, sessions)``."""
-    llm_usage: list[tuple[str, int, str, bool, int, int, int, float | None]]
-    """Per session and model: ``(session_id, day, model ('' for none), has_cost, calls,
-    prompt_tokens, completion_tokens, cost)``. ``has_cost`` rows sum the ``cost`` the events
-    carried (their tokens are not priced again); the others have ``cost`` None."""
-    tool_costs: list[tuple[str, int, float]]
-    """``(session_id, day, cost)``: the summed ``cost`` of a session's tools events, where any."""
+    llm_usage: list[tuple[int, str, bool, int, int, int, float | None]]
+    """Per day and model: ``(day, model ('' for none), has_cost, calls, prompt_tokens,
+    completion_tokens, cost)``. ``has_cost`` rows sum the ``cost`` the events carried (their
+    tokens are not priced again); the others have ``cost`` None."""
+    tool_costs: list[tuple[int, float]]
+    """``(day, cost)``: the summed ``cost`` of the day's tools events, where any."""
     tools: list[tuple[str, int, int, float, float | None]]
     """Per tool name (``''`` for none): ``(name, calls, timed_calls, total_seconds,
     max_seconds)``; ``timed_calls`` are the calls with both timestamps, ``end >= init``."""
@@ -329,6 +329,19 @@ class SessionReader(Protocol):
     async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
         """The aggregates of ``project_id``'s sessions that started in ``[since, until)``
         (Unix seconds; see :class:`OverviewData`)."""
+
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows (as :meth:`llm_usage` gives them) of the ``limit`` sessions of the
+        overview's range that cost most, ranked in the database by ``model_prices``
+        (``(model, dollars per prompt token, per completion token)``, floats: the caller prices
+        the rows exactly)."""
 
     async def project_name(self, project_id: str) -> str | None:
         """The name of a project, or None when there is no such project."""
