@@ -813,8 +813,10 @@ _SESSION_TABLES = (
 _OVERVIEW_SESSIONS = "sessions WHERE project_id = $1 AND init_ts >= $2 AND init_ts < $3"
 _DAY = "floor(init_ts / 86400)::bigint"
 _OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+# Text keys are grouped and ordered COLLATE "C" (byte order): a sort of some 20,000 rows by a
+# language-aware collation took most of the query's time.
 _OVERVIEW_LLM = (
-    f"SELECT {_DAY} AS day, u.model, u.has_cost, sum(u.calls), sum(u.prompt_tokens),"
+    f'SELECT {_DAY} AS day, u.model COLLATE "C", u.has_cost, sum(u.calls), sum(u.prompt_tokens),'
     " sum(u.completion_tokens), sum(u.cost)"
     f" FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
     " JOIN session_llm_usage u ON u.session_id = s.id GROUP BY 1, 2, 3"
@@ -824,9 +826,9 @@ _OVERVIEW_TOOL_COSTS = (
     " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY 1"
 )
 _OVERVIEW_TOOLS = (
-    "SELECT u.name, sum(u.calls), sum(u.timed_calls), sum(u.total_seconds), max(u.max_seconds)"
-    f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
-    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
+    'SELECT u.name COLLATE "C", sum(u.calls), sum(u.timed_calls), sum(u.total_seconds),'
+    f" max(u.max_seconds) FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY 1"
 )
 # The sessions that cost most, priced with $4..$6 (models, prompt and completion $ per token).
 _COSTLIEST = (
@@ -838,7 +840,8 @@ _COSTLIEST = (
     " FROM s JOIN session_llm_usage u ON u.session_id = s.id LEFT JOIN p ON p.model = u.model"
     " UNION ALL SELECT s.id, u.cost FROM s JOIN session_tool_usage u ON u.session_id = s.id"
     " WHERE u.cost IS NOT NULL)"
-    " SELECT id FROM c GROUP BY id HAVING sum(cost) > 0 ORDER BY sum(cost) DESC, id LIMIT $7"
+    ' SELECT id COLLATE "C" FROM c GROUP BY 1 HAVING sum(cost) > 0 ORDER BY sum(cost) DESC, 1'
+    " LIMIT $7"
 )
 # The usage rows of some sessions from the rollups, as llm_usage gives them from the events.
 _USAGE_OF = (
