@@ -27,11 +27,14 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +143,45 @@ async def run_raw(url: str, api_key: str, events: int, batch: int, connections: 
     return sent / elapsed
 
 
+def _cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU time of a process (Linux ``/proc``); with ``children``, also of its exited children."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (exited, waited for)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(pg: PostgresServer) -> float:
+    """CPU time of this PostgreSQL cluster: the postmaster, its exited and its live children."""
+    try:
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == postmaster:
+                total += _cpu_seconds(int(entry.name))
+    return total
+
+
+@dataclass
+class Sample:
+    """One run: events/s, and the CPU seconds the collector and the database server used."""
+
+    rate: float
+    collector_cpu: float
+    database_cpu: float
+
+
 def _one_run(
     backend: str,
     client: str,
@@ -147,16 +189,26 @@ def _one_run(
     pg: PostgresServer | None,
     work: Path,
     code_dir: Path,
-) -> float:
+) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
     process = CollectorProcess(database, backend, work / "collector.log", code_dir=code_dir)
     process.start()
     try:
         _, api_key = process.create_project("bench")
+        assert process.process is not None
+        pid = process.process.pid
+        collector_before = _cpu_seconds(pid)
+        database_before = _server_cpu(pg) if pg else 0.0
         if client == "sdk":
-            return asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions))
-        return asyncio.run(
-            run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+            rate = asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions))
+        else:
+            rate = asyncio.run(
+                run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+            )
+        return Sample(
+            rate,
+            _cpu_seconds(pid) - collector_before,
+            (_server_cpu(pg) - database_before) if pg else 0.0,
         )
     finally:
         process.stop()
@@ -209,31 +261,55 @@ def main() -> int:
             pg = PostgresServer.start(settings={"fsync": "on", "full_page_writes": "on"})
         try:
             for client in args.clients.split(","):
-                rates: dict[str, list[float]] = {name: [] for name, _ in checkouts}
+                runs: dict[str, list[Sample]] = {name: [] for name, _ in checkouts}
                 for _ in range(args.runs):
                     for name, code_dir in checkouts:
-                        rate = _one_run(backend, client, args, pg, work, code_dir)
-                        rates[name].append(rate)
-                        print(f"{backend}/{client}/{name}: {rate:,.0f} events/s", file=sys.stderr)
-                first = statistics.median(rates[checkouts[0][0]])
-                for name, samples in rates.items():
-                    median = statistics.median(samples)
+                        sample = _one_run(backend, client, args, pg, work, code_dir)
+                        runs[name].append(sample)
+                        print(
+                            f"{backend}/{client}/{name}: {sample.rate:,.0f} events/s, CPU"
+                            f" {sample.collector_cpu:.2f} s collector +"
+                            f" {sample.database_cpu:.2f} s database",
+                            file=sys.stderr,
+                        )
+                first = statistics.median(s.rate for s in runs[checkouts[0][0]])
+                for name, samples in runs.items():
+                    rates = [s.rate for s in samples]
+                    median = statistics.median(rates)
+                    per_event = 1e6 / args.events
+                    collector_us = statistics.median(s.collector_cpu for s in samples) * per_event
+                    database_us = statistics.median(s.database_cpu for s in samples) * per_event
                     rows.append(
-                        (backend, client, name, median, min(samples), max(samples), median / first)
+                        (
+                            backend,
+                            client,
+                            name,
+                            median,
+                            min(rates),
+                            max(rates),
+                            median / first,
+                            collector_us,
+                            database_us,
+                        )
                     )
         finally:
             if pg is not None:
                 pg.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.events:,} events per run, median of {args.runs} runs "
           f"(sdk: {args.sessions} sessions; raw: {args.batch_size}-event batches, "
           f"{args.connections} connections)\n")  # fmt: skip
-    print("| backend | client | collector | events/s (median) | min | max | ratio |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for backend, client, name, median, low, high, ratio in rows:
+    print(
+        "| backend | client | collector | events/s (median) | min | max | ratio |"
+        " collector CPU µs/event | database CPU µs/event |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for backend, client, name, median, low, high, ratio, collector_us, database_us in rows:
+        database = f"{database_us:.1f}" if backend == "postgres" else "(in the collector)"
         print(
             f"| {backend} | {client} | {name} | {median:,.0f} | {low:,.0f} | {high:,.0f}"
-            f" | {ratio:.2f}x |"
+            f" | {ratio:.2f}x | {collector_us:.1f} | {database} |"
         )
     return 0
 

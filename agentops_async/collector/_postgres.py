@@ -202,9 +202,19 @@ _MIGRATIONS: list[str] = [
     # 5: events keyed by (session, event id), the unique index that idempotent ingest needs
     # anyway; the index on seq alone goes (no read used it, and each index costs every insert).
     # seq stays unique, from its sequence, and orders a session's events (events_by_session).
+    # A session's counts by type and its LLM usage are read from the indexes alone (index-only
+    # scans): events_by_session carries event_type, events_llm_by_session the usage columns.
+    # Autovacuum marks new pages all-visible after 1% more rows (not 20%), so that index-only
+    # scans of recent sessions do not visit the table.
     """
     ALTER TABLE events DROP CONSTRAINT events_pkey;
     ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_by_session_id;
+    DROP INDEX events_by_session;
+    CREATE INDEX events_by_session ON events(session_id, seq) INCLUDE (event_type);
+    DROP INDEX events_llm_by_session;
+    CREATE INDEX events_llm_by_session ON events(session_id)
+        INCLUDE (model, prompt_tokens, completion_tokens, cost) WHERE event_type = 'llms';
+    ALTER TABLE events SET (autovacuum_vacuum_insert_scale_factor = 0.01);
     """,
     # 6: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
     # by a statement trigger from the rows each INSERT or COPY actually stored (its transition
@@ -308,7 +318,8 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-# The columns a batch is copied into, in the order of a record (see _record).
+# The columns a batch is copied into, in the order of a record (see _record); a batch of events
+# with no LLM usage columns is copied into the first six.
 _EVENT_COLUMNS = (
     "session_id",
     "id",
@@ -545,21 +556,22 @@ class PostgresStorage:
             return 0
         import asyncpg
 
-        records = [_record(row) for row in rows]
+        # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
+        plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
+        records: Sequence[tuple[object, ...]] = rows if plain else [_record(row) for row in rows]
         if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
             records = [_record_no_nul(record) for record in records]
+        columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
         async with self.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "events", records=records, columns=_EVENT_COLUMNS
-                    )
+            try:  # one statement, its own transaction: all of the batch or nothing
+                await conn.copy_records_to_table("events", records=records, columns=columns)
                 return len(records)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # An id is stored already or twice in the batch (or a concurrent batch with the
                 # same ids deadlocked with this one): nothing of the COPY stayed.
                 pass
-            staged = [(*record, n) for n, record in enumerate(records)]
+            widen = _NO_USAGE if plain else ()
+            staged = [(*record, *widen, n) for n, record in enumerate(records)]
             try:
                 status = await _stage_and_insert(conn, staged)
             except asyncpg.UndefinedTableError:
@@ -901,7 +913,8 @@ def _record(row: EventRow) -> tuple[object, ...]:
 
 
 def _record_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
-    """A COPY record with NUL replaced in its text columns (the JSON keeps the original)."""
+    """A COPY record (six or ten columns) with NUL replaced in its text columns (the JSON keeps
+    the original)."""
     return tuple(value if i == 5 else _no_nul(value) for i, value in enumerate(record))
 
 

@@ -163,10 +163,16 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)
         WHERE event_type = 'tools' AND cost IS NOT NULL
     """,
-    # 5: nothing here (PostgreSQL's 5 keys its events by (session_id, id), as SQLite's do); the
-    # backends keep the same version numbers
+    # 5: a session's counts by type and its LLM usage are read from the indexes alone (covering
+    # indexes): events_by_session carries seq (its order, as before) and event_type,
+    # events_llm_by_session the usage columns. Same number of indexes, a little wider.
     """
-    SELECT 1
+    DROP INDEX events_by_session;
+    CREATE INDEX events_by_session ON events(session_id, seq, event_type);
+    DROP INDEX events_llm_by_session;
+    CREATE INDEX events_llm_by_session
+        ON events(session_id, event_type, model, prompt_tokens, completion_tokens, cost)
+        WHERE event_type = 'llms'
     """,
     # 6: the overview's rollups: per session, the LLM usage by model and the tools by name. The
     # writer keeps them in the transaction that inserts the events, from the rows each INSERT

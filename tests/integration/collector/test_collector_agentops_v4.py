@@ -328,13 +328,27 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
     )
     await storage.close()
     downgrade = [
+        "DROP TABLE session_llm_usage",  # version 6: the overview's rollups
+        "DROP TABLE session_tool_usage",
+        "DROP INDEX sessions_by_project_start",
         "DROP INDEX events_tool_cost_by_session",
-        "DELETE FROM schema_version WHERE version = 4",
+        "DELETE FROM schema_version WHERE version >= 4",
     ]
     index_sql = "SELECT count(*) FROM {} WHERE indexname = 'events_tool_cost_by_session'"
     if database.startswith("postgresql://"):
         import asyncpg
 
+        downgrade[:0] = [  # version 6: the rollups' trigger and functions
+            "DROP TRIGGER events_usage ON events",
+            "DROP FUNCTION agentops_events_usage()",
+            "DROP FUNCTION agentops_span_seconds(text, text)",
+            "DROP FUNCTION agentops_tool_name(json)",
+        ]
+        downgrade[4:4] = [  # version 5: events keyed by seq again
+            "ALTER TABLE events DROP CONSTRAINT events_pkey",
+            "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
+            "ALTER TABLE events ADD PRIMARY KEY (seq)",
+        ]
         conn = await asyncpg.connect(database)
         for statement in downgrade:
             await conn.execute(statement)
@@ -355,11 +369,12 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
     if database.startswith("postgresql://"):
         conn = await asyncpg.connect(database)
         assert await conn.fetchval(index_sql.format("pg_indexes")) == 1
-        assert await conn.fetchval("SELECT max(version) FROM schema_version") == 4
+        assert await conn.fetchval("SELECT count(*) FROM schema_version WHERE version = 4") == 1
         await conn.close()
     else:
         with sqlite3.connect(database) as sconn:
-            assert sconn.execute("SELECT max(version) FROM schema_version").fetchone() == (4,)
+            version_4 = "SELECT count(*) FROM schema_version WHERE version = 4"
+            assert sconn.execute(version_4).fetchone() == (1,)
             # the sum searches the partial index: only the session's costed tools rows are read
             plan = sconn.execute(
                 "EXPLAIN QUERY PLAN SELECT session_id, sum(cost) FROM events"

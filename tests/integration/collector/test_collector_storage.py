@@ -66,11 +66,15 @@ async def test_rows_with_and_without_usage_keep_arrival_order_and_usage(
         else:
             rows.append(_row(session_id, f"e{i}"))
     assert await storage.insert_events(rows) == 12
+    # Re-sent with one more LLM event: only that one is new, its usage counted once.
+    extra = (session_id, "e12", "llms", None, None, '{"id": "e12"}', "gpt-4o", 1, 2, None)
+    assert await storage.insert_events([*rows, extra]) == 1
+    rows.append(extra)
     page = await storage.list_events(session_id, None, 100, None)
     assert [data for _, data in page] == [row[5] for row in rows]
     (usage,) = await storage.llm_usage([session_id])
-    assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == ("gpt-4o", 40, 20)
-    assert await storage.event_counts([session_id]) == {session_id: {"actions": 8, "llms": 4}}
+    assert (usage.model, usage.prompt_tokens, usage.completion_tokens) == ("gpt-4o", 41, 22)
+    assert await storage.event_counts([session_id]) == {session_id: {"actions": 8, "llms": 5}}
 
 
 async def test_sessions_belong_to_one_project(storage: Storage) -> None:
