@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--signin-attempts-per-minute",
-        type=int,
+        type=_positive_int,
         default=10,
         help="failed dashboard sign-ins allowed per client address and minute (default 10)",
     )
@@ -322,6 +322,16 @@ def _pool_size(text: str) -> int:
         return pool_size_setting(text.strip(), "--pool-size")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--pool-size: ")) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

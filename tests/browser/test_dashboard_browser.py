@@ -4,6 +4,9 @@ a person sees after signing in with a project key."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +14,6 @@ from typing import Any
 
 import pytest
 from _servers import CollectorHandle
-from _tracing import sdk_provider
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -95,6 +97,20 @@ def test_sessions_list_shows_states_and_a_state_filter_changes_the_rows(
     browser.get(f"{collector.url}/sessions?tag=alpha")
     assert _rows(browser) == {ids["alpha"]: "SUCCEEDED"}
     assert browser.find_element(By.ID, "filter-tag").get_attribute("value") == "alpha"
+    # the time range: all three started in the last hour, none after 2100 or before 2000
+    browser.get(f"{collector.url}/sessions?range=1h")
+    assert len(_rows(browser)) == 3
+    browser.get(f"{collector.url}/sessions?since=2100-01-01T00:00")
+    assert _rows(browser) == {}
+    browser.get(f"{collector.url}/sessions?until=2000-01-01T00:00")
+    assert _rows(browser) == {}
+
+    # keyboard: a row takes the focus and opens with Enter
+    browser.get(f"{collector.url}/sessions")
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-id="{ids["beta"]}"]')
+    row.send_keys(Keys.ENTER)
+    WebDriverWait(browser, WAIT).until(ec.presence_of_element_located((By.ID, "waterfall")))
+    assert browser.current_url == f"{collector.url}/sessions/{ids['beta']}"
 
 
 def test_a_running_session_turns_succeeded_without_a_reload(
@@ -125,35 +141,50 @@ def test_a_running_session_turns_succeeded_without_a_reload(
         client.close()
 
 
-async def _record_nested(collector: CollectorHandle) -> str:
-    """A session with spans plan > search > fetch, an LLM event whose prompt is markup, and an
-    error."""
-    tracer = sdk_provider().get_tracer("browser-test")
-    client = _client(collector)
+def test_a_running_sessions_page_follows_new_events_and_its_end_without_a_reload(
+    collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
+) -> None:
+    client = ao.Client(
+        api_key=collector.api_key, endpoint=collector.url, flush_interval=0.01,
+        log_session_stats=False,
+    )  # fmt: skip
     try:
-        async with client.session(tags=["nested"]) as session:
-            with tracer.start_as_current_span("plan"):  # noqa: SIM117 - the nesting is the point
-                with tracer.start_as_current_span("search"):
-                    with tracer.start_as_current_span("fetch"):
-                        pass
-            await session.record(
-                ao.LLMEvent(
-                    model="gpt-4o-mini",
-                    prompt=[
-                        {"role": "system", "content": "You are terse."},
-                        {"role": "user", "content": XSS_PROMPT},
-                    ],
-                    completion={"role": "assistant", "content": "Forty-two."},
-                    prompt_tokens=1000,
-                    completion_tokens=500,
-                )
-            )
-            await session.record(
-                ao.ErrorEvent(error_type="ValueError", details="bad input", logs="Traceback ...")
-            )
+        session = client.start_session(tags=["live"])
+        session.record(ao.ActionEvent(action_type="first"))
+        assert session.flush(timeout=10)
+        sign_in(collector.url, collector.api_key)
+        browser.get(f"{collector.url}/sessions/{session.session_id}")
+        WebDriverWait(browser, WAIT).until(
+            lambda b: [r[0] for r in _waterfall_rows(b)] == ["first"]
+        )
+        assert browser.find_element(By.ID, "session-state").text == "RUNNING"
+        browser.execute_script("window.__same_page = true")
+        session.record(ao.ToolEvent(name="second"))
+        assert session.flush(timeout=10)
+        WebDriverWait(browser, WAIT).until(
+            lambda b: [r[0] for r in _waterfall_rows(b)] == ["first", "tool second"]
+        )
+        session.end_session("Success")
+        WebDriverWait(browser, WAIT).until(
+            ec.text_to_be_present_in_element((By.ID, "session-state"), "SUCCEEDED")
+        )
+        assert browser.execute_script("return window.__same_page") is True  # no reload
+        assert browser.find_element(By.ID, "wf-status").text == "2 events"
     finally:
-        await client.close()
-    return session.session_id
+        client.close()
+
+
+def _record_nested(collector: CollectorHandle) -> str:
+    """A session with spans plan > search > fetch, an LLM event whose prompt is markup, and an
+    error, recorded through our SDK in a process of its own (see _record_spans.py)."""
+    script = Path(__file__).with_name("_record_spans.py")
+    done = subprocess.run(
+        [sys.executable, str(script), collector.url, collector.api_key, XSS_PROMPT],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
 
 
 def _waterfall_rows(browser: Any) -> list[tuple[str, int, str]]:
@@ -173,7 +204,7 @@ def test_the_session_page_nests_spans_and_shows_an_llm_events_messages_and_cost_
     sign_in: Callable[[str, str], None],
     tmp_path: Path,
 ) -> None:
-    session_id = asyncio.run(_record_nested(collector))
+    session_id = _record_nested(collector)
     sign_in(collector.url, collector.api_key)
     browser.get(f"{collector.url}/sessions/{session_id}")
     WebDriverWait(browser, WAIT).until(
@@ -206,6 +237,13 @@ def test_the_session_page_nests_spans_and_shows_an_llm_events_messages_and_cost_
     assert browser.execute_script("return window.__xss") is None  # nothing ran
     assert detail.find_elements(By.TAG_NAME, "img") == []
     browser.save_screenshot(str(tmp_path / "session.png"))
+    # the time axis' labels (common.js duration())
+    labels = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "import('/static/common.js').then((m) => done("
+        "[0, 0.0004567, 0.14, 0.1, 2.5, 125, 7260].map(m.duration)))"
+    )
+    assert labels == ["0 ms", "0.457 ms", "140 ms", "100 ms", "2.50 s", "2 min 5 s", "2 h 1 min"]
 
 
 def test_a_second_projects_key_sees_none_of_the_first_projects_sessions(
@@ -281,7 +319,7 @@ def test_a_session_of_20000_events_renders_only_the_rows_in_view(
 def test_pages_fit_a_1024_pixel_wide_window(
     collector: CollectorHandle, browser: Any, sign_in: Callable[[str, str], None]
 ) -> None:
-    session_id = asyncio.run(_record_nested(collector))
+    session_id = _record_nested(collector)
     browser.set_window_size(1024, 768)
     sign_in(collector.url, collector.api_key)
     overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"

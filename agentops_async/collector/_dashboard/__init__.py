@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 import msgspec
@@ -292,16 +292,22 @@ class Pages:
 
     @staticmethod
     def check_origin(request: web.Request) -> None:
-        """403 for a POST sent from another site (its ``Origin``, else ``Referer``, names
-        another origin than this one)."""
-        own = f"{request.scheme}://{request.host}"
+        """403 for a POST sent from another site: its ``Origin`` (else ``Referer``) names
+        another host than this one.
+
+        Hosts are compared, not schemes: behind a proxy that ends TLS the browser says
+        ``https://`` while the collector sees plain HTTP.
+        """
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None:
-            referer = request.headers.get(hdrs.REFERER)
-            if referer is None:
+            origin = request.headers.get(hdrs.REFERER)
+            if origin is None:
                 return  # not a browser's cross-site form: SameSite=Strict guards the rest
-            origin = referer
-        if origin != own and not origin.startswith(own + "/"):
+        try:
+            host = urlsplit(origin).netloc
+        except ValueError:
+            host = ""
+        if not host or host.lower() != request.host.lower():
             fail(403, "cross-site request refused: the form must be sent from this dashboard")
 
     async def project_name(self, project_id: str) -> str:

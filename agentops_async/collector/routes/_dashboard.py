@@ -68,6 +68,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             web.get("/sessions", pages.page(dash.sessions), expect_handler=anyone),
             web.get("/ui/api/sessions/status", pages.api(dash.status), expect_handler=anyone),
             web.get("/sessions/{session_id}", pages.page(dash.session), expect_handler=anyone),
+            web.get("/drilldown", pages.page(dash.drilldown), expect_handler=anyone),
             web.get(
                 "/ui/api/sessions/{session_id}/events",
                 pages.api(dash.events),
@@ -213,6 +214,13 @@ class _Dashboard:
             fail(404, "no session for this trace (yet: its spans may not have arrived)")
         raise web.HTTPFound(f"/sessions/{session_id}")
 
+    async def drilldown(self, request: web.Request) -> web.StreamResponse:
+        """``/drilldown?session_id=<id>``: the agentops SDK 0.3 prints
+        ``https://app.agentops.ai/drilldown?session_id=...`` (its host is fixed); with the
+        collector's host instead, the link opens the session page."""
+        session_id = canonical_uuid(request.query.get("session_id"), "session_id")
+        raise web.HTTPFound(f"/sessions/{session_id}")
+
     async def status(self, request: web.Request) -> web.StreamResponse:
         """``/ui/api/sessions/status?id=...``: the list's cells of these sessions (live rows).
 
@@ -281,7 +289,8 @@ class _Dashboard:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """``/ui/api/sessions/<id>/events?cursor=&limit=``: a page of the session's events
-        (arrival order) with the cost of each LLM event, and the next page's cursor."""
+        (arrival order) with the cost of each LLM event, the next page's cursor (None on the
+        last page) and ``resume_cursor``, from where events stored later will be listed."""
         project = await self.pages.require_project(request, page=False)
         session_id = await self._own_session(request, project)
         limit = int_param(request.query.get("limit"), "limit", EVENTS_PAGE, 1, MAX_EVENTS_PAGE)
@@ -298,11 +307,15 @@ class _Dashboard:
         if len(rows) > limit:
             rows = rows[:limit]
             next_cursor = self.ctx.cursors.encode(scope, rows[-1][0])
+        # Where to ask again for events that arrive later (a running session): after the last
+        # one of this page, or where this page started when it is empty.
+        resume = self.ctx.cursors.encode(scope, rows[-1][0]) if rows else cursor or None
         costs = _llm_costs(self.ctx.prices, [data for _, data in rows])
         events = ",".join(data for _, data in rows)
         body = (
             f'{{"events":[{events}],"costs":{wire.encode(costs).decode()},'
-            f'"next_cursor":{wire.encode(next_cursor).decode()}}}'
+            f'"next_cursor":{wire.encode(next_cursor).decode()},'
+            f'"resume_cursor":{wire.encode(resume).decode()}}}'
         )
         return web.Response(text=body, content_type="application/json")
 

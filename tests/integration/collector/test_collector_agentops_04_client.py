@@ -240,12 +240,16 @@ async def test_unmodified_agentops_04_sdk_stores_one_session_per_trace(
     assert "Failed to export" not in stderr and "Upload failed" not in stderr, stderr[-3000:]
 
     def session_of(trace_id: str) -> dict[str, Any]:
+        # the link agentops 0.4 prints redirects to the dashboard's session page; the read API
+        # gives that session's JSON
+        location = _redirect_of(f"{collector.url}/sessions?trace_id={trace_id}")
+        assert location.startswith("/sessions/"), location
         answer = collector.request_sync(
             "GET",
-            f"/sessions?trace_id={trace_id}",
+            "/api" + location,
             headers={"X-Agentops-Api-Key": collector.api_key},
         )
-        assert answer.status == 200, answer.body  # followed the redirect to the read API
+        assert answer.status == 200, answer.body
         return dict(answer.body)
 
     main = session_of(result["main"])
@@ -285,3 +289,20 @@ async def test_unmodified_agentops_04_sdk_stores_one_session_per_trace(
             )  # fmt: skip
             logs += [entry["body"] for entry in answer.body["logs"]]
     assert any("researching" in body for body in logs), logs
+
+
+def _redirect_of(url: str) -> str:
+    """The ``Location`` of a redirect answer to GET ``url`` (not followed)."""
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=30)
+    try:
+        connection.request("GET", f"{parts.path}?{parts.query}")
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 302, response.status
+    return str(response.headers["Location"])

@@ -5,7 +5,9 @@ and JSON call sees only the signed-in project."""
 from __future__ import annotations
 
 import html
+import os
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -188,14 +190,26 @@ async def test_failed_sign_ins_are_rate_limited_per_address_with_one_message(
 
 async def test_a_sign_in_posted_from_another_site_is_refused(collector: CollectorHandle) -> None:
     browser = Browser(collector.url)
-    for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"}):
+    for header in (
+        {"Origin": "http://evil.example"},
+        {"Referer": "http://evil.example/x"},
+        {"Origin": "null"},
+        {"Origin": collector.url + ".evil.example"},
+    ):
         status, _, page = await browser.request(
             "POST", "/signin", form={"key": collector.api_key}, headers=header
         )
         assert status == 403
         assert "cross-site request refused" in page
         assert browser.cookie is None
-    await browser.sign_in(collector.api_key)
+    # the same host through a proxy that ends TLS: the browser's origin says https
+    status, _, _ = await browser.request(
+        "POST",
+        "/signin",
+        form={"key": collector.api_key},
+        headers={"Origin": collector.url.replace("http://", "https://")},
+    )
+    assert status == 303
     status, _, _ = await browser.request(
         "POST", "/signout", headers={"Origin": "http://evil.example"}
     )
@@ -261,7 +275,12 @@ async def test_pages_and_json_calls_see_only_the_signed_in_project(
     collector: CollectorHandle,
 ) -> None:
     other_key = collector.new_api_key("other")
-    mine = [(await collector.v2_create_session(tags=["mine"]))[0] for _ in range(2)]
+    created = [await collector.v2_create_session(tags=["mine"]) for _ in range(2)]
+    mine = [session_id for session_id, _ in created]
+    agent = await collector.v2_post(
+        "create_agent", {"id": str(uuid.uuid4()), "name": "planner <b>bot</b>"}, jwt=created[0][1]
+    )
+    assert agent.status == 200
     theirs, their_jwt = await collector.v2_create_session(api_key=other_key, tags=["theirs"])
     await collector.v2_post(
         "create_events",
@@ -294,6 +313,8 @@ async def test_pages_and_json_calls_see_only_the_signed_in_project(
     status, _, page = await browser.request("GET", f"/sessions/{mine[0]}")
     assert status == 200
     assert mine[0] in page
+    assert "planner &lt;b&gt;bot&lt;/b&gt;" in page  # its agent, escaped
+    assert "<b>bot</b>" not in page
 
 
 async def test_the_session_url_of_create_session_opens_the_session_page_after_sign_in(
@@ -318,6 +339,11 @@ async def test_the_session_url_of_create_session_opens_the_session_page_after_si
     status, _, page = await browser.request("GET", path)
     assert status == 200
     assert 'id="waterfall"' in page
+    # agentops 0.3 prints https://app.agentops.ai/drilldown?session_id=<id>: on this host it opens
+    # the same page
+    status, headers, _ = await browser.request("GET", f"/drilldown?session_id={session_id}")
+    assert (status, headers["Location"]) == (302, path)
+    assert (await browser.request("GET", "/drilldown?session_id=nope"))[0] == 400
     # a deep link with several filters comes back whole
     listing = "/sessions?state=failed&tag=a b"
     status, headers, _ = await browser.request("GET", listing, cookie="")
@@ -405,3 +431,35 @@ async def test_serve_prints_the_dashboard_url(
 
     await _wait_async(printed, 10.0, "the dashboard URL in the serve output")
     assert (await Browser(collector.url).request("GET", "/"))[1]["Location"] == "/sessions"
+
+
+async def test_the_session_page_shows_the_sessions_uploaded_logs_as_text(
+    collector: CollectorHandle,
+) -> None:
+    token = await collector.request(
+        "POST", "/v3/auth/token", json_body={"api_key": collector.api_key}
+    )
+    trace_id = os.urandom(16).hex()
+    session_id = str(uuid.UUID(hex=trace_id))
+    bearer = {"Authorization": f"Bearer {token.body['token']}"}
+    log = "step 1 ok\n<script>window.__xss = 1</script> done"
+    upload = await collector.request(
+        "POST", "/v4/logs/upload/", json_body={"body": log},
+        headers={**bearer, "Trace-Id": str(int(trace_id, 16))},
+    )  # fmt: skip
+    assert upload.status == 200, upload.body
+    start = time.time_ns()
+    span = {"traceId": trace_id, "spanId": "00000000000000e1", "name": "s.session",
+            "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 10**9)}  # fmt: skip
+    traces = await collector.request(
+        "POST", "/v1/traces", headers=bearer,
+        json_body={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]},
+    )  # fmt: skip
+    assert traces.status == 200
+    browser = Browser(collector.url)
+    await browser.sign_in(collector.api_key)
+    status, _, page = await browser.request("GET", f"/sessions/{session_id}")
+    assert status == 200
+    assert "Uploaded logs" in page
+    assert "step 1 ok\n&lt;script&gt;window.__xss = 1&lt;/script&gt; done" in page
+    assert "<script>window" not in page

@@ -37,7 +37,7 @@ export async function getJSON(url, options = {}) {
 /** Seconds as "1.23 s", "2 min 5 s", "1 h 2 min". */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "";
-  if (seconds < 1) return (seconds * 1000).toPrecision(3).replace(/\.?0+$/, "") + " ms";
+  if (seconds < 1) return String(Number((seconds * 1000).toPrecision(3))) + " ms";
   if (seconds < 60) return seconds.toFixed(seconds < 10 ? 2 : 1) + " s";
   const minutes = Math.floor(seconds / 60);
   if (minutes < 60) return `${minutes} min ${Math.floor(seconds % 60)} s`;

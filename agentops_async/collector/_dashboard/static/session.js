@@ -21,6 +21,7 @@ const nodes = [];
 const costs = new Map();
 let flat = [];
 let selected = -1;
+let selectedNode = null;
 let t0 = NaN;
 let t1 = NaN;
 
@@ -101,6 +102,7 @@ function rebuild() {
     for (let i = n.children.length - 1; i >= 0; i--) stack.push([n.children[i], depth + 1]);
   }
   for (const n of nodes) if (!seen.has(n)) { n.depth = 0; flat.push(n); }
+  selected = selectedNode ? flat.indexOf(selectedNode) : -1;  // new rows may come before it
   const sessionStart = Number(root.dataset.start);
   const sessionEnd = Number(root.dataset.end);
   t0 = root.dataset.start ? sessionStart : Infinity;
@@ -163,6 +165,7 @@ function draw() {
 function select(index, focus) {
   if (index < 0 || index >= flat.length) return;
   selected = index;
+  selectedNode = flat[index];
   const top = index * ROW;
   if (top < scroller.scrollTop) scroller.scrollTop = top;
   else if (top + ROW > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = top + ROW - scroller.clientHeight;
@@ -296,22 +299,61 @@ scroller.addEventListener("keydown", (e) => {
   }
 });
 
-async function load() {
-  let cursor = null;
-  let limit = FIRST_PAGE;
+const LIVE_MS = 2000;
+let resume = null;
+
+async function fetchEvents(limit) {
+  let cursor = resume;
   do {
     const url = `/ui/api/sessions/${encodeURIComponent(sessionId)}/events?limit=${limit}` +
       (cursor ? "&cursor=" + encodeURIComponent(cursor) : "");
     const page = await getJSON(url);
     addEvents(page.events);
     for (const [id, cost] of Object.entries(page.costs || {})) costs.set(id, cost);
-    rebuild();
+    if (page.events.length || !resume) rebuild();
     cursor = page.next_cursor;
+    resume = page.resume_cursor || resume;
     limit = NEXT_PAGES;
     status.textContent = cursor ? `${nodes.length} of ${expected} events loaded…` : `${nodes.length} events`;
   } while (cursor);
+}
+
+// A running session: new events join the waterfall and the header follows the session, until
+// it ends.
+function running() {
+  return ["RUNNING", "INITIALIZING"].includes(root.dataset.state);
+}
+
+function updateHeader(s) {
+  root.dataset.state = s.state;
+  const badge = document.getElementById("session-state");
+  badge.className = `state state-${s.state}`;
+  badge.textContent = s.state;
+  const set = (id, value) => { const node = document.getElementById(id); if (node) node.textContent = value; };
+  set("h-end-reason", s.end_reason || "—");
+  set("h-duration", s.duration || "—");
+  set("h-cost", s.cost);
+  set("h-tokens", `${s.tokens} (${s.tokens_detail})`);
+  set("h-events", `${s.events} ${s.event_types}`);
+}
+
+async function follow() {
+  try {
+    const data = await getJSON("/ui/api/sessions/status?id=" + encodeURIComponent(sessionId));
+    if (data.sessions.length) updateHeader(data.sessions[0]);
+    await fetchEvents(NEXT_PAGES);
+  } catch (error) {
+    status.textContent = "live update failed: " + error.message;
+  }
+  if (running()) setTimeout(follow, LIVE_MS);
+  else status.textContent = `${nodes.length} events`;
+}
+
+async function load() {
+  await fetchEvents(FIRST_PAGE);
   root.dataset.loaded = "true";
-  if (!nodes.length) status.textContent = "no events";
+  if (!nodes.length) status.textContent = running() ? "no events yet" : "no events";
+  if (running()) setTimeout(follow, LIVE_MS);
 }
 
 load().catch((error) => { status.textContent = "could not load the events: " + error.message; });
