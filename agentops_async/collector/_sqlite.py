@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import itertools
 import json
@@ -25,9 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-
-import msgspec
+from typing import TypeVar
 
 from ._prices import Usage, usage_row
 from ._storage import (
@@ -49,24 +46,48 @@ __all__ = ["SqliteStorage"]
 log = logging.getLogger("agentops_async")
 T = TypeVar("T")
 
-# The usage rollups computed from the stored events (migration 6 fills them with these).
-_USAGE_FROM_EVENTS = (
-    """
-    INSERT INTO session_llm_usage
+# The usage rollups summed from events: all of them (migration 6 fills the tables with these),
+# or those above a seq (each write transaction adds its new events with those). total(), not
+# sum(): a sum of integers raises on int64 overflow, which must never fail an ingest (a whole
+# number total() is stored as an integer; the upserts' + turns to a float when it overflows).
+# NOT INDEXED keeps the planner on the seq range (a transaction's new rows: a rowid search),
+# off the indexes that hold every event of a type or of a session.
+_LLM_USAGE_OF = """
     SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
-           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
-    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3
-    """,
-    """
-    INSERT INTO session_tool_usage
+           total(prompt_tokens), total(completion_tokens), sum(cost)
+    FROM events NOT INDEXED WHERE seq > {floor} AND event_type = 'llms' GROUP BY 1, 2, 3
+"""
+_TOOL_USAGE_OF = """
     SELECT session_id, name, count(*), count(seconds), total(seconds), max(seconds), sum(cost)
     FROM (SELECT session_id, cost,
                  coalesce(iif(json_valid(data), json_extract(data, '$.name'), NULL), '') AS name,
                  CASE WHEN span >= 0 THEN span END AS seconds
-          FROM (SELECT *, (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0
-                AS span FROM events WHERE event_type = 'tools'))
+          FROM (SELECT session_id, cost, data,
+                       (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0 AS span
+                FROM events NOT INDEXED WHERE seq > {floor} AND event_type = 'tools'))
     GROUP BY 1, 2
-    """,
+"""
+_USAGE_FROM_EVENTS = (
+    "INSERT INTO session_llm_usage" + _LLM_USAGE_OF.format(floor=0),
+    "INSERT INTO session_tool_usage" + _TOOL_USAGE_OF.format(floor=0),
+)
+_USAGE_OF_NEW_EVENTS = (
+    "INSERT INTO session_llm_usage"
+    + _LLM_USAGE_OF.format(floor="?1")
+    + """ON CONFLICT DO UPDATE SET
+        calls = calls + excluded.calls,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cost = cost + excluded.cost""",
+    "INSERT INTO session_tool_usage"
+    + _TOOL_USAGE_OF.format(floor="?1")
+    + """ON CONFLICT DO UPDATE SET
+        calls = calls + excluded.calls,
+        timed_calls = timed_calls + excluded.timed_calls,
+        total_seconds = total_seconds + excluded.total_seconds,
+        max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
+            THEN excluded.max_seconds ELSE max_seconds END,
+        cost = coalesce(cost + excluded.cost, cost, excluded.cost)""",
 )
 
 _MIGRATIONS: list[str] = [
@@ -176,7 +197,7 @@ _MIGRATIONS: list[str] = [
     """,
     # 6: the overview's rollups: per session, the LLM usage by model and the tools by name. The
     # writer keeps them in the transaction that inserts the events, from the rows each INSERT
-    # actually stored (see _UsageRollup); here they are filled from the events stored before.
+    # actually stored (see _insert_batches); here they are filled from the events stored before.
     # The overview reads these and the sessions (by project and start), never the events.
     """
     CREATE TABLE session_llm_usage (
@@ -1018,191 +1039,40 @@ def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
 
 
 def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
-    """Insert each batch, all in one transaction, with the usage rollups; new rows per batch."""
+    """Insert each batch, all in one transaction, with the usage rollups; new rows per batch.
+
+    The rows this transaction stores are exactly those with a seq above the largest before it
+    (a new rowid is the largest plus one, and this connection is the only writer), so the
+    rollups are summed from that range by two statements at the end: an id stored before, or
+    given twice, was not inserted and is not counted.
+    """
     counts = []
-    rollup = _UsageRollup()
     with _transaction(conn):
+        before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         for rows in batches:
             # Runs of rows of one width, in order, so arrival order (seq) holds.
             counts.append(
                 sum(
-                    _insert_run(conn, width, list(run), rollup)
+                    _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
                     for width, run in itertools.groupby(rows, len)
                 )
             )
-        rollup.store(conn)
+        if any(counts):
+            for statement in _USAGE_OF_NEW_EVENTS:
+                conn.execute(statement, (before,))
     return counts
 
 
-def _insert_run(
-    conn: sqlite3.Connection, width: int, rows: list[EventRow], rollup: _UsageRollup
-) -> int:
-    """Insert rows of ``width`` values each with as few statements as fit; how many were new.
-
-    Each statement's LLM and tool events that it actually stored go into ``rollup``.
-    """
-    values = list(itertools.chain.from_iterable(rows))
-    start, left, inserted = 0, len(rows), 0
+def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
+    """Insert rows of ``width`` values each, given flat, with as few statements as fit; how many
+    were new (each statement's own count: ``total_changes`` would count the rollups' too)."""
+    start, left, inserted = 0, len(values) // width, 0
     while left:
         count = min(1 << (left.bit_length() - 1), _MAX_ROWS_PER_INSERT)
-        chunk = rows[start : start + count]
-        cursor = conn.execute(
-            _INSERT_EVENTS[width, count], values[start * width : (start + count) * width]
-        )
-        stored = cursor.rowcount
-        inserted += stored
-        rolled = [row for row in chunk if row[2] in _ROLLED_UP]
-        if rolled and stored:
-            if stored < count:  # some ids were stored before: keep only the new rows
-                rolled = _new_rows(conn, rolled, cursor.lastrowid or 0, stored)
-            rollup.add(rolled)
-        start, left = start + count, left - count
+        end = start + count * width
+        inserted += conn.execute(_INSERT_EVENTS[width, count], values[start:end]).rowcount
+        start, left = end, left - count
     return inserted
-
-
-_ROLLED_UP = frozenset({"llms", "tools"})
-
-
-def _new_rows(
-    conn: sqlite3.Connection, rows: list[EventRow], last_seq: int, stored: int
-) -> list[EventRow]:
-    """The rows that the statement which just stored ``stored`` rows, the last as ``last_seq``,
-    inserted (not skipped as stored before).
-
-    The rows one INSERT stores get consecutive seqs ending at ``last_seq`` (a new rowid is the
-    largest plus one), so a row is new if its stored seq is in that run; of an id given twice,
-    the first is the one stored.
-    """
-    first_new = last_seq - stored + 1
-    new, seen = [], set()
-    for row in rows:
-        key = (row[0], row[1])
-        if key in seen:
-            continue
-        seen.add(key)
-        found = conn.execute(
-            "SELECT seq FROM events WHERE session_id = ? AND id = ?", key
-        ).fetchone()
-        if found is not None and found[0] >= first_new:
-            new.append(row)
-    return new
-
-
-class _ToolHead(msgspec.Struct):
-    name: Any = None
-
-
-_tool_head = msgspec.json.Decoder(_ToolHead)
-_INT64_MAX = 2**63 - 1
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    """Seconds from ``start`` to ``end`` (ISO 8601, UTC when no offset); None unless both read as
-    times and the end is not before the start."""
-    if start is None or end is None:
-        return None
-    try:
-        begin, finish = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
-        if begin.tzinfo is None:
-            begin = begin.replace(tzinfo=dt.timezone.utc)
-        if finish.tzinfo is None:
-            finish = finish.replace(tzinfo=dt.timezone.utc)
-        seconds = (finish - begin).total_seconds()
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return seconds if seconds >= 0 else None
-
-
-def _tool_name(data: str | msgspec.Raw) -> str:
-    try:
-        name = _tool_head.decode(data).name
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return ""
-    if name is None:
-        return ""
-    return name if isinstance(name, str) else msgspec.json.encode(name).decode()
-
-
-def _bindable(total: int) -> int | float:
-    """A token sum as SQLite can bind it (beyond 64 bits, as a float)."""
-    return total if total <= _INT64_MAX else float(total)
-
-
-class _UsageRollup:
-    """The usage deltas of one write transaction: per session and model, per session and tool.
-
-    Only the rows an INSERT actually stored are added, so a batch sent again (or an id twice in
-    one) counts once; stored with one upsert per key when the transaction's inserts are done.
-    """
-
-    __slots__ = ("llm", "tools")
-
-    def __init__(self) -> None:
-        self.llm: dict[tuple[str, str, bool], list[Any]] = {}
-        self.tools: dict[tuple[str, str], list[Any]] = {}
-
-    def add(self, rows: list[EventRow]) -> None:
-        for row in rows:
-            cost = row[9] if len(row) == 10 else None  # type: ignore[misc]
-            if row[2] == "llms":
-                model = row[6] if len(row) == 10 else None  # type: ignore[misc]
-                prompt = row[7] if len(row) == 10 else None  # type: ignore[misc]
-                completion = row[8] if len(row) == 10 else None  # type: ignore[misc]
-                key = (row[0], model or "", cost is not None)
-                llm = self.llm.get(key)
-                if llm is None:
-                    llm = self.llm[key] = [0, 0, 0, None]
-                llm[0] += 1
-                llm[1] += prompt or 0
-                llm[2] += completion or 0
-                if cost is not None:
-                    llm[3] = cost if llm[3] is None else llm[3] + cost
-            else:
-                tkey = (row[0], _tool_name(row[5]))
-                tool = self.tools.get(tkey)
-                if tool is None:
-                    tool = self.tools[tkey] = [0, 0, 0.0, None, None]
-                tool[0] += 1
-                seconds = _seconds_between(row[3], row[4])
-                if seconds is not None:
-                    tool[1] += 1
-                    tool[2] += seconds
-                    tool[3] = seconds if tool[3] is None else max(tool[3], seconds)
-                if cost is not None:
-                    tool[4] = cost if tool[4] is None else tool[4] + cost
-
-    def store(self, conn: sqlite3.Connection) -> None:
-        if self.llm:
-            conn.executemany(
-                _UPSERT_LLM_USAGE,
-                [
-                    (sid, model, has_cost, calls, _bindable(p), _bindable(c), cost)
-                    for (sid, model, has_cost), (calls, p, c, cost) in self.llm.items()
-                ],
-            )
-        if self.tools:
-            conn.executemany(
-                _UPSERT_TOOL_USAGE,
-                [(sid, name, *values) for (sid, name), values in self.tools.items()],
-            )
-
-
-_UPSERT_LLM_USAGE = (
-    "INSERT INTO session_llm_usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-    " calls = calls + excluded.calls,"
-    " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
-    " completion_tokens = completion_tokens + excluded.completion_tokens,"
-    " cost = cost + excluded.cost"
-)
-_UPSERT_TOOL_USAGE = (
-    "INSERT INTO session_tool_usage VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-    " calls = calls + excluded.calls,"
-    " timed_calls = timed_calls + excluded.timed_calls,"
-    " total_seconds = total_seconds + excluded.total_seconds,"
-    " max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds"
-    " THEN excluded.max_seconds ELSE max_seconds END,"
-    " cost = coalesce(cost + excluded.cost, cost, excluded.cost)"
-)
 
 
 def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:
