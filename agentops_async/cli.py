@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -105,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between two retention passes (default 3600)",
     )
     serve.add_argument(
+        "--pool-size",
+        type=_pool_size,
+        help="PostgreSQL: connections this collector opens at most, on demand (default: "
+        "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
+    )
+    serve.add_argument(
         "--dashboard-signin-expiry",
         type=_positive_float,
         default=12 * 3600.0,
@@ -115,12 +122,6 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=10,
         help="failed dashboard sign-ins allowed per client address and minute (default 10)",
-    )
-    serve.add_argument(
-        "--pool-size",
-        type=_pool_size,
-        help="PostgreSQL: connections this collector opens at most, on demand (default: "
-        "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
     )
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
@@ -161,11 +162,25 @@ def _parser() -> argparse.ArgumentParser:
 
     sessions = sub.add_parser("sessions", help="look at stored sessions")
     sessions_sub = sessions.add_subparsers(dest="sessions_command", required=True)
-    for name, help_text in (("list", "list sessions, newest first"), ("show", "one session")):
+    for name, help_text in (
+        ("list", "list sessions, newest first"),
+        ("show", "one session"),
+        (
+            "overview",
+            "a project's sessions per day by state, failure rate, cost per day and by model, "
+            "slowest tools and most expensive sessions",
+        ),
+    ):
         cmd = sessions_sub.add_parser(name, help=help_text)
         if name == "show":
             cmd.add_argument("session_id")
             cmd.add_argument("--events", action="store_true", help="also print its events")
+        elif name == "overview":
+            cmd.add_argument(
+                "--days", type=int, default=30, help="the last N UTC days, today included (30)"
+            )
+            cmd.add_argument("--since", help="start (ISO 8601 date or time, UTC) instead of --days")
+            cmd.add_argument("--until", help="end (excluded; ISO 8601, UTC; default: tomorrow)")
         else:
             cmd.add_argument("--tag")
             cmd.add_argument("--state", help="running, succeeded, failed or indeterminate")
@@ -248,9 +263,9 @@ async def _serve_async(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
+        pool_size=args.pool_size,
         dashboard_signin_expiry=args.dashboard_signin_expiry,
         signin_attempts_per_minute=args.signin_attempts_per_minute,
-        pool_size=args.pool_size,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -300,6 +315,15 @@ def _age(text: str) -> float:
     return seconds
 
 
+def _pool_size(text: str) -> int:
+    from .collector._storage import pool_size_setting
+
+    try:
+        return pool_size_setting(text.strip(), "--pool-size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pool-size: ")) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -308,15 +332,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
     return value
-
-
-def _pool_size(text: str) -> int:
-    from .collector._storage import pool_size_setting
-
-    try:
-        return pool_size_setting(text.strip(), "--pool-size")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--pool-size: ")) from None
 
 
 def _positive_float(text: str) -> float:
@@ -405,6 +420,12 @@ async def _sessions_http(args: argparse.Namespace) -> int:
     base = args.endpoint.rstrip("/")
     headers = {"X-Agentops-Api-Key": args.api_key}
     async with aiohttp.ClientSession(headers=headers) as http:
+        if args.sessions_command == "overview":
+            since, until = _overview_range(args)
+            data = await _get_json(
+                http, f"{base}/api/overview", {"since": repr(since), "until": repr(until)}
+            )
+            return _print_overview(data, args.json)
         if args.sessions_command == "list":
             params = {"limit": str(args.limit)}
             if args.tag:
@@ -448,6 +469,14 @@ async def _sessions_db(args: argparse.Namespace) -> int:
             if project is None:
                 raise _CliError("unknown API key for this database")
         prices = PriceTable()
+        if args.sessions_command == "overview":
+            from .collector._overview import build_overview
+
+            if project is None:
+                project = await _only_project(storage)
+            since, until = _overview_range(args)
+            overview = await build_overview(storage, prices, project, since, until)
+            return _print_overview(msgspec.to_builtins(overview), args.json)
         if args.sessions_command == "list":
             state = None
             if args.state:
@@ -472,6 +501,120 @@ async def _sessions_db(args: argparse.Namespace) -> int:
         return _print_session(view.to_dict(), events, args.json)
     finally:
         await storage.close()
+
+
+async def _only_project(storage: Any) -> str:
+    projects = await storage.list_projects()
+    if len(projects) != 1:
+        raise _CliError(
+            f"--api-key: this database has {len(projects)} projects; give the key of the one "
+            "to sum up"
+        )
+    return str(projects[0].id)
+
+
+def _overview_range(args: argparse.Namespace) -> tuple[float, float]:
+    from .collector._http import HttpError, time_param
+    from .collector._overview import InvalidRange, overview_range
+
+    now = time.time()
+    try:
+        since = time_param(args.since, "--since")
+        until = time_param(args.until, "--until")
+        if since is None:
+            if not 1 <= args.days <= 366:
+                raise _CliError("--days: expected 1..366")
+            end = until if until is not None else (now // 86400 + 1) * 86400
+            since = end - args.days * 86400
+        return overview_range(since, until, now)
+    except (HttpError, InvalidRange) as exc:
+        raise _CliError(str(getattr(exc, "message", exc))) from None
+
+
+def _print_overview(data: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(msgspec.json.format(msgspec.json.encode(data)).decode())
+    else:
+        print(_render_overview(data))
+    return 0
+
+
+def _rate(value: object) -> str:
+    return "-" if value is None else f"{float(value) * 100:.1f}%"  # type: ignore[arg-type]
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> list[str]:
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if not rows:
+        lines.append(empty)
+    return lines
+
+
+def _render_overview(data: dict[str, Any]) -> str:
+    """A plain-text view of an overview (as ``GET /api/overview`` returns it)."""
+    states = ("SUCCEEDED", "FAILED", "INDETERMINATE", "RUNNING")
+    by_state = data["by_state"]
+    lines = [
+        f"{data['since'][:10]} .. {data['until'][:10]} (UTC, until excluded): "
+        f"{data['sessions']} sessions, "
+        + ", ".join(f"{by_state.get(s, 0)} {s.lower()}" for s in states)
+        + f"; failure rate {_rate(data['failure_rate'])}; cost ${data['cost']}",
+        "",
+    ]
+    days = [
+        (
+            d["date"],
+            str(d["sessions"]),
+            *(str(d["by_state"].get(s, 0)) for s in states),
+            _rate(d["failure_rate"]),
+            d["cost"],
+        )
+        for d in data["days"]
+        if d["sessions"]
+    ]
+    header = ("day", "sessions", "succeeded", "failed", "indeterminate", "running", "failed %")
+    lines += _text_table((*header, "cost $"), days, "(no sessions)")
+    models = [
+        (
+            m["model"] or "(no model)",
+            str(m["calls"]),
+            str(m["prompt_tokens"]),
+            str(m["completion_tokens"]),
+            m["cost"],
+        )
+        for m in data["cost_by_model"]
+    ]
+    lines += ["", "cost by model:"]
+    lines += _text_table(("model", "calls", "prompt", "completion", "cost $"), models, "(none)")
+    tools = [
+        (
+            t["name"] or "(no name)",
+            str(t["calls"]),
+            "-" if t["mean_s"] is None else f"{t['mean_s']:.3f}s",
+            "-" if t["max_s"] is None else f"{t['max_s']:.3f}s",
+        )
+        for t in data["slowest_tools"]
+    ]
+    lines += ["", "slowest tools:"]
+    lines += _text_table(("tool", "calls", "mean", "max"), tools, "(none)")
+    costly = [
+        (
+            s["id"],
+            s["state"],
+            ",".join(s["tags"]) or "-",
+            (s["init_timestamp"] or "-")[:19],
+            s["cost"],
+        )
+        for s in data["costliest_sessions"]
+    ]
+    lines += ["", "most expensive sessions:"]
+    lines += _text_table(("session", "state", "tags", "start", "cost $"), costly, "(none)")
+    return "\n".join(lines)
 
 
 def _exists(path: str) -> bool:

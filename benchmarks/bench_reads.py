@@ -99,6 +99,12 @@ QUERIES: list[ReadQuery] = [
         50,
         lambda r: f"/api/sessions/{r.any_session()}/events?event_type=llms",
     ),
+    ReadQuery("overview, 30 days", 500, lambda r: "/api/overview"),
+    ReadQuery(
+        "overview, 90 days (every session)",
+        None,
+        lambda r: f"/api/overview?since={r.fill.first_ts - 86400:.0f}",
+    ),
 ]
 
 
@@ -202,11 +208,12 @@ def run_backend(backend: str, args: argparse.Namespace, work: Path) -> list[tupl
         )
         process = CollectorProcess(database, backend, work / "collector.log").start()
         try:
-            samples = asyncio.run(time_queries(process.url, fill, args.repeats, QUERIES))
+            queries = [q for q in QUERIES if args.only in q.name]
+            samples = asyncio.run(time_queries(process.url, fill, args.repeats, queries))
         finally:
             process.stop()
         rows: list[tuple[object, ...]] = []
-        for query in QUERIES:
+        for query in queries:
             values = samples[query.name]
             median, p95 = statistics.median(values), _p95(values)
             holds = "" if query.goal_ms is None else ("yes" if p95 <= query.goal_ms else "NO")
@@ -231,6 +238,7 @@ def main() -> int:
     parser.add_argument("--big-events", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=40, help="timings per query")
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file")
+    parser.add_argument("--only", default="", help="time only the queries whose name has this")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="agentops-reads-"))

@@ -27,7 +27,7 @@ from ._context import CollectorSettings, Context
 from ._http import Handler, HttpError, json_response
 from ._jwt import JwtSigner
 from ._storage import Storage, StorageUnavailable
-from .routes import _admin, _dashboard, _otlp, _reads, _v2, _v3
+from .routes import _admin, _dashboard, _otlp, _overview, _reads, _v2, _v3
 
 __all__ = ["build_app"]
 
@@ -47,6 +47,7 @@ def build_app(storage: Storage, signer: JwtSigner, settings: CollectorSettings) 
     _reads.add_routes(app, ctx)
     _admin.add_routes(app, ctx)
     _dashboard.add_routes(app, ctx)
+    _overview.add_routes(app, ctx)
     return app
 
 

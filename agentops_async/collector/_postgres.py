@@ -36,6 +36,7 @@ from ._storage import (
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
+    OverviewData,
     ProjectKeys,
     PruneResult,
     SessionFilter,
@@ -214,6 +215,106 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX events_llm_by_session ON events(session_id)
         INCLUDE (model, prompt_tokens, completion_tokens, cost) WHERE event_type = 'llms';
     ALTER TABLE events SET (autovacuum_vacuum_insert_scale_factor = 0.01);
+    """,
+    # 6: the overview's rollups. Per session, the LLM usage by model and the tools by name, kept
+    # by a statement trigger from the rows each INSERT or COPY actually stored (its transition
+    # table: a duplicate id skipped by ON CONFLICT is not in it, so a retried batch counts once),
+    # and filled from the events stored before. Rows are upserted in key order, so two batches
+    # of one session on two collectors wait for each other instead of deadlocking. The overview
+    # reads these and the sessions (by project and start), never the events.
+    """
+    CREATE TABLE session_llm_usage (
+        session_id text NOT NULL,
+        model text NOT NULL,
+        has_cost boolean NOT NULL,
+        calls bigint NOT NULL,
+        prompt_tokens numeric NOT NULL,
+        completion_tokens numeric NOT NULL,
+        cost double precision,
+        PRIMARY KEY (session_id, model, has_cost)
+    );
+    CREATE TABLE session_tool_usage (
+        session_id text NOT NULL,
+        name text NOT NULL,
+        calls bigint NOT NULL,
+        timed_calls bigint NOT NULL,
+        total_seconds double precision NOT NULL,
+        max_seconds double precision,
+        cost double precision,
+        PRIMARY KEY (session_id, name)
+    );
+    CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
+
+    -- The seconds between two timestamps as the client sent them; NULL unless both read as
+    -- times and the end is not before the start (a rollup must never fail an ingest).
+    CREATE FUNCTION agentops_span_seconds(start_text text, end_text text)
+    RETURNS double precision LANGUAGE plpgsql STABLE AS $$
+    DECLARE seconds double precision;
+    BEGIN
+        IF start_text IS NULL OR end_text IS NULL THEN
+            RETURN NULL;
+        END IF;
+        seconds := extract(epoch FROM end_text::timestamptz - start_text::timestamptz);
+        IF seconds >= 0 AND seconds < 'Infinity'::double precision THEN
+            RETURN seconds;
+        END IF;
+        RETURN NULL;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END $$;
+
+    -- A tool event's name (its JSON's "name"); a \\u0000 escape, which text cannot hold, as U+FFFD.
+    CREATE FUNCTION agentops_tool_name(data json) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN coalesce(data->>'name', '');
+    EXCEPTION WHEN others THEN
+        BEGIN
+            RETURN coalesce(replace(data::text, '\\u0000', '\\ufffd')::json->>'name', '');
+        EXCEPTION WHEN others THEN
+            RETURN '';
+        END;
+    END $$;
+
+    CREATE FUNCTION agentops_events_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO session_llm_usage AS u
+        SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+        FROM inserted WHERE event_type = 'llms' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (session_id, model, has_cost) DO UPDATE SET
+            calls = u.calls + excluded.calls,
+            prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+            completion_tokens = u.completion_tokens + excluded.completion_tokens,
+            cost = u.cost + excluded.cost;
+        INSERT INTO session_tool_usage AS u
+        SELECT session_id, name, count(*), count(seconds), coalesce(sum(seconds), 0),
+               max(seconds), sum(cost)
+        FROM (SELECT session_id, agentops_tool_name(data) AS name, cost,
+                     agentops_span_seconds(init_timestamp, end_timestamp) AS seconds
+              FROM inserted WHERE event_type = 'tools') t
+        GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (session_id, name) DO UPDATE SET
+            calls = u.calls + excluded.calls,
+            timed_calls = u.timed_calls + excluded.timed_calls,
+            total_seconds = u.total_seconds + excluded.total_seconds,
+            max_seconds = greatest(u.max_seconds, excluded.max_seconds),
+            cost = coalesce(u.cost + excluded.cost, u.cost, excluded.cost);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_usage AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION agentops_events_usage();
+
+    INSERT INTO session_llm_usage
+    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+           coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+    FROM events WHERE event_type = 'llms' GROUP BY 1, 2, 3;
+    INSERT INTO session_tool_usage
+    SELECT session_id, name, count(*), count(seconds), coalesce(sum(seconds), 0), max(seconds),
+           sum(cost)
+    FROM (SELECT session_id, agentops_tool_name(data) AS name, cost,
+                 agentops_span_seconds(init_timestamp, end_timestamp) AS seconds
+          FROM events WHERE event_type = 'tools') t
+    GROUP BY 1, 2;
     """,
 ]
 
@@ -644,6 +745,53 @@ class PostgresStorage:
         return [(r[0], r[1]) for r in rows]
 
     @_translated
+    async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
+        """The aggregates of the sessions that started in ``[since, until)``, from one snapshot
+        (a repeatable-read transaction)."""
+        args = (project_id, since, until)
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            states = await conn.fetch(_OVERVIEW_STATES, *args)
+            llm = await conn.fetch(_OVERVIEW_LLM, *args)
+            tool_costs = await conn.fetch(_OVERVIEW_TOOL_COSTS, *args)
+            tools = await conn.fetch(_OVERVIEW_TOOLS, *args)
+        return OverviewData(
+            states=[(int(r[0]), r[1], int(r[2])) for r in states],
+            llm_usage=[
+                (int(r[0]), r[1], r[2], int(r[3]), _int(r[4]), _int(r[5]), r[6]) for r in llm
+            ],
+            tool_costs=[(int(r[0]), float(r[1])) for r in tool_costs],
+            tools=[(r[0], int(r[1]), int(r[2]), float(r[3]), r[4]) for r in tools],
+        )
+
+    @_translated
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows of the sessions of the range that cost most (see :class:`Storage`)."""
+        models = [_no_nul(model) for model, _, _ in model_prices]
+        prompt = [price for _, price, _ in model_prices]
+        completion = [price for _, _, price in model_prices]
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(
+                _COSTLIEST, project_id, since, until, models, prompt, completion, limit
+            )
+            if not rows:
+                return []
+            usage = await conn.fetch(_USAGE_OF, [r[0] for r in rows])
+        return [usage_row(*r) for r in usage]
+
+    @_translated
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
         session_ids: list[str] = [r[0] for r in await self.pool.fetch(_OLD_SESSIONS, cutoff, limit)]
@@ -660,7 +808,7 @@ class PostgresStorage:
                         "DELETE FROM events WHERE session_id = ANY($1::text[])", session_ids
                     )
                 )
-                for table in ("session_tags", "agents", "developer_errors", "session_logs"):
+                for table in _SESSION_TABLES:
                     await conn.execute(
                         f"DELETE FROM {table} WHERE session_id = ANY($1::text[])", session_ids
                     )
@@ -672,6 +820,59 @@ class PostgresStorage:
         """Nothing to do: autovacuum makes the deleted rows' space reusable for new ones (the
         files keep their size; see docs/collector.md for shrinking them)."""
 
+
+# The tables with rows of a session, besides its events (deleted with it by a prune).
+_SESSION_TABLES = (
+    "session_tags",
+    "agents",
+    "developer_errors",
+    "session_logs",
+    "session_llm_usage",
+    "session_tool_usage",
+)
+
+# The overview's queries: the sessions of a project that started in a range, through
+# sessions_by_project_start, and their rows in the usage tables, through those tables' keys.
+_OVERVIEW_SESSIONS = "sessions WHERE project_id = $1 AND init_ts >= $2 AND init_ts < $3"
+_DAY = "floor(init_ts / 86400)::bigint"
+_OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+# Text keys are grouped and ordered COLLATE "C" (byte order): a sort of some 20,000 rows by a
+# language-aware collation took most of the query's time.
+_OVERVIEW_LLM = (
+    f'SELECT {_DAY} AS day, u.model COLLATE "C", u.has_cost, sum(u.calls), sum(u.prompt_tokens),'
+    " sum(u.completion_tokens), sum(u.cost)"
+    f" FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id GROUP BY 1, 2, 3"
+)
+_OVERVIEW_TOOL_COSTS = (
+    f"SELECT {_DAY} AS day, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY 1"
+)
+_OVERVIEW_TOOLS = (
+    'SELECT u.name COLLATE "C", sum(u.calls), sum(u.timed_calls), sum(u.total_seconds),'
+    f" max(u.max_seconds) FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY 1"
+)
+# The sessions that cost most, priced with $4..$6 (models, prompt and completion $ per token).
+_COSTLIEST = (
+    "WITH p AS (SELECT * FROM unnest($4::text[], $5::float8[], $6::float8[]) AS p(model, pp, cp)),"
+    f" s AS (SELECT id FROM {_OVERVIEW_SESSIONS}),"
+    " c AS (SELECT s.id AS id, CASE WHEN u.has_cost THEN u.cost"
+    " ELSE u.prompt_tokens::float8 * coalesce(p.pp, 0)"
+    " + u.completion_tokens::float8 * coalesce(p.cp, 0) END AS cost"
+    " FROM s JOIN session_llm_usage u ON u.session_id = s.id LEFT JOIN p ON p.model = u.model"
+    " UNION ALL SELECT s.id, u.cost FROM s JOIN session_tool_usage u ON u.session_id = s.id"
+    " WHERE u.cost IS NOT NULL)"
+    ' SELECT id COLLATE "C" FROM c GROUP BY 1 HAVING sum(cost) > 0 ORDER BY sum(cost) DESC, 1'
+    " LIMIT $7"
+)
+# The usage rows of some sessions from the rollups, as llm_usage gives them from the events.
+_USAGE_OF = (
+    "SELECT session_id, nullif(model, ''), prompt_tokens, completion_tokens, cost"
+    " FROM session_llm_usage WHERE session_id = ANY($1::text[])"
+    " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM session_tool_usage"
+    " WHERE session_id = ANY($1::text[]) AND cost IS NOT NULL GROUP BY session_id"
+)
 
 # A session's age: when it ended; if it never did, when it started (or was first stored).
 _OLD_SESSIONS = (
@@ -688,6 +889,11 @@ _DELETE_LOOSE_ERRORS = (
     "DELETE FROM developer_errors WHERE seq IN (SELECT seq FROM developer_errors"
     " WHERE session_id IS NULL AND created_at < to_timestamp($1) LIMIT $2)"
 )
+
+
+def _int(value: Any) -> int:
+    """A token sum (``numeric``: it cannot overflow in the database) as an int."""
+    return int(value)
 
 
 def _count(status: str) -> int:

@@ -148,17 +148,30 @@ class PriceTable:
             return Decimal(0)
         return (prompt_tokens * price.prompt + completion_tokens * price.completion) / _MILLION
 
+    def usage_cost(
+        self,
+        model: str | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        explicit_cost: float | None,
+    ) -> Decimal:
+        """The cost of a usage row: the ``cost`` its events carried (``explicit_cost``, their
+        sum), else its tokens priced."""
+        if explicit_cost is not None:
+            # Stored before ingest refused them, an infinite or NaN sum must not break a read:
+            # it counts as no cost.
+            if math.isfinite(explicit_cost):
+                return Decimal(repr(explicit_cost))
+            return Decimal(0)
+        return self.cost_of(model, prompt_tokens, completion_tokens)
+
     def session_costs(self, usage: Iterable[Usage]) -> dict[str, Decimal]:
         """Total cost per session id from the storage's usage rows."""
         totals: dict[str, Decimal] = {}
         for row in usage:
-            if row.explicit_cost is not None:
-                # Stored before ingest refused them, an infinite or NaN sum must not break a
-                # read: it counts as no cost.
-                explicit = row.explicit_cost
-                cost = Decimal(repr(explicit)) if math.isfinite(explicit) else Decimal(0)
-            else:
-                cost = self.cost_of(row.model, row.prompt_tokens, row.completion_tokens)
+            cost = self.usage_cost(
+                row.model, row.prompt_tokens, row.completion_tokens, row.explicit_cost
+            )
             totals[row.session_id] = totals.get(row.session_id, Decimal(0)) + cost
         return totals
 

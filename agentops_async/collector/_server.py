@@ -70,11 +70,11 @@ class Collector:
         retention_days: Delete sessions older than this many days, in the background (None:
             keep everything). See :func:`agentops_async.collector.prune` for "older".
         retention_interval: Seconds between two retention passes (the first runs at start).
+        pool_size: PostgreSQL: connections open at most (default: the environment's
+            ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
         dashboard_signin_expiry: Seconds a dashboard sign-in lasts (default 12 hours).
         signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
             minute (then 429 until the allowance refills).
-        pool_size: PostgreSQL: connections open at most (default: the environment's
-            ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
 
     Example:
         >>> async with Collector(database="demo.db", port=0) as collector:
@@ -99,9 +99,9 @@ class Collector:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retention_days: float | None = None,
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
+        pool_size: int | None = None,
         dashboard_signin_expiry: float = DEFAULT_DASHBOARD_SIGNIN_EXPIRY,
         signin_attempts_per_minute: int = DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE,
-        pool_size: int | None = None,
     ) -> None:
         self.database = database
         self.host = host

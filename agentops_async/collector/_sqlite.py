@@ -31,6 +31,7 @@ from ._storage import (
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
+    OverviewData,
     ProjectKeys,
     PruneResult,
     SessionFilter,
@@ -44,6 +45,50 @@ __all__ = ["SqliteStorage"]
 
 log = logging.getLogger("agentops_async")
 T = TypeVar("T")
+
+# The usage rollups summed from events: all of them (migration 6 fills the tables with these),
+# or those above a seq (each write transaction adds its new events with those). total(), not
+# sum(): a sum of integers raises on int64 overflow, which must never fail an ingest (a whole
+# number total() is stored as an integer; the upserts' + turns to a float when it overflows).
+# NOT INDEXED keeps the planner on the seq range (a transaction's new rows: a rowid search),
+# off the indexes that hold every event of a type or of a session.
+_LLM_USAGE_OF = """
+    SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+           total(prompt_tokens), total(completion_tokens), sum(cost)
+    FROM events NOT INDEXED WHERE seq > {floor} AND event_type = 'llms' GROUP BY 1, 2, 3
+"""
+_TOOL_USAGE_OF = """
+    SELECT session_id, name, count(*), count(seconds), total(seconds), max(seconds), sum(cost)
+    FROM (SELECT session_id, cost,
+                 coalesce(iif(json_valid(data), json_extract(data, '$.name'), NULL), '') AS name,
+                 CASE WHEN span >= 0 THEN span END AS seconds
+          FROM (SELECT session_id, cost, data,
+                       (julianday(end_timestamp) - julianday(init_timestamp)) * 86400.0 AS span
+                FROM events NOT INDEXED WHERE seq > {floor} AND event_type = 'tools'))
+    GROUP BY 1, 2
+"""
+_USAGE_FROM_EVENTS = (
+    "INSERT INTO session_llm_usage" + _LLM_USAGE_OF.format(floor=0),
+    "INSERT INTO session_tool_usage" + _TOOL_USAGE_OF.format(floor=0),
+)
+_USAGE_OF_NEW_EVENTS = (
+    "INSERT INTO session_llm_usage"
+    + _LLM_USAGE_OF.format(floor="?1")
+    + """ON CONFLICT DO UPDATE SET
+        calls = calls + excluded.calls,
+        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cost = cost + excluded.cost""",
+    "INSERT INTO session_tool_usage"
+    + _TOOL_USAGE_OF.format(floor="?1")
+    + """ON CONFLICT DO UPDATE SET
+        calls = calls + excluded.calls,
+        timed_calls = timed_calls + excluded.timed_calls,
+        total_seconds = total_seconds + excluded.total_seconds,
+        max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
+            THEN excluded.max_seconds ELSE max_seconds END,
+        cost = coalesce(cost + excluded.cost, cost, excluded.cost)""",
+)
 
 _MIGRATIONS: list[str] = [
     # 1: the initial schema
@@ -150,6 +195,34 @@ _MIGRATIONS: list[str] = [
         ON events(session_id, event_type, model, prompt_tokens, completion_tokens, cost)
         WHERE event_type = 'llms'
     """,
+    # 6: the overview's rollups: per session, the LLM usage by model and the tools by name. The
+    # writer keeps them in the transaction that inserts the events, from the rows each INSERT
+    # actually stored (see _insert_batches); here they are filled from the events stored before.
+    # The overview reads these and the sessions (by project and start), never the events.
+    """
+    CREATE TABLE session_llm_usage (
+        session_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        has_cost INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost REAL,
+        PRIMARY KEY (session_id, model, has_cost)
+    ) WITHOUT ROWID;
+    CREATE TABLE session_tool_usage (
+        session_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        timed_calls INTEGER NOT NULL,
+        total_seconds REAL NOT NULL,
+        max_seconds REAL,
+        cost REAL,
+        PRIMARY KEY (session_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
+    """
+    + "; ".join(_USAGE_FROM_EVENTS),
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
@@ -762,6 +835,56 @@ class SqliteStorage:
 
         return await self._read(run)
 
+    async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
+        """The aggregates of the sessions that started in ``[since, until)``, in one read
+        transaction (a consistent snapshot)."""
+        args = (project_id, since, until)
+
+        def run(conn: sqlite3.Connection) -> OverviewData:
+            conn.execute("BEGIN")
+            try:
+                states = conn.execute(_OVERVIEW_STATES, args).fetchall()
+                llm = conn.execute(_OVERVIEW_LLM, args).fetchall()
+                tool_costs = conn.execute(_OVERVIEW_TOOL_COSTS, args).fetchall()
+                tools = conn.execute(_OVERVIEW_TOOLS, args).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return OverviewData(
+                states=states,
+                llm_usage=[
+                    (r[0], r[1], bool(r[2]), int(r[3]), int(r[4]), int(r[5]), r[6]) for r in llm
+                ],
+                tool_costs=tool_costs,
+                tools=tools,
+            )
+
+        return await self._read(run)
+
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows of the sessions of the range that cost most (see :class:`Storage`)."""
+        prices = json.dumps([list(p) for p in model_prices])
+
+        def run(conn: sqlite3.Connection) -> list[Usage]:
+            conn.execute("BEGIN")
+            try:
+                rows = conn.execute(_COSTLIEST, (project_id, since, until, prices, limit))
+                ids = [str(r[0]) for r in rows.fetchall()]
+                if not ids:
+                    return []
+                sql, args = _usage_of(ids)
+                return [usage_row(*r) for r in conn.execute(sql, args).fetchall()]
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read(run)
+
     async def prune_sessions(self, cutoff: float, limit: int) -> PruneResult:
         """Delete up to ``limit`` old sessions with their rows (see :class:`Storage`)."""
 
@@ -810,9 +933,67 @@ class SqliteStorage:
         await self._write(run)
 
 
+# The overview's queries: the sessions of a project that started in a range, through
+# sessions_by_project_start, and their rows in the usage tables, through those tables' keys.
+_OVERVIEW_SESSIONS = "sessions WHERE project_id = ?1 AND init_ts >= ?2 AND init_ts < ?3"
+_DAY = "CAST(init_ts / 86400 AS INTEGER)"  # init_ts >= 0 in a range (the caller clamps)
+_OVERVIEW_STATES = f"SELECT {_DAY} AS day, state, count(*) FROM {_OVERVIEW_SESSIONS} GROUP BY 1, 2"
+# total(), not sum(): a sum of integers raises on int64 overflow.
+_OVERVIEW_LLM = (
+    f"SELECT {_DAY} AS day, u.model, u.has_cost, total(u.calls), total(u.prompt_tokens),"
+    " total(u.completion_tokens), sum(u.cost)"
+    f" FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_llm_usage u ON u.session_id = s.id GROUP BY 1, 2, 3"
+)
+_OVERVIEW_TOOL_COSTS = (
+    f"SELECT {_DAY} AS day, sum(u.cost) FROM (SELECT id, init_ts FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id WHERE u.cost IS NOT NULL GROUP BY 1"
+)
+_OVERVIEW_TOOLS = (
+    "SELECT u.name, sum(u.calls), sum(u.timed_calls), total(u.total_seconds), max(u.max_seconds)"
+    f" FROM (SELECT id FROM {_OVERVIEW_SESSIONS}) s"
+    " JOIN session_tool_usage u ON u.session_id = s.id GROUP BY u.name"
+)
+# The sessions that cost most, priced with ?4 (JSON: [[model, prompt $/token, completion $/token]]).
+_COSTLIEST = (
+    "WITH p AS (SELECT json_extract(value, '$[0]') AS model, json_extract(value, '$[1]') AS pp,"
+    " json_extract(value, '$[2]') AS cp FROM json_each(?4)),"
+    f" s AS (SELECT id FROM {_OVERVIEW_SESSIONS}),"
+    " c AS (SELECT s.id AS id, CASE WHEN u.has_cost THEN u.cost"
+    " ELSE u.prompt_tokens * coalesce(p.pp, 0) + u.completion_tokens * coalesce(p.cp, 0) END"
+    " AS cost FROM s JOIN session_llm_usage u ON u.session_id = s.id"
+    " LEFT JOIN p ON p.model = u.model"
+    " UNION ALL SELECT s.id, u.cost FROM s JOIN session_tool_usage u ON u.session_id = s.id"
+    " WHERE u.cost IS NOT NULL)"
+    " SELECT id FROM c GROUP BY id HAVING total(cost) > 0 ORDER BY total(cost) DESC, id LIMIT ?5"
+)
+
+
+def _usage_of(session_ids: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The usage rows of some sessions from the rollups, as :meth:`SqliteStorage.llm_usage`
+    gives them from the events."""
+    marks = _id_list(session_ids)
+    sql = (
+        "SELECT session_id, nullif(model, ''), prompt_tokens, completion_tokens, cost"
+        f" FROM session_llm_usage WHERE session_id IN ({marks})"
+        " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM session_tool_usage"
+        f" WHERE session_id IN ({marks}) AND cost IS NOT NULL GROUP BY session_id"
+    )
+    return sql, (*session_ids, *session_ids)
+
+
 # A session's age: when it ended; if it never did, when it started (or was first stored).
 _OLD_SESSIONS = (
     "SELECT id FROM sessions WHERE coalesce(end_ts, init_ts, created_at) < ? ORDER BY seq LIMIT ?"
+)
+# The tables with rows of a session, besides its events (deleted with it by a prune).
+_SESSION_TABLES = (
+    "session_tags",
+    "agents",
+    "developer_errors",
+    "session_logs",
+    "session_llm_usage",
+    "session_tool_usage",
 )
 _AUTO_VACUUM_INCREMENTAL = 2
 _VACUUM_PAGES_PER_STEP = 2048  # 32 MiB of 16 KiB pages per write transaction
@@ -843,7 +1024,7 @@ def _delete_sessions(session_ids: Sequence[str], cutoff: float, conn: sqlite3.Co
             events = conn.execute(
                 f"DELETE FROM events WHERE session_id IN ({marks})", session_ids
             ).rowcount
-            for table in ("session_tags", "agents", "developer_errors", "session_logs"):
+            for table in _SESSION_TABLES:
                 conn.execute(f"DELETE FROM {table} WHERE session_id IN ({marks})", session_ids)
             conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", session_ids)
         conn.execute(
@@ -861,18 +1042,39 @@ def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
 
 
 def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
-    """Insert each batch, all in one transaction; new rows per batch."""
+    """Insert each batch, all in one transaction, with the usage rollups; new rows per batch."""
     with _transaction(conn):
-        return [_insert_rows(conn, rows) for rows in batches]
+        return _insert_with_usage(conn, batches)
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
-    """Insert one batch (in the caller's transaction); new rows."""
-    before = conn.total_changes
-    # Runs of rows of one width, in order, so arrival order (seq) holds.
-    for width, run in itertools.groupby(rows, len):
-        _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
-    return conn.total_changes - before
+    """Insert one batch, with the usage rollups, in the caller's transaction; new rows."""
+    return _insert_with_usage(conn, [rows])[0]
+
+
+def _insert_with_usage(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
+    """Insert each batch and sum the usage rollups, in the caller's transaction; new rows per
+    batch.
+
+    The rows this transaction stores are exactly those with a seq above the largest before it
+    (a new rowid is the largest plus one, and this connection is the only writer), so the
+    rollups are summed from that range by two statements at the end: an id stored before, or
+    given twice, was not inserted and is not counted.
+    """
+    counts = []
+    before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    for rows in batches:
+        # Runs of rows of one width, in order, so arrival order (seq) holds.
+        counts.append(
+            sum(
+                _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
+                for width, run in itertools.groupby(rows, len)
+            )
+        )
+    if any(counts):
+        for statement in _USAGE_OF_NEW_EVENTS:
+            conn.execute(statement, (before,))
+    return counts
 
 
 class _Refused(Exception):
@@ -883,14 +1085,16 @@ class _Refused(Exception):
         self.owners = owners
 
 
-def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> None:
-    """Insert rows of ``width`` values each, given flat, with as few statements as fit."""
-    start, left = 0, len(values) // width
+def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
+    """Insert rows of ``width`` values each, given flat, with as few statements as fit; how many
+    were new (each statement's own count: ``total_changes`` would count the rollups' too)."""
+    start, left, inserted = 0, len(values) // width, 0
     while left:
         count = min(1 << (left.bit_length() - 1), _MAX_ROWS_PER_INSERT)
         end = start + count * width
-        conn.execute(_INSERT_EVENTS[width, count], values[start:end])
+        inserted += conn.execute(_INSERT_EVENTS[width, count], values[start:end]).rowcount
         start, left = end, left - count
+    return inserted
 
 
 def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:

@@ -19,6 +19,7 @@ from ._prices import Usage
 
 __all__ = [
     "EventRow",
+    "OverviewData",
     "ProjectKeys",
     "PruneResult",
     "SessionFilter",
@@ -245,6 +246,37 @@ class PruneResult:
         return PruneResult(self.sessions + other.sessions, self.events + other.events)
 
 
+SECONDS_PER_DAY = 86_400
+
+
+class OverviewData(msgspec.Struct, frozen=True, kw_only=True):
+    """The aggregates of a project's sessions that started in a time range, unpriced.
+
+    What :meth:`SessionReader.overview` answers; the read model prices it
+    (:mod:`agentops_async.collector._overview`). A session belongs to the UTC day in which it
+    started (its ``init_ts``); ``day`` is that day's number since 1970-01-01. Everything comes
+    from the sessions table and the per-session usage tables that ingest keeps
+    (``session_llm_usage`` and ``session_tool_usage``), never from a scan of the events.
+    """
+
+    states: list[tuple[int, str, int]]
+    """``(day, state, sessions)``."""
+    llm_usage: list[tuple[int, str, bool, int, int, int, float | None]]
+    """Per day and model: ``(day, model ('' for none), has_cost, calls, prompt_tokens,
+    completion_tokens, cost)``. ``has_cost`` rows sum the ``cost`` the events carried (their
+    tokens are not priced again); the others have ``cost`` None."""
+    tool_costs: list[tuple[int, float]]
+    """``(day, cost)``: the summed ``cost`` of the day's tools events, where any."""
+    tools: list[tuple[str, int, int, float, float | None]]
+    """Per tool name (``''`` for none): ``(name, calls, timed_calls, total_seconds,
+    max_seconds)``; ``timed_calls`` are the calls with both timestamps, ``end >= init``."""
+
+
+def overview_day(ts: float) -> int:
+    """The UTC day number (days since 1970-01-01) of a Unix time."""
+    return int(ts // SECONDS_PER_DAY)
+
+
 DEFAULT_PRUNE_CHUNK = 500
 """Sessions deleted per round of :func:`prune` (their last rows go in one transaction)."""
 
@@ -293,6 +325,23 @@ class SessionReader(Protocol):
 
     async def session_of_trace(self, trace_id: str) -> str | None:
         """The session that names ``trace_id`` (32 hex), in any project, or None."""
+
+    async def overview(self, project_id: str, since: float, until: float) -> OverviewData:
+        """The aggregates of ``project_id``'s sessions that started in ``[since, until)``
+        (Unix seconds; see :class:`OverviewData`)."""
+
+    async def costliest_sessions(
+        self,
+        project_id: str,
+        since: float,
+        until: float,
+        model_prices: Sequence[tuple[str, float, float]],
+        limit: int,
+    ) -> list[Usage]:
+        """The usage rows (as :meth:`llm_usage` gives them) of the ``limit`` sessions of the
+        overview's range that cost most, ranked in the database by ``model_prices``
+        (``(model, dollars per prompt token, per completion token)``, floats: the caller prices
+        the rows exactly)."""
 
     async def project_name(self, project_id: str) -> str | None:
         """The name of a project, or None when there is no such project."""

@@ -1,4 +1,5 @@
-"""The read API (``GET /api/sessions...``): a project's sessions, their events and log uploads.
+"""The read API (``GET /api/sessions...``): a project's sessions, their events and log uploads,
+and its overview (``GET /api/overview``).
 
 (``GET /sessions?trace_id=<32 hex>``, the link the agentops SDK 0.4 prints, is the dashboard's:
 it opens the session's page.)
@@ -10,12 +11,15 @@ read model of :mod:`agentops_async.collector._reads`, never through a write.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from .. import _auth as auth
 from .. import _wire as wire
 from .._context import Context
 from .._http import canonical_uuid, continue_after, fail, int_param, json_response, time_param
+from .._overview import InvalidRange, build_overview, overview_range
 from .._reads import STATE_FILTERS, InvalidCursor, list_session_views, session_views
 from .._storage import SessionFilter
 
@@ -32,6 +36,7 @@ def add_routes(app: web.Application, ctx: Context) -> None:
             web.get("/api/sessions/{session_id}", api.get_session, expect_handler=anyone),
             web.get("/api/sessions/{session_id}/events", api.list_events, expect_handler=anyone),
             web.get("/api/sessions/{session_id}/logs", api.list_logs, expect_handler=anyone),
+            web.get("/api/overview", api.overview, expect_handler=anyone),
         ]
     )
 
@@ -116,3 +121,17 @@ class _ReadApi:
         return json_response(
             {"logs": [{"body": body, "created_at": created} for body, created in logs]}
         )
+
+    async def overview(self, request: web.Request) -> web.Response:
+        ctx = self.ctx
+        project = (await auth.api_key_header(ctx, request)).project_id
+        query = request.query
+        try:
+            since, until = overview_range(
+                time_param(query.get("since"), "since"),
+                time_param(query.get("until"), "until"),
+                time.time(),
+            )
+        except InvalidRange as exc:
+            fail(400, str(exc))
+        return json_response(await build_overview(ctx.reader, ctx.prices, project, since, until))

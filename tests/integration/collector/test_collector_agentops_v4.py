@@ -328,6 +328,9 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
     )
     await storage.close()
     downgrade = [
+        "DROP TABLE session_llm_usage",  # version 6: the overview's rollups
+        "DROP TABLE session_tool_usage",
+        "DROP INDEX sessions_by_project_start",
         "DROP INDEX events_tool_cost_by_session",
         "DELETE FROM schema_version WHERE version >= 4",
     ]
@@ -335,7 +338,13 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
     if database.startswith("postgresql://"):
         import asyncpg
 
-        downgrade[:0] = [  # version 5: events keyed by seq again
+        downgrade[:0] = [  # version 6: the rollups' trigger and functions
+            "DROP TRIGGER events_usage ON events",
+            "DROP FUNCTION agentops_events_usage()",
+            "DROP FUNCTION agentops_span_seconds(text, text)",
+            "DROP FUNCTION agentops_tool_name(json)",
+        ]
+        downgrade[4:4] = [  # version 5: events keyed by seq again
             "ALTER TABLE events DROP CONSTRAINT events_pkey",
             "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
             "ALTER TABLE events ADD PRIMARY KEY (seq)",

@@ -144,7 +144,12 @@ async def test_postgres_version_4_events_migrate_and_stay_idempotent(
     conn = await asyncpg.connect(database)
     try:  # back to version 4: a primary key on seq, a unique index on (session_id, id)
         await conn.execute(
-            "ALTER TABLE events DROP CONSTRAINT events_pkey;"
+            "DROP TRIGGER events_usage ON events; DROP FUNCTION agentops_events_usage();"
+            " DROP FUNCTION agentops_span_seconds(text, text);"
+            " DROP FUNCTION agentops_tool_name(json);"
+            " DROP TABLE session_llm_usage; DROP TABLE session_tool_usage;"
+            " DROP INDEX sessions_by_project_start;"  # (version 6)
+            " ALTER TABLE events DROP CONSTRAINT events_pkey;"
             " CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id);"
             " ALTER TABLE events ADD PRIMARY KEY (seq);"
             " DELETE FROM schema_version WHERE version >= 5"

@@ -41,6 +41,7 @@ def test_each_api_has_its_routes_module() -> None:
         "_admin",
         "_dashboard",
         "_otlp",
+        "_overview",
         "_reads",
         "_v2",
         "_v3",
@@ -68,7 +69,7 @@ def test_only_build_app_imports_the_routes() -> None:
 
 
 def test_shared_modules_know_no_api_and_the_context_no_caller() -> None:
-    for name in ("_context.py", "_auth.py", "_http.py", "_ingest.py", "_reads.py"):
+    for name in ("_context.py", "_auth.py", "_http.py", "_ingest.py", "_reads.py", "_overview.py"):
         imported = _imported_modules(COLLECTOR / name)
         assert not {m for m in imported if m.startswith("collector.routes")}, name
     assert "collector._auth" not in _imported_modules(COLLECTOR / "_context.py")
@@ -77,6 +78,8 @@ def test_shared_modules_know_no_api_and_the_context_no_caller() -> None:
 READ_ONLY_MODULES = [
     ROUTES / "_reads.py",
     ROUTES / "_dashboard.py",
+    ROUTES / "_overview.py",
+    COLLECTOR / "_overview.py",
     *sorted((COLLECTOR / "_dashboard").glob("*.py")),
 ]
 
