@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("AGENTOPS_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("AGENTOPS_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
-WAIT = 15.0
+from ._chrome import CHROMEDRIVER, CHROMIUM, start_chrome
+from ._chrome import sign_in as _sign_in
 
 
 def _in_ci() -> bool:
@@ -43,27 +42,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         if _in_ci():
             pytest.fail(f"CI=true but {problem}")
         pytest.skip(problem)
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager reach the network
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    driver.set_page_load_timeout(WAIT)
+    driver = start_chrome(tmp_path / "profile")
     try:
         yield driver
     finally:
@@ -73,14 +52,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def sign_in(browser: Any) -> Callable[[str, str], None]:
     """``sign_in(url, api_key)``: sign the browser in to the dashboard at ``url``."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def run(url: str, api_key: str) -> None:
-        browser.get(f"{url}/signin")
-        browser.find_element(By.ID, "key").send_keys(api_key)
-        browser.find_element(By.CSS_SELECTOR, ".signin button[type=submit]").click()
-        WebDriverWait(browser, WAIT).until(ec.presence_of_element_located((By.ID, "sessions")))
+        _sign_in(browser, url, api_key)
 
     return run

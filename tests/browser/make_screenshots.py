@@ -4,7 +4,8 @@
 
 Runs ``agentops-async demo`` into a temporary SQLite file, serves it with a collector on a free
 port, signs in with headless Chromium (as tests/browser do) and saves ``dashboard-sessions.png``
-(the list) and ``dashboard-session.png`` (a session with an error, an LLM call selected).
+(the list), ``dashboard-session.png`` (a session with an error, an LLM call selected) and
+``overview.png`` (the last 7 days).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import asyncio
 import contextlib
 import io
 import re
+import shutil
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -27,6 +27,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from agentops_async._demo import run_demo
 from agentops_async.collector import Collector
+
+from ._chrome import WAIT, sign_in, start_chrome
 
 
 def _serve(database: str, ready: threading.Event, stop: threading.Event, url: list[str]) -> None:
@@ -41,7 +43,8 @@ def _serve(database: str, ready: threading.Event, stop: threading.Event, url: li
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    database = str(Path(tempfile.mkdtemp(prefix="agentops-shots-")) / "demo.db")
+    folder = Path(tempfile.mkdtemp(prefix="agentops-shots-"))
+    database = str(folder / "demo.db")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         asyncio.run(run_demo(database))
@@ -49,28 +52,22 @@ def main(out: Path) -> None:
     ready, stop, url = threading.Event(), threading.Event(), []
     server = threading.Thread(target=_serve, args=(database, ready, stop, url))
     server.start()
-    ready.wait(30)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--hide-scrollbars",
-        "--window-size=1280,860",
-        f"--user-data-dir={Path(database).parent / 'p'}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    if not ready.wait(30):
+        raise SystemExit("the collector did not start")
     try:
-        wait = WebDriverWait(driver, 15)
-        driver.get(url[0] + "/signin")
-        driver.find_element(By.ID, "key").send_keys(api_key)
-        driver.find_element(By.CSS_SELECTOR, ".signin button").click()
-        wait.until(ec.presence_of_element_located((By.ID, "sessions")))
+        _list_and_session(url[0], api_key, folder, out)
+        _overview(url[0], api_key, folder, out)
+    finally:
+        stop.set()
+        server.join()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _list_and_session(url: str, api_key: str, folder: Path, out: Path) -> None:
+    driver = start_chrome(folder / "profile-sessions", "1280,860", "--hide-scrollbars")
+    try:
+        wait = WebDriverWait(driver, WAIT)
+        sign_in(driver, url, api_key)
         driver.save_screenshot(str(out / "dashboard-sessions.png"))
         failed = driver.find_element(By.CSS_SELECTOR, 'tr[data-state="SUCCEEDED"] .types')
         rows = driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
@@ -82,15 +79,24 @@ def main(out: Path) -> None:
             ),
             failed.find_element(By.XPATH, "./ancestor::tr"),
         )
-        driver.get(url[0] + "/sessions/" + target.get_attribute("data-id"))
+        driver.get(url + "/sessions/" + target.get_attribute("data-id"))
         wait.until(lambda d: d.find_element(By.ID, "waterfall").get_attribute("data-loaded"))
         driver.find_element(By.CSS_SELECTOR, '.wf-row[data-kind="llms"]').send_keys(Keys.ENTER)
         wait.until(lambda d: "Prompt" in d.find_element(By.ID, "detail").text)
         driver.save_screenshot(str(out / "dashboard-session.png"))
     finally:
         driver.quit()
-        stop.set()
-        server.join()
+
+
+def _overview(url: str, api_key: str, folder: Path, out: Path) -> None:
+    driver = start_chrome(folder / "profile-overview", "1280,1500", "--hide-scrollbars")
+    try:
+        sign_in(driver, url, api_key)
+        driver.get(url + "/overview?days=7")
+        WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "costliest")))
+        driver.save_screenshot(str(out / "overview.png"))
+    finally:
+        driver.quit()
 
 
 if __name__ == "__main__":

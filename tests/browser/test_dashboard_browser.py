@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 import agentops_async as ao
 
-from .conftest import WAIT
+from ._chrome import WAIT
 
 pytestmark = pytest.mark.parametrize("collector_backend", ["sqlite"])
 

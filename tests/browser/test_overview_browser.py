@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from .conftest import WAIT
+from ._chrome import WAIT
 
 pytestmark = pytest.mark.parametrize("collector_backend", ["sqlite"])
 
