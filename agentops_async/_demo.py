@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
+import sys
 import tempfile
 import time
 from typing import Any
@@ -166,13 +168,28 @@ async def run_demo(database: str | None = None, sessions: int = 20, seed: int = 
         f"\n{len(stored)} sessions ({states}), {total_events} events, "
         f"${total_cost:.6f} in {time.perf_counter() - started:.1f}s"
     )
+    cli = _cli_command()
     print(
         "\nLook at them in the dashboard:\n"
-        f"  agentops-async serve --port 8000 --database {database}\n"
+        f"  {cli} serve --port 8000 --database {database}\n"
         "  then open http://127.0.0.1:8000/ and sign in with the demo project's API key\n"
         f"  {api_key}\n"
         "\nor in the terminal:\n"
-        f"  agentops-async sessions list --database {database}\n"
-        f"  agentops-async sessions show <session-id> --events --database {database}"
+        f"  {cli} sessions list --database {database}\n"
+        f"  {cli} sessions show <session-id> --events --database {database}"
     )
     return 0
+
+
+def _cli_command() -> str:
+    """How to call the CLI again from here: ``agentops-async`` when that name finds this very
+    script on PATH, else the path it was started by (``.venv/bin/agentops-async`` when the
+    virtualenv is not activated, as in the README's first command)."""
+    invoked = sys.argv[0]
+    if os.path.basename(invoked) != "agentops-async":
+        return "agentops-async"  # run another way (python -m, a test): the installed name
+    found = shutil.which("agentops-async")
+    if found is not None and os.path.realpath(found) == os.path.realpath(invoked):
+        return "agentops-async"
+    relative = os.path.relpath(invoked)
+    return relative if not relative.startswith("..") else os.path.abspath(invoked)
