@@ -116,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=("on", "off"),
         default="on",
         help="PostgreSQL: off acknowledges writes before their WAL is on disk (a crash of the"
-        " database or its machine can lose the last ~0.6 s of writes, never corrupt; about"
-        " twice the SDK ingest rate); on (default) waits for the disk. See docs/deploy.md",
+        " database or its machine can lose the last ~0.6 s of acknowledged events, never"
+        " corrupt); on (default) waits for the disk. See docs/deploy.md",
     )
     serve.add_argument(
         "--dashboard-signin-expiry",

@@ -73,10 +73,10 @@ class Collector:
         pool_size: PostgreSQL: connections open at most (default: the environment's
             ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
         pg_synchronous_commit: PostgreSQL: False acknowledges writes before their WAL reaches
-            the disk (``synchronous_commit = off``): about twice the ingest rate through the
-            SDK, and a crash of the database or its machine can lose the last ~0.6 s of
-            acknowledged writes, never corrupt (SQLite's WAL with ``synchronous=NORMAL`` makes
-            the same trade). True (the default) waits for the disk. Not for SQLite.
+            the disk (``synchronous_commit = off``): faster ingest where a request waits for
+            its commit (the SDK's), but a crash of the database or its machine can lose the
+            last ~0.6 s of acknowledged events, never corrupt. True (the default) waits for the
+            disk. Not for SQLite. See docs/deploy.md.
         dashboard_signin_expiry: Seconds a dashboard sign-in lasts (default 12 hours).
         signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
             minute (then 429 until the allowance refills).
