@@ -112,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
         "$AGENTOPS_COLLECTOR_PG_POOL_SIZE, else 10); not for SQLite",
     )
     serve.add_argument(
+        "--pg-synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="PostgreSQL: off acknowledges writes before their WAL is on disk (a crash of the"
+        " database or its machine can lose the last ~0.6 s of acknowledged events, never"
+        " corrupt); on (default) waits for the disk. See docs/deploy.md",
+    )
+    serve.add_argument(
         "--dashboard-signin-expiry",
         type=_positive_float,
         default=12 * 3600.0,
@@ -248,6 +256,11 @@ async def _serve_async(args: argparse.Namespace) -> int:
         raise _CliError(f"--prices {args.prices}: {exc}") from None
     if args.pool_size is not None and not is_postgres_dsn(args.database):
         raise _CliError("--pool-size: only for a PostgreSQL --database (SQLite has no pool)")
+    if args.pg_synchronous_commit == "off" and not is_postgres_dsn(args.database):
+        raise _CliError(
+            "--pg-synchronous-commit: only for a PostgreSQL --database (SQLite runs its WAL"
+            " with synchronous=NORMAL)"
+        )
     collector = Collector(
         database=args.database,
         host=args.host,
@@ -264,6 +277,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         retention_days=args.retention_days,
         retention_interval=args.retention_interval,
         pool_size=args.pool_size,
+        pg_synchronous_commit=args.pg_synchronous_commit == "on",
         dashboard_signin_expiry=args.dashboard_signin_expiry,
         signin_attempts_per_minute=args.signin_attempts_per_minute,
     )

@@ -19,7 +19,16 @@ Markdown table with the median of the runs.
 
 With ``--code NAME=DIR,...`` the collector subprocess runs the ``agentops_async`` of each checkout
 in turn (run 1 of every checkout, then run 2, ...: a noisy machine hits all alike); the client
-side is always this checkout's SDK. Each row's ratio is to the first checkout's row.
+side is always this checkout's SDK. Each row's ratio is to the first checkout's row. A checkout
+may carry ``serve`` arguments after ``+`` signs, to compare settings of one collector:
+
+    python benchmarks/bench_ingest.py --backends postgres \
+        --code old=/tmp/old,new=.,async=.+--pg-synchronous-commit+off
+
+The PostgreSQL server runs with its durability defaults (fsync, full_page_writes and
+synchronous_commit on), like a deployment's. Each run prints the CPU the collector, the database
+server and this client used, and how idle the machine's CPUs were (all processes: read it with
+the load average printed beside it).
 """
 
 from __future__ import annotations
@@ -177,6 +186,15 @@ def _server_cpu(pg: PostgresServer) -> float:
     return total
 
 
+def _idle_ticks() -> tuple[int, int]:
+    """The machine's idle (idle + iowait) and total CPU ticks so far (``/proc/stat``)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return ticks[3] + ticks[4], sum(ticks[:8])
+
+
 @dataclass
 class Sample:
     """One run: events/s, and the CPU seconds the collector and the database server used."""
@@ -184,6 +202,8 @@ class Sample:
     rate: float
     collector_cpu: float
     database_cpu: float
+    client_cpu: float
+    idle: float  # the machine's idle share of its CPUs during the run (all processes)
 
 
 def _one_run(
@@ -193,9 +213,12 @@ def _one_run(
     pg: PostgresServer | None,
     work: Path,
     code_dir: Path,
+    serve_args: list[str],
 ) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
-    process = CollectorProcess(database, backend, work / "collector.log", code_dir=code_dir)
+    process = CollectorProcess(
+        database, backend, work / "collector.log", extra_args=serve_args, code_dir=code_dir
+    )
     process.start()
     try:
         _, api_key = process.create_project("bench")
@@ -203,6 +226,8 @@ def _one_run(
         pid = process.process.pid
         collector_before = _cpu_seconds(pid)
         database_before = _server_cpu(pg) if pg else 0.0
+        client_before = time.process_time()
+        idle_before = _idle_ticks()
         if client in ("sdk", "sdk-otlp"):
             protocol = "otlp" if client == "sdk-otlp" else "agentops_v2"
             rate = asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions, protocol))
@@ -210,10 +235,14 @@ def _one_run(
             rate = asyncio.run(
                 run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
             )
+        client_cpu = time.process_time() - client_before
+        idle = _idle_ticks()
         return Sample(
             rate,
             _cpu_seconds(pid) - collector_before,
             (_server_cpu(pg) - database_before) if pg else 0.0,
+            client_cpu,
+            (idle[0] - idle_before[0]) / max(1, idle[1] - idle_before[1]),
         )
     finally:
         process.stop()
@@ -224,15 +253,17 @@ def _one_run(
             pg.drop_database(database)
 
 
-def _checkouts(text: str) -> list[tuple[str, Path]]:
-    """``--code``: ``name=dir`` pairs (a bare ``dir`` is named after itself)."""
+def _checkouts(text: str) -> list[tuple[str, Path, list[str]]]:
+    """``--code``: ``name=dir`` items (a bare ``dir`` is named after itself), each optionally
+    followed by ``+``-separated ``serve`` arguments: ``async=.+--pg-synchronous-commit+off``."""
     pairs = []
     for item in filter(None, text.split(",")):
-        name, _, path = item.rpartition("=")
+        name, _, rest = item.partition("=") if "=" in item.split("+", 1)[0] else ("", "", item)
+        path, *serve_args = rest.split("+")
         code_dir = Path(path).resolve()
         if not (code_dir / "agentops_async" / "__init__.py").exists():
             raise SystemExit(f"--code {item}: no agentops_async package in {code_dir}")
-        pairs.append((name or path, code_dir))
+        pairs.append((name or path, code_dir, serve_args))
     return pairs
 
 
@@ -261,20 +292,24 @@ def main() -> int:
             if find_postgres_bin() is None:
                 print("postgres: initdb not found, skipped", file=sys.stderr)
                 continue
-            # A durable server (fsync on), commits not waiting for the disk, like SQLite's WAL
-            # with synchronous=NORMAL.
-            pg = PostgresServer.start(settings={"fsync": "on", "full_page_writes": "on"})
+            # A deployment's server: PostgreSQL's defaults for durability (the test servers turn
+            # them off). A collector run with --pg-synchronous-commit off commits asynchronously.
+            pg = PostgresServer.start(
+                settings={"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
+            )
         try:
             for client in args.clients.split(","):
-                runs: dict[str, list[Sample]] = {name: [] for name, _ in checkouts}
+                runs: dict[str, list[Sample]] = {name: [] for name, _, _ in checkouts}
                 for _ in range(args.runs):
-                    for name, code_dir in checkouts:
-                        sample = _one_run(backend, client, args, pg, work, code_dir)
+                    for name, code_dir, serve_args in checkouts:
+                        sample = _one_run(backend, client, args, pg, work, code_dir, serve_args)
                         runs[name].append(sample)
                         print(
                             f"{backend}/{client}/{name}: {sample.rate:,.0f} events/s, CPU"
                             f" {sample.collector_cpu:.2f} s collector +"
-                            f" {sample.database_cpu:.2f} s database",
+                            f" {sample.database_cpu:.2f} s database +"
+                            f" {sample.client_cpu:.2f} s client, machine idle"
+                            f" {sample.idle:.0%}, load {os.getloadavg()[0]:.1f}",
                             file=sys.stderr,
                         )
                 first = statistics.median(s.rate for s in runs[checkouts[0][0]])
@@ -284,6 +319,8 @@ def main() -> int:
                     per_event = 1e6 / args.events
                     collector_us = statistics.median(s.collector_cpu for s in samples) * per_event
                     database_us = statistics.median(s.database_cpu for s in samples) * per_event
+                    client_us = statistics.median(s.client_cpu for s in samples) * per_event
+                    idle = statistics.median(s.idle for s in samples)
                     rows.append(
                         (
                             backend,
@@ -295,6 +332,8 @@ def main() -> int:
                             median / first,
                             collector_us,
                             database_us,
+                            client_us,
+                            idle,
                         )
                     )
         finally:
@@ -307,14 +346,16 @@ def main() -> int:
           f"{args.connections} connections)\n")  # fmt: skip
     print(
         "| backend | client | collector | events/s (median) | min | max | ratio |"
-        " collector CPU µs/event | database CPU µs/event |"
+        " collector CPU µs/event | database CPU µs/event | client CPU µs/event | idle |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for backend, client, name, median, low, high, ratio, collector_us, database_us in rows:
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        backend, client, name, median, low, high, ratio, collector_us, database_us = row[:9]
+        client_us, idle = row[9:]
         database = f"{database_us:.1f}" if backend == "postgres" else "(in the collector)"
         print(
             f"| {backend} | {client} | {name} | {median:,.0f} | {low:,.0f} | {high:,.0f}"
-            f" | {ratio:.2f}x | {collector_us:.1f} | {database} |"
+            f" | {ratio:.2f}x | {collector_us:.1f} | {database} | {client_us:.1f} | {idle:.0%} |"
         )
     return 0
 

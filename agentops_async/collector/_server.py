@@ -41,7 +41,7 @@ from ._context import (
 )
 from ._jwt import JwtSigner
 from ._prices import PriceTable
-from ._storage import Storage, checked_pool_size, open_storage, prune
+from ._storage import Storage, checked_pool_size, is_postgres_dsn, open_storage, prune
 
 __all__ = ["Collector"]
 
@@ -72,6 +72,11 @@ class Collector:
         retention_interval: Seconds between two retention passes (the first runs at start).
         pool_size: PostgreSQL: connections open at most (default: the environment's
             ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10). Not for SQLite.
+        pg_synchronous_commit: PostgreSQL: False acknowledges writes before their WAL reaches
+            the disk (``synchronous_commit = off``): faster ingest where a request waits for
+            its commit (the SDK's), but a crash of the database or its machine can lose the
+            last ~0.6 s of acknowledged events, never corrupt. True (the default) waits for the
+            disk. Not for SQLite. See docs/deploy.md.
         dashboard_signin_expiry: Seconds a dashboard sign-in lasts (default 12 hours).
         signin_attempts_per_minute: Failed dashboard sign-ins allowed per client address and
             minute (then 429 until the allowance refills).
@@ -100,6 +105,7 @@ class Collector:
         retention_days: float | None = None,
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         pool_size: int | None = None,
+        pg_synchronous_commit: bool = True,
         dashboard_signin_expiry: float = DEFAULT_DASHBOARD_SIGNIN_EXPIRY,
         signin_attempts_per_minute: int = DEFAULT_SIGNIN_ATTEMPTS_PER_MINUTE,
     ) -> None:
@@ -130,6 +136,12 @@ class Collector:
         if not retention_interval > 0:
             raise ValueError("retention_interval: expected seconds > 0")
         self.pool_size = checked_pool_size(database, pool_size)
+        if not pg_synchronous_commit and not is_postgres_dsn(database):
+            raise ValueError(
+                "pg_synchronous_commit: only for a PostgreSQL database (SQLite's commits are"
+                " set by its WAL with synchronous=NORMAL); leave it True"
+            )
+        self.pg_synchronous_commit = pg_synchronous_commit
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self._retention: asyncio.Task[None] | None = None
@@ -156,7 +168,11 @@ class Collector:
 
     async def start(self) -> None:
         """Open the storage (creating the schema) and start listening."""
-        storage = open_storage(self.database, pool_size=self.pool_size)
+        storage = open_storage(
+            self.database,
+            pool_size=self.pool_size,
+            pg_synchronous_commit=self.pg_synchronous_commit,
+        )
         await storage.open()
         try:
             secret = await storage.get_secret(new_secret())

@@ -493,7 +493,9 @@ def checked_pool_size(database: str, pool_size: int | None) -> int | None:
     return pool_size_setting(pool_size, "pool_size")
 
 
-def open_storage(database: str, *, pool_size: int | None = None) -> Storage:
+def open_storage(
+    database: str, *, pool_size: int | None = None, pg_synchronous_commit: bool = True
+) -> Storage:
     """The backend for ``database``: a ``postgresql://`` DSN, else a SQLite path.
 
     ``sqlite:///path`` and plain paths are SQLite files; ``:memory:`` is a private in-memory
@@ -502,6 +504,8 @@ def open_storage(database: str, *, pool_size: int | None = None) -> Storage:
     ``pool_size`` is how many connections a PostgreSQL storage opens at most (on demand); None
     takes ``AGENTOPS_COLLECTOR_PG_POOL_SIZE``, else 10. SQLite has no pool: a ``pool_size`` with
     a SQLite database is a ValueError (the environment variable is ignored there).
+    ``pg_synchronous_commit=False`` makes a PostgreSQL storage's commits asynchronous (see
+    :class:`~agentops_async.collector._postgres.PostgresStorage`); SQLite ignores it.
 
     ``AGENTOPS_COLLECTOR_SQLITE_BUSY_TIMEOUT`` (seconds, default 10) sets how long a SQLite write
     waits for a lock that another process holds before the request is answered 503.
@@ -515,7 +519,11 @@ def open_storage(database: str, *, pool_size: int | None = None) -> Storage:
 
         if pool_size is None and os.environ.get(PG_POOL_SIZE_ENV, "").strip():
             pool_size = pool_size_setting(os.environ[PG_POOL_SIZE_ENV].strip(), PG_POOL_SIZE_ENV)
-        return PostgresStorage(database, pool_size=pool_size or DEFAULT_PG_POOL_SIZE)
+        return PostgresStorage(
+            database,
+            pool_size=pool_size or DEFAULT_PG_POOL_SIZE,
+            synchronous_commit=pg_synchronous_commit,
+        )
     from ._sqlite import SqliteStorage
 
     path = database.removeprefix("sqlite:///") if database.startswith("sqlite:///") else database

@@ -355,6 +355,27 @@ async def test_create_sessions_stores_many_sessions_and_their_events_in_one_requ
     assert (again.status, again.body["stored"]) == (200, 0)  # idempotent
 
 
+async def test_create_sessions_with_only_existing_sessions_stores_each_event_once(
+    collector: CollectorHandle,
+) -> None:
+    # No session to write: on PostgreSQL the events are one COPY with no transaction around it.
+    first, _ = await collector.v2_create_session()
+    second, _ = await collector.v2_create_session()
+    sent = {first: _events(first, 3), second: _events(None, 2)}
+    body = {"sessions": [{"session_id": sid, "events": events} for sid, events in sent.items()]}
+    answer = await collector.v2_post("create_sessions", body, api_key=collector.api_key)
+    assert (answer.status, answer.body["received"], answer.body["stored"]) == (200, 5, 5)
+    again = await collector.v2_post("create_sessions", body, api_key=collector.api_key)
+    assert (again.status, again.body["received"], again.body["stored"]) == (200, 5, 0)
+    more = _events(first, 1)
+    mixed = {"sessions": [{"session_id": first, "events": [*sent[first], *more]}]}
+    answer = await collector.v2_post("create_sessions", mixed, api_key=collector.api_key)
+    assert (answer.status, answer.body["stored"]) == (200, 1)  # only the new id
+    for sid, events in sent.items():
+        expected = events + more if sid == first else events
+        assert [e["id"] for e in await collector.get_events(sid)] == [e["id"] for e in expected]
+
+
 async def test_create_sessions_refuses_what_the_standard_calls_refuse(
     collector: CollectorHandle,
 ) -> None:
