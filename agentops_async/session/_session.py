@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .._config import check_tags
+from .._ids import new_session_id
 from .._limits import MAX_ID_LENGTH
 from .._sampling import is_sampled
 from ..api._wire import host_env
@@ -149,7 +150,7 @@ class AsyncSession:
         self.session_id = (
             _checked_id(str(session_id), "session_id")
             if session_id is not None
-            else str(uuid.uuid4())
+            else new_session_id()
         )
         self.tags: list[str] = _session_tags(tags, "tags")
         self.video = video
