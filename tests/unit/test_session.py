@@ -388,3 +388,36 @@ async def test_new_session_ids_are_uuid7_ordered_by_their_start(
     assert stamps == sorted(stamps) and len(set(ids)) == 5  # later sessions sort after
     assert set(api.sessions) == set(ids)  # and those are the ids the API got
     assert len({ao_id() for _ in range(10_000)}) == 10_000  # unique within a millisecond too
+
+
+async def test_a_queued_session_keeps_few_objects_for_the_garbage_collector(
+    api: FakeApi, make_client: Any
+) -> None:
+    # A service queues each request's session (its creation, events and end) for up to a flush
+    # interval; every GC-tracked object queued that long is carried into the older generations,
+    # whose full collections cost a busy service milliseconds each. What stays queued per
+    # session: its two operations, its channel and the tags of its two snapshots.
+    import gc
+
+    client = make_client(
+        flush_interval=60.0, max_batch_size=10_000, instrument_otel=False, shutdown_timeout=30.0
+    )
+
+    async def one() -> None:
+        async with ao.AsyncSession(client=client, tags=["t"], flush_on_exit=False) as session:
+            await session.record(ao.ActionEvent(action_type="a", params={"q": "x"}))
+            await session.record(ao.ToolEvent(name="t", params={"n": 1}, returns="r"))
+
+    await one()  # caches and the exporter task, made once
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(100):
+            await one()
+        kept = (len(gc.get_objects()) - before) / 100
+    finally:
+        gc.enable()
+    assert kept <= 6.1, kept
+    await client.close()
+    assert sum(len(events) for events in api.events.values()) == 2 * 101
