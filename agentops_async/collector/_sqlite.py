@@ -550,7 +550,7 @@ class SqliteStorage:
         def run(conn: sqlite3.Connection) -> tuple[list[str], int]:
             try:
                 with _transaction(conn):
-                    owners = [_upsert_session(conn, write) for write in writes]
+                    owners = _upsert_sessions(conn, writes)
                     if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
                         raise _Refused(owners)
                     return owners, _insert_rows(conn, rows)
@@ -1127,14 +1127,54 @@ def _upsert_session(conn: sqlite3.Connection, write: SessionWrite) -> str:
             _update_session(conn, write)
         return str(row[0])
     now = time.time()
-    conn.execute(
-        "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
-        " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
-        " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (*write.insert_values(), now, now),
-    )
+    conn.execute(_INSERT_SESSION, (*write.insert_values(), now, now))
     _replace_tags(conn, write.session_id, write.tags or [])
     return write.project_id
+
+
+_INSERT_SESSION = (
+    "INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts,"
+    " end_timestamp, end_ts, state, end_state, end_state_reason, tags, video,"
+    " host_env, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_TAG = "INSERT INTO session_tags (session_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_MAX_IDS_PER_SELECT = 500  # bound variables of one statement (SQLite allows 32766)
+
+
+def _upsert_sessions(conn: sqlite3.Connection, writes: Sequence[SessionWrite]) -> list[str]:
+    """:func:`_upsert_session` for many sessions, in the caller's transaction; their owners.
+
+    The usual batch is all new sessions: one SELECT finds which exist, one executemany inserts
+    the others and one their tags (a new session has none to delete). Sessions that exist are
+    updated one by one (same project only), as are later writes of an id the batch repeats.
+    """
+    ids = [write.session_id for write in writes]
+    owners: dict[str, str] = {}
+    for start in range(0, len(ids), _MAX_IDS_PER_SELECT):
+        chunk = ids[start : start + _MAX_IDS_PER_SELECT]
+        owners.update(
+            conn.execute(
+                f"SELECT id, project_id FROM sessions WHERE id IN ({_id_list(chunk)})", chunk
+            ).fetchall()
+        )
+    new: dict[str, SessionWrite] = {}
+    later: list[SessionWrite] = []
+    for write in writes:
+        if write.session_id in owners or write.session_id in new:
+            later.append(write)
+        else:
+            new[write.session_id] = write
+    if new:
+        now = time.time()
+        conn.executemany(_INSERT_SESSION, [(*w.insert_values(), now, now) for w in new.values()])
+        conn.executemany(
+            _INSERT_TAG, [(sid, tag) for sid, w in new.items() for tag in w.tags or ()]
+        )
+        owners.update((sid, w.project_id) for sid, w in new.items())
+    for write in later:
+        if owners[write.session_id] == write.project_id:
+            _update_session(conn, write)
+    return [owners[session_id] for session_id in ids]
 
 
 class _transaction:
@@ -1155,10 +1195,7 @@ class _transaction:
 
 def _replace_tags(conn: sqlite3.Connection, session_id: str, tags: list[str]) -> None:
     conn.execute("DELETE FROM session_tags WHERE session_id = ?", (session_id,))
-    conn.executemany(
-        "INSERT INTO session_tags (session_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(session_id, tag) for tag in tags],
-    )
+    conn.executemany(_INSERT_TAG, [(session_id, tag) for tag in tags])
 
 
 _UPDATABLE = (*UPDATABLE_SESSION_FIELDS, "host_env")

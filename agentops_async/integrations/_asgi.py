@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from .._client import AsyncClient, default_client
 from .._config import check_tags
+from .._ids import new_session_id
 from .._limits import MAX_TAG_LENGTH
 from .._sampling import is_sampled
 from ..errors import ConfigError
@@ -130,7 +130,7 @@ class SessionMiddleware:
 
     def _start(self, scope: Scope) -> AsyncSession:
         """A new session for the request (a disabled one when sampling leaves it out)."""
-        session_id = str(uuid.uuid4())
+        session_id = new_session_id()
         if self._sampled(session_id):
             client = self.client or _client_from(scope)
         else:

@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from .._config import check_tags
+from .._ids import new_session_id
 from .._limits import MAX_ID_LENGTH
 from .._sampling import is_sampled
 from ..api._wire import host_env
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentops_async")
 
 _RUNNING = SessionState.RUNNING
+
+
+# The links of a session opened outside any span (nearly all): one shared empty list, not one
+# more tracked object per session for the garbage collector (never mutated).
+_NO_LINKS: list[tuple[str, str]] = []
 
 
 class SessionStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,7 +126,8 @@ class AsyncSession:
         tags: Tags of the session (a list of strings); the client's default tags are added.
         client: The :class:`~agentops_async.AsyncClient` to send through; by default the process's
             default client, configured from the environment (``AGENTOPS_API_KEY``...).
-        session_id: Use this id instead of a new UUID (e.g. to continue a session id you own).
+        session_id: Use this id instead of a new one (e.g. to continue a session id you own).
+            New ids are UUIDv7: they start with the time, so that storage appends them.
         video: URL of a recording of the session.
         flush_on_exit: True (the default) makes leaving the ``async with`` block wait (up to
             the client's ``shutdown_timeout``) until this session's own events and final update
@@ -149,7 +156,7 @@ class AsyncSession:
         self.session_id = (
             _checked_id(str(session_id), "session_id")
             if session_id is not None
-            else str(uuid.uuid4())
+            else new_session_id()
         )
         self.tags: list[str] = _session_tags(tags, "tags")
         self.video = video
@@ -158,7 +165,8 @@ class AsyncSession:
         self.end_timestamp: datetime | None = None
         self.trace_id: str = ""
         self._span_id = ""  # the root span's id, in hex
-        self._links: list[tuple[str, str]] = []  # (trace id, span id) of the ambient span(s)
+        # (trace id, span id) of the ambient span(s); read only (snapshots share it)
+        self._links: list[tuple[str, str]] = _NO_LINKS
         self._counts: dict[str, int] = {}  # recorded on the loop thread
         self._locked_counts: dict[str, int] = {}  # recorded from other threads, and spans
         self._state_value = SessionState.INITIALIZING  # storage of the `state` descriptor
@@ -253,13 +261,17 @@ class AsyncSession:
         self._span_trace_id = ctx.trace_id
         self.trace_id = trace.format_trace_id(ctx.trace_id)
         self._span_id = trace.format_span_id(ctx.span_id)
-        self._links = [
-            (
-                trace.format_trace_id(link.context.trace_id),
-                trace.format_span_id(link.context.span_id),
-            )
-            for link in links
-        ]
+        self._links = (
+            [
+                (
+                    trace.format_trace_id(link.context.trace_id),
+                    trace.format_span_id(link.context.span_id),
+                )
+                for link in links
+            ]
+            if links
+            else _NO_LINKS
+        )
         self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         if capture:
             router().register(ctx.trace_id, ctx.span_id, self.session_id, self._capture_span)

@@ -221,6 +221,7 @@ class Exporter:
         # The batches taken from the buffer and not finished yet, by session (spooled again if
         # close cuts them): the one being sent, and the next one, prepared meanwhile.
         self._batches: list[Taken] = []
+        self._unyielded = 0  # items prepared since the exporter last yielded to the loop
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -1013,6 +1014,9 @@ class Exporter:
             if steps:
                 batch.append(SessionPart(channel.session_id, channel.trace_id, steps))
             channels[channel.session_id] = channel
+        if self._unyielded:  # the request machinery comes next: a stretch of its own
+            self._unyielded = 0
+            await asyncio.sleep(0)
         return Prepared(taken, batch, channels)
 
     async def _add_run(
@@ -1036,9 +1040,14 @@ class Exporter:
         parts: list[bytes] = []
         session_id, trace_id = channel.session_id, channel.trace_id
         for start in range(0, len(run), _YIELD_EVERY):
-            if start:
-                await asyncio.sleep(0)  # keep each stretch of loop time short (latency)
+            if self._unyielded >= _YIELD_EVERY:
+                # Keep each stretch of loop time short (latency), counted across runs: a batch
+                # of many small sessions (a service's requests) yields every few sessions, not
+                # after each one (a loop iteration costs as much as preparing a small run).
+                self._unyielded = 0
+                await asyncio.sleep(0)
             part = run[start : start + _YIELD_EVERY]
+            self._unyielded += len(part) + 1  # its events, and the run's own fixed cost
             if self.hooks is not None:
                 part = self._apply_hooks(channel, part)
             try:
@@ -1049,7 +1058,6 @@ class Exporter:
             if kept:
                 events += kept
                 parts.append(body)
-        await asyncio.sleep(0)  # the request machinery comes next: a stretch of its own
         if not events:
             return EventRun(events, b"")
         return EventRun(events, self.target.join_encoded(parts))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -58,3 +60,24 @@ async def test_each_request_is_one_session_with_exactly_its_events(collector: An
             assert [(e["error_type"], e["code"]) for e in errors] == [("HTTPError", "500")]
         else:
             assert errors == []
+
+
+async def test_request_sessions_have_time_ordered_uuid7_ids(collector: Any) -> None:
+    # Time-ordered ids: the collector appends each request's session, tags, events and
+    # rollups at the end of its indexes (whatever the database's size) instead of anywhere.
+    client = ao.AsyncClient(
+        api_key=collector.api_key, endpoint=collector.url, log_session_stats=False
+    )
+    app, seen = make_app(client, exclude_paths=["/health"])
+    async with serving(app) as url:
+        await drive(url, 12, 1)  # one at a time: request n starts after request n-1 ended
+    ids = [seen[n] for n in range(12)]
+    assert [uuid.UUID(i).version for i in ids] == [7] * 12
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]  # Unix milliseconds of each start
+    assert stamps == sorted(stamps)
+    stored = await collector.list_sessions()
+    assert sorted(s["id"] for s in stored) == sorted(ids)
+    for session_id, stamp in zip(ids, stamps, strict=True):
+        session = await collector.get_session(session_id)
+        started = datetime.fromisoformat(session["init_timestamp"].replace("Z", "+00:00"))
+        assert abs(started.timestamp() * 1000 - stamp) < 1000, session

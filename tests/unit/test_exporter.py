@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -379,3 +380,63 @@ async def test_batches_prepared_ahead_are_sent_one_at_a_time_in_order(
     assert event_batches(api) == [10, 10, 10, 10, 10, 5]
     assert [e["params"]["i"] for e in api.events[session.session_id]] == list(range(55))
     assert session.stats.delivered == 55 and client.stats.pending == 0
+
+
+async def _loop_turns_while_preparing(client: ao.AsyncClient) -> list[int]:
+    """Flush ``client``; how many times another task ran while each batch was prepared."""
+    exporter = client._exporter_for_running_loop()
+    turns = 0
+    per_batch: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    prepare = exporter._prepare  # type: ignore[union-attr]
+
+    async def counted(taken: Any) -> Any:
+        before = turns
+        prepared = await prepare(taken)
+        per_batch.append(turns - before)
+        return prepared
+
+    exporter._prepare = counted  # type: ignore[union-attr]
+    task = asyncio.create_task(ticker())
+    try:
+        await client.flush(10.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return per_batch
+
+
+async def test_preparing_many_small_sessions_yields_every_few_dozen_events_not_each_session(
+    api: FakeApi, make_client: Any
+) -> None:
+    # A service's batch: 100 request sessions of 3 events each. The loop gets a turn about
+    # every 64 events (bounded stretches), not after every session (a loop turn costs as much
+    # as preparing a small run).
+    client = make_client(flush_interval=60.0, max_batch_size=1_000)
+    sessions = []
+    for n in range(100):
+        async with ao.AsyncSession(client=client, flush_on_exit=False) as session:
+            for kind in ("llm", "tool", "action"):
+                await session.record(ao.ActionEvent(action_type=kind, params={"n": n}))
+        sessions.append(session)
+    small = await _loop_turns_while_preparing(client)
+    assert all(len(api.events[s.session_id]) == 3 for s in sessions)
+    assert len(small) == 1 and 3 <= small[0] <= 100 * 4 // 64 + 2, small
+
+    # One large session still yields every 64 events or so.
+    client2 = make_client(flush_interval=60.0, max_batch_size=1_000)
+    async with ao.AsyncSession(client=client2, flush_on_exit=False) as big:
+        for i in range(640):
+            await big.record(ao.ActionEvent(params={"i": i}))
+    large = await _loop_turns_while_preparing(client2)
+    assert len(api.events[big.session_id]) == 640
+    assert len(large) == 1 and 9 <= large[0] <= 12, large
+    await client.close()
+    await client2.close()

@@ -6,12 +6,14 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 import agentops_async as ao
+from agentops_async._ids import new_session_id as ao_id
 
 from .fake_api import FakeApi
 
@@ -365,3 +367,57 @@ async def test_caller_chosen_ids_outside_the_id_limit_are_refused_at_the_call(
         session.create_agent("planner", agent_id="a" * 200)
     assert list(api.sessions) == ["s" * 200]
     assert [body["id"] for _, _, body in api.calls("/v2/create_agent")] == ["a" * 200]
+
+
+async def test_new_session_ids_are_uuid7_ordered_by_their_start(
+    api: FakeApi, client: ao.AsyncClient
+) -> None:
+    # Time-ordered ids keep a collector's session-keyed indexes append-only (see _ids.py).
+    sessions = []
+    for _ in range(5):
+        before = time.time_ns() // 1_000_000
+        async with client.session() as session:
+            pass
+        after = time.time_ns() // 1_000_000
+        sessions.append(session)
+        made = uuid.UUID(session.session_id)
+        assert (made.version, made.variant, str(made)) == (7, uuid.RFC_4122, session.session_id)
+        assert before <= made.int >> 80 <= after  # its first 48 bits: Unix milliseconds
+    ids = [s.session_id for s in sessions]
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]
+    assert stamps == sorted(stamps) and len(set(ids)) == 5  # later sessions sort after
+    assert set(api.sessions) == set(ids)  # and those are the ids the API got
+    assert len({ao_id() for _ in range(10_000)}) == 10_000  # unique within a millisecond too
+
+
+async def test_a_queued_session_keeps_few_objects_for_the_garbage_collector(
+    api: FakeApi, make_client: Any
+) -> None:
+    # A service queues each request's session (its creation, events and end) for up to a flush
+    # interval; every GC-tracked object queued that long is carried into the older generations,
+    # whose full collections cost a busy service milliseconds each. What stays queued per
+    # session: its two operations, its channel and the tags of its two snapshots.
+    import gc
+
+    client = make_client(
+        flush_interval=60.0, max_batch_size=10_000, instrument_otel=False, shutdown_timeout=30.0
+    )
+
+    async def one() -> None:
+        async with ao.AsyncSession(client=client, tags=["t"], flush_on_exit=False) as session:
+            await session.record(ao.ActionEvent(action_type="a", params={"q": "x"}))
+            await session.record(ao.ToolEvent(name="t", params={"n": 1}, returns="r"))
+
+    await one()  # caches and the exporter task, made once
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(100):
+            await one()
+        kept = (len(gc.get_objects()) - before) / 100
+    finally:
+        gc.enable()
+    assert kept <= 6.1, kept
+    await client.close()
+    assert sum(len(events) for events in api.events.values()) == 2 * 101

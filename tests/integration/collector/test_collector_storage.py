@@ -92,6 +92,57 @@ async def test_sessions_belong_to_one_project(storage: Storage) -> None:
     assert await storage.list_sessions(SessionFilter(project_id=project_b)) == []
 
 
+async def test_a_batch_of_sessions_is_stored_as_one_upsert_each_in_order(
+    storage: Storage,
+) -> None:
+    project_a, _ = await new_project(storage, "a")
+    project_b, _ = await new_project(storage, "b")
+    known, fresh, twice = (str(uuid.uuid4()) for _ in range(3))
+    await storage.upsert_session(SessionWrite(session_id=known, project_id=project_a, tags=["k"]))
+    writes = [
+        SessionWrite(session_id=fresh, project_id=project_a, tags=["f1", "f2", "f1"]),
+        SessionWrite(session_id=known, project_id=project_a, state="ENDED", tags=["k2"]),
+        SessionWrite(session_id=twice, project_id=project_a, tags=["first"]),
+        SessionWrite(session_id=twice, project_id=project_a, end_state="Success", tags=["second"]),
+    ]
+    rows = [_row(fresh, "e1"), _row(twice, "e2")]
+    owners, stored = await storage.upsert_sessions(writes, rows)
+    assert (owners, stored) == ([project_a] * 4, 2)
+    got = {sid: await storage.get_session(sid) for sid in (known, fresh, twice)}
+    assert {sid: (r.state, r.end_state, r.tags) for sid, r in got.items() if r} == {
+        known: ("ENDED", None, ["k2"]),
+        fresh: ("RUNNING", None, ["f1", "f2", "f1"]),
+        twice: ("RUNNING", "Success", ["second"]),
+    }
+    for tag, expected in {
+        "f2": [fresh],
+        "k": [],
+        "k2": [known],
+        "first": [],
+        "second": [twice],
+    }.items():
+        listed = await storage.list_sessions(SessionFilter(project_id=project_a, tag=tag))
+        assert [r.id for r in listed] == expected, tag
+    assert await storage.event_counts([fresh, twice]) == {
+        fresh: {"actions": 1},
+        twice: {"actions": 1},
+    }
+
+    # Another project's session in a batch: its owner is reported and nothing is stored.
+    other = str(uuid.uuid4())
+    hijack = [
+        SessionWrite(session_id=other, project_id=project_b),
+        SessionWrite(session_id=fresh, project_id=project_b, state="ENDED"),
+    ]
+    assert await storage.upsert_sessions(hijack, [_row(other, "e3")]) == (
+        [project_b, project_a],
+        0,
+    )
+    assert await storage.get_session(other) is None
+    row = await storage.get_session(fresh)
+    assert row is not None and row.state == "RUNNING"
+
+
 async def test_trace_ids_map_to_sessions_within_a_project(storage: Storage) -> None:
     project_a, _ = await new_project(storage, "a")
     project_b, _ = await new_project(storage, "b")
