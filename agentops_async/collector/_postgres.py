@@ -715,6 +715,17 @@ class PostgresStorage:
         return None if row is None else _session_row(row)
 
     @_translated
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """Some sessions, in one query (see :class:`Storage`)."""
+        if not session_ids:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ANY($1::text[])",
+            list(session_ids),
+        )
+        return [_session_row(r) for r in rows]
+
+    @_translated
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:

@@ -793,6 +793,17 @@ class SqliteStorage:
 
         return await self._read(run)
 
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """Some sessions, in one query (see :class:`Storage`)."""
+        if not session_ids:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[SessionRow]:
+            sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id IN ({_id_list(session_ids)})"
+            return [_session_row(r) for r in conn.execute(sql, tuple(session_ids)).fetchall()]
+
+        return await self._read(run)
+
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:

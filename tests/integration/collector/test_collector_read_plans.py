@@ -64,6 +64,7 @@ async def _reads(storage: Storage, project_id: str, sessions: list[str]) -> None
     ):
         await storage.list_sessions(flt)
     await storage.get_session(sessions[3])
+    await storage.get_sessions(sessions[10:30])
     await storage.event_counts(sessions[:10])
     await storage.llm_usage(sessions[:10])
     await storage.list_events(sessions[5], None, 100, None)
@@ -139,6 +140,8 @@ async def test_read_queries_use_indexes_that_fit(storage: Storage, collector_bac
                 assert not line.startswith(("SCAN events", "SCAN sessions", "SCAN session_tags")), (
                     f"{sql}\n{plan}"
                 )
+        some = _one(plans, "FROM sessions WHERE id IN")
+        assert some.startswith("SEARCH sessions USING INDEX") and "(id=?)" in some, some
         counts = _one(plans, "FROM session_event_counts")
         assert "SEARCH session_event_counts USING PRIMARY KEY (session_id=?)" in counts, counts
         usage = _one(plans, "FROM session_llm_usage")
@@ -157,6 +160,8 @@ async def test_read_queries_use_indexes_that_fit(storage: Storage, collector_bac
         for sql, plan in plans.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
             assert "Bitmap Heap Scan" not in plan, f"{sql}\n{plan}"
+        some = _one(plans, "FROM sessions WHERE id = ANY")
+        assert "Index Scan using sessions_id_key on sessions" in some, some
         counts = _one(plans, "FROM session_event_counts")
         assert "using session_event_counts_pkey on session_event_counts" in counts, counts
         usage = _one(plans, "FROM session_llm_usage")
