@@ -37,7 +37,7 @@ from typing import Any
 
 from agentops_async.collector import open_storage
 from agentops_async.collector._auth import new_project
-from agentops_async.collector._sqlite import _USAGE_FROM_EVENTS
+from agentops_async.collector._sqlite import _COUNTS_FROM_EVENTS, _USAGE_FROM_EVENTS
 from agentops_async.collector._storage import is_postgres_dsn
 
 __all__ = ["Fill", "fill_database"]
@@ -304,10 +304,10 @@ def _write_sqlite(path: str, sessions: list[tuple[object, ...]], rng: random.Ran
             conn.executemany(insert, chunk)
             conn.execute("COMMIT")
             written += len(chunk)
-        # The overview's usage rollups, which the collector's writer keeps as it stores events
-        # (this filler goes around it; PostgreSQL's trigger fills them during the COPY).
+        # The usage and counts rollups, which the collector's writer keeps as it stores events
+        # (this filler goes around it; PostgreSQL's triggers fill them during the COPY).
         conn.execute("BEGIN")
-        for statement in _USAGE_FROM_EVENTS:
+        for statement in (*_USAGE_FROM_EVENTS, _COUNTS_FROM_EVENTS):
             conn.execute(statement)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")

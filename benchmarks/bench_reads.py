@@ -4,6 +4,8 @@ Each backend is filled straight from Python (``_fill.py``: COPY / executemany, n
 ``--sessions`` sessions and ``--events`` events (a few sessions of 100,000), then a collector
 subprocess serves it on loopback and every query of :data:`QUERIES` is timed over HTTP (request
 sent to response read, keep-alive), the queries taking turns so that noise hits all alike.
+The dashboard's requests (every request a person's first view of a page makes: the HTML and the
+JSON its script loads) are timed the same way, signed in once through the real sign-in form.
 The database is deleted afterwards (``--keep`` keeps the SQLite file).
 
     python benchmarks/bench_reads.py --events 1000000                # both backends, ~3 min
@@ -11,15 +13,18 @@ The database is deleted afterwards (``--keep`` keeps the SQLite file).
 
 A query is one entry of :data:`QUERIES`: a name, its goal (ms at p95, or None) and a function of
 the :class:`Reads` context that returns the URL path to GET (it may pick a different session each
-time). Add yours there.
+time), and whether it is a dashboard request (sent with the sign-in cookie, not the API key). Add
+yours there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().parent)]
@@ -45,12 +51,25 @@ class Reads:
     deep_sessions_cursor: str = ""  # the session list, 2,500 sessions in
     later_events_cursor: str = ""  # a big session's events, 50,000 in
     small_session_ids: list[str] = field(default_factory=list)
+    deep_list_path: str = ""  # the dashboard's sessions list, 2,500 sessions in
+    newest_ids: list[str] = field(default_factory=list)  # the rows of the list's first page
+    big_after_first: dict[str, str] = field(default_factory=dict)  # a big session: its 2nd page
 
     def any_session(self) -> str:
         return self.rng.choice(self.small_session_ids)
 
     def big_session(self) -> str:
         return self.rng.choice(self.fill.big_session_ids)
+
+    def status_path(self) -> str:
+        """The list's live-update call for its whole first page (as if every row ran)."""
+        return "/ui/api/sessions/status?" + "&".join(f"id={i}" for i in self.newest_ids)
+
+    def big_next_events(self) -> str:
+        """The waterfall's second request on a big session: the next 5,000 events."""
+        session_id = self.big_session()
+        cursor = self.big_after_first[session_id]
+        return f"/ui/api/sessions/{session_id}/events?limit=5000&cursor={cursor}"
 
     def old_range(self) -> str:
         """A week, 60 days ago (the list walks the newer sessions before it finds these)."""
@@ -63,6 +82,7 @@ class ReadQuery:
     name: str
     goal_ms: float | None
     path: Callable[[Reads], str]
+    dashboard: bool = False
 
 
 QUERIES: list[ReadQuery] = [
@@ -105,6 +125,40 @@ QUERIES: list[ReadQuery] = [
         None,
         lambda r: f"/api/overview?since={r.fill.first_ts - 86400:.0f}",
     ),
+    # The dashboard: what a person's first view of each page requests (HTML, then its JSON).
+    ReadQuery("dashboard: /sessions (HTML)", 100, lambda r: "/sessions", True),
+    ReadQuery("dashboard: /sessions?state=failed", 100, lambda r: "/sessions?state=failed", True),
+    ReadQuery("dashboard: /sessions?tag=env-prod", 100, lambda r: "/sessions?tag=env-prod", True),
+    ReadQuery("dashboard: /sessions, page 51", 100, lambda r: r.deep_list_path, True),
+    ReadQuery("dashboard: live rows (50 ids)", 100, lambda r: r.status_path(), True),
+    ReadQuery(
+        "dashboard: session page (HTML)", 100, lambda r: f"/sessions/{r.any_session()}", True
+    ),
+    ReadQuery(
+        "dashboard: its first events (500 of ~100)",
+        100,
+        lambda r: f"/ui/api/sessions/{r.any_session()}/events?limit=500",
+        True,
+    ),
+    ReadQuery(
+        "dashboard: 100k-event session page (HTML)",
+        300,
+        lambda r: f"/sessions/{r.big_session()}",
+        True,
+    ),
+    ReadQuery(
+        "dashboard: its first events (500 of 100k)",
+        300,
+        lambda r: f"/ui/api/sessions/{r.big_session()}/events?limit=500",
+        True,
+    ),
+    ReadQuery(
+        "dashboard: its next events (5,000)",
+        None,
+        lambda r: r.big_next_events(),
+        True,
+    ),
+    ReadQuery("dashboard: /overview (HTML, 30 days)", 500, lambda r: "/overview", True),
 ]
 
 
@@ -129,6 +183,48 @@ async def _prepare(http: object, url: str, reads: Reads) -> None:
     reads.later_events_cursor = cursor
 
 
+async def _sign_in(url: str, api_key: str) -> object:
+    """A client session signed in to the dashboard through its sign-in form (the cookie jar
+    keeps the cookie: ``unsafe=True`` because aiohttp's jar ignores cookies of IP addresses)."""
+    import aiohttp
+
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    form = {"key": api_key, "next": "/sessions"}
+    async with http.post(f"{url}/signin", data=form, allow_redirects=False) as response:
+        if response.status != 303:
+            raise AssertionError(f"sign-in answered {response.status}: {await response.text()}")
+    async with http.get(f"{url}/sessions", allow_redirects=False) as response:
+        if response.status != 200:  # a redirect back to /signin: the cookie was not kept
+            raise AssertionError(f"GET /sessions signed in answered {response.status}")
+    return http
+
+
+_ROW_ID = re.compile(r'<tr[^>]* data-id="([0-9a-f-]{36})"')
+_NEXT_LINK = re.compile(r'<a href="([^"]+)" id="page-next"')
+
+
+async def _prepare_dashboard(http: object, url: str, reads: Reads) -> None:
+    """The list's deep page (its "Older sessions" links followed 50 times) and the cursors of
+    the big sessions' second events page (untimed)."""
+    get = http.get  # type: ignore[attr-defined]
+    async with get(f"{url}/sessions") as response:
+        page = await response.text()
+    reads.newest_ids = _ROW_ID.findall(page)
+    path = "/sessions"
+    for _ in range(50):  # or fewer, on a small database
+        found = _NEXT_LINK.search(page)
+        if found is None:
+            break
+        path = html.unescape(found.group(1))
+        async with get(url + path) as response:
+            page = await response.text()
+    reads.deep_list_path = path
+    for session_id in reads.fill.big_session_ids:
+        async with get(f"{url}/ui/api/sessions/{session_id}/events?limit=500") as response:
+            body = _ok(await response.json(), response.status)
+        reads.big_after_first[session_id] = quote(body["next_cursor"], safe="")
+
+
 async def time_queries(
     url: str, fill: Fill, repeats: int, queries: list[ReadQuery]
 ) -> dict[str, list[float]]:
@@ -141,21 +237,28 @@ async def time_queries(
     )
     samples: dict[str, list[float]] = {q.name: [] for q in queries}
     headers = {"X-Agentops-Api-Key": fill.api_key}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        await _prepare(http, url, reads)
-        for query in queries:  # one untimed round: connections, caches, the statement cache
-            async with http.get(url + query.path(reads)) as response:
-                await response.read()
-        for _ in range(repeats):
-            for query in queries:
-                path = query.path(reads)
-                started = time.perf_counter()
-                async with http.get(url + path) as response:
+    async with aiohttp.ClientSession(headers=headers) as api:
+        dashboard = await _sign_in(url, fill.api_key)
+        try:
+            await _prepare(api, url, reads)
+            await _prepare_dashboard(dashboard, url, reads)
+            clients = {False: api, True: dashboard}
+            for query in queries:  # one untimed round: connections, caches, statement caches
+                async with clients[query.dashboard].get(url + query.path(reads)) as response:
                     await response.read()
-                    status = response.status
-                samples[query.name].append((time.perf_counter() - started) * 1000)
-                if status != 200:
-                    raise AssertionError(f"{query.name}: GET {path} answered {status}")
+            for _ in range(repeats):
+                for query in queries:
+                    path = query.path(reads)
+                    http = clients[query.dashboard]
+                    started = time.perf_counter()
+                    async with http.get(url + path, allow_redirects=False) as response:
+                        await response.read()
+                        status = response.status
+                    samples[query.name].append((time.perf_counter() - started) * 1000)
+                    if status != 200:
+                        raise AssertionError(f"{query.name}: GET {path} answered {status}")
+        finally:
+            await dashboard.close()  # type: ignore[attr-defined]
     return samples
 
 

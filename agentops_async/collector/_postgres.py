@@ -316,6 +316,28 @@ _MIGRATIONS: list[str] = [
           FROM events WHERE event_type = 'tools') t
     GROUP BY 1, 2;
     """,
+    # 7: the events of each session by type, kept like the usage rollups by a statement trigger
+    # from the rows each INSERT or COPY stored (upserted in key order); the sessions list and the
+    # session page read these, never the events.
+    """
+    CREATE TABLE session_event_counts (
+        session_id text NOT NULL,
+        event_type text NOT NULL,
+        events bigint NOT NULL,
+        PRIMARY KEY (session_id, event_type)
+    );
+    CREATE FUNCTION agentops_events_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO session_event_counts AS c
+        SELECT session_id, event_type, count(*) FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (session_id, event_type) DO UPDATE SET events = c.events + excluded.events;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_counts AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION agentops_events_counts();
+    INSERT INTO session_event_counts
+    SELECT session_id, event_type, count(*) FROM events GROUP BY 1, 2;
+    """,
 ]
 
 # The columns a batch is copied into, in the order of a record (see _record); a batch of events
@@ -708,14 +730,25 @@ class PostgresStorage:
         return None if row is None else _session_row(row)
 
     @_translated
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """Some sessions, in one query (see :class:`Storage`)."""
+        if not session_ids:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ANY($1::text[])",
+            list(session_ids),
+        )
+        return [_session_row(r) for r in rows]
+
+    @_translated
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:
             return {}
         counts: dict[str, dict[str, int]] = {}
         for sid, event_type, n in await self.pool.fetch(
-            "SELECT session_id, event_type, count(*) FROM events"
-            " WHERE session_id = ANY($1::text[]) GROUP BY session_id, event_type",
+            "SELECT session_id, event_type, events FROM session_event_counts"
+            " WHERE session_id = ANY($1::text[])",
             list(session_ids),
         ):
             counts.setdefault(sid, {})[event_type] = n
@@ -726,18 +759,8 @@ class PostgresStorage:
         """Token sums per session and model, and the tools' costs per session."""
         if not session_ids:
             return []
-        rows = await self.pool.fetch(
-            # sum(bigint) is numeric in PostgreSQL: it cannot overflow.
-            "SELECT session_id, model, sum(coalesce(prompt_tokens, 0)),"
-            " sum(coalesce(completion_tokens, 0)), sum(cost) FROM events"
-            " WHERE session_id = ANY($1::text[]) AND event_type = 'llms'"
-            " GROUP BY session_id, model, cost IS NULL"
-            # the tools' costs: one row per session, through events_tool_cost_by_session
-            " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM events"
-            " WHERE session_id = ANY($1::text[]) AND event_type = 'tools' AND cost IS NOT NULL"
-            " GROUP BY session_id",
-            list(session_ids),
-        )
+        # From the rollups, never the events (a 100,000-event session is a few rows).
+        rows = await self.pool.fetch(_USAGE_OF, list(session_ids))
         return [usage_row(*row) for row in rows]
 
     @_translated
@@ -844,6 +867,7 @@ _SESSION_TABLES = (
     "session_logs",
     "session_llm_usage",
     "session_tool_usage",
+    "session_event_counts",
 )
 
 # The overview's queries: the sessions of a project that started in a range, through

@@ -71,7 +71,17 @@ _USAGE_FROM_EVENTS = (
     "INSERT INTO session_llm_usage" + _LLM_USAGE_OF.format(floor=0),
     "INSERT INTO session_tool_usage" + _TOOL_USAGE_OF.format(floor=0),
 )
+# The events of each session by type (the sessions list and the session page read these, never
+# the events: a session of 100,000 events is counted in a few rows).
+_COUNTS_OF = """
+    SELECT session_id, event_type, count(*)
+    FROM events NOT INDEXED WHERE seq > {floor} GROUP BY 1, 2
+"""
+_COUNTS_FROM_EVENTS = "INSERT INTO session_event_counts" + _COUNTS_OF.format(floor=0)
 _USAGE_OF_NEW_EVENTS = (
+    "INSERT INTO session_event_counts"
+    + _COUNTS_OF.format(floor="?1")
+    + "ON CONFLICT DO UPDATE SET events = events + excluded.events",
     "INSERT INTO session_llm_usage"
     + _LLM_USAGE_OF.format(floor="?1")
     + """ON CONFLICT DO UPDATE SET
@@ -223,6 +233,16 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX sessions_by_project_start ON sessions(project_id, init_ts);
     """
     + "; ".join(_USAGE_FROM_EVENTS),
+    # 7: the events of each session by type (see _COUNTS_OF), kept like the usage rollups.
+    """
+    CREATE TABLE session_event_counts (
+        session_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        PRIMARY KEY (session_id, event_type)
+    ) WITHOUT ROWID;
+    """
+    + _COUNTS_FROM_EVENTS,
 ]
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
@@ -773,17 +793,27 @@ class SqliteStorage:
 
         return await self._read(run)
 
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """Some sessions, in one query (see :class:`Storage`)."""
+        if not session_ids:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[SessionRow]:
+            sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id IN ({_id_list(session_ids)})"
+            return [_session_row(r) for r in conn.execute(sql, tuple(session_ids)).fetchall()]
+
+        return await self._read(run)
+
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Counts by type per session."""
         if not session_ids:
             return {}
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-            marks = ",".join("?" * len(session_ids))
             counts: dict[str, dict[str, int]] = {}
             for sid, event_type, n in conn.execute(
-                f"SELECT session_id, event_type, count(*) FROM events"
-                f" WHERE session_id IN ({marks}) GROUP BY session_id, event_type",
+                "SELECT session_id, event_type, events FROM session_event_counts"
+                f" WHERE session_id IN ({_id_list(session_ids)})",
                 tuple(session_ids),
             ):
                 counts.setdefault(sid, {})[event_type] = n
@@ -797,21 +827,9 @@ class SqliteStorage:
             return []
 
         def run(conn: sqlite3.Connection) -> list[Usage]:
-            marks = ",".join("?" * len(session_ids))
-            rows = conn.execute(
-                # total(), not sum(): sum() of integers raises on int64 overflow, and one
-                # session's tokens must never make its reads fail.
-                "SELECT session_id, model, total(prompt_tokens), total(completion_tokens),"
-                " sum(cost) FROM events"
-                f" WHERE session_id IN ({marks}) AND event_type = 'llms'"
-                " GROUP BY session_id, model, cost IS NULL"
-                # the tools' costs: one row per session, through events_tool_cost_by_session
-                " UNION ALL SELECT session_id, NULL, 0, 0, sum(cost) FROM events"
-                f" WHERE session_id IN ({marks}) AND event_type = 'tools' AND cost IS NOT NULL"
-                " GROUP BY session_id",
-                (*session_ids, *session_ids),
-            ).fetchall()
-            return [usage_row(*row) for row in rows]
+            # From the rollups, never the events (a 100,000-event session is a few rows).
+            sql, args = _usage_of(session_ids)
+            return [usage_row(*row) for row in conn.execute(sql, args).fetchall()]
 
         return await self._read(run)
 
@@ -994,6 +1012,7 @@ _SESSION_TABLES = (
     "session_logs",
     "session_llm_usage",
     "session_tool_usage",
+    "session_event_counts",
 )
 _AUTO_VACUUM_INCREMENTAL = 2
 _VACUUM_PAGES_PER_STEP = 2048  # 32 MiB of 16 KiB pages per write transaction

@@ -297,6 +297,10 @@ class SessionReader(Protocol):
     async def get_session(self, session_id: str) -> SessionRow | None:
         """One session by id (callers check its project)."""
 
+    async def get_sessions(self, session_ids: Sequence[str]) -> list[SessionRow]:
+        """The sessions of these ids that exist, in one query, in no particular order
+        (callers check their project)."""
+
     async def event_counts(self, session_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """``{session_id: {event_type: count}}``."""
 

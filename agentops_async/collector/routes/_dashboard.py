@@ -230,14 +230,9 @@ class _Dashboard:
         ids = request.query.getall("id", [])
         if len(ids) > MAX_STATUS_IDS:
             fail(400, f"id: at most {MAX_STATUS_IDS} sessions per call")
-        rows = []
-        for text in ids:
-            session_id = canonical_uuid(text, "id")
-            if await self.ctx.owner_of(session_id) != project:
-                continue
-            row = await self.ctx.reader.get_session(session_id)
-            if row is not None:
-                rows.append(row)
+        wanted = list(dict.fromkeys(canonical_uuid(text, "id") for text in ids))
+        found = {row.id: row for row in await self.ctx.reader.get_sessions(wanted)}
+        rows = [found[i] for i in wanted if i in found and found[i].project_id == project]
         views = await session_views_with_tokens(self.ctx.reader, self.ctx.prices, rows)
         return json_response({"sessions": [_display(view, tokens) for view, tokens in views]})
 

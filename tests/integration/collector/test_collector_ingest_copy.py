@@ -144,7 +144,9 @@ async def test_postgres_version_4_events_migrate_and_stay_idempotent(
     conn = await asyncpg.connect(database)
     try:  # back to version 4: a primary key on seq, a unique index on (session_id, id)
         await conn.execute(
-            "DROP TRIGGER events_usage ON events; DROP FUNCTION agentops_events_usage();"
+            "DROP TRIGGER events_counts ON events; DROP FUNCTION agentops_events_counts();"
+            " DROP TABLE session_event_counts;"  # (version 7)
+            " DROP TRIGGER events_usage ON events; DROP FUNCTION agentops_events_usage();"
             " DROP FUNCTION agentops_span_seconds(text, text);"
             " DROP FUNCTION agentops_tool_name(json);"
             " DROP TABLE session_llm_usage; DROP TABLE session_tool_usage;"

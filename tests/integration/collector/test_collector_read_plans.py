@@ -2,11 +2,12 @@
 
 Every statement the storage runs for a read (sessions list with each filter and a cursor, a
 session, its counts and usage, its events pages) is captured as it runs and explained: none may
-read a whole table, and a session's counts by type and LLM usage must come from an index alone
-(SQLite: a covering index; PostgreSQL: an index-only scan), so they cost what the session holds,
-not what the table holds. PostgreSQL plans are asked with sequential scans, bitmap scans and sorts
-disabled, so that on this small test database the planner shows which index fits (and gives the
-order) rather than what is cheapest here (benchmarks/bench_reads.py measures them on 10M events).
+read a whole table, and a session's counts by type and LLM usage must come from the rollups
+(``session_event_counts``, ``session_llm_usage``, ``session_tool_usage``) by their keys, never
+from the events, so they cost a few rows however many events the session holds. PostgreSQL
+plans are asked with sequential scans, bitmap scans and sorts disabled, so that on this small
+test database the planner shows which index fits (and gives the order) rather than what is
+cheapest here (benchmarks/bench_reads.py measures them on 10M events).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ async def _reads(storage: Storage, project_id: str, sessions: list[str]) -> None
     ):
         await storage.list_sessions(flt)
     await storage.get_session(sessions[3])
+    await storage.get_sessions(sessions[10:30])
     await storage.event_counts(sessions[:10])
     await storage.llm_usage(sessions[:10])
     await storage.list_events(sessions[5], None, 100, None)
@@ -138,10 +140,17 @@ async def test_read_queries_use_indexes_that_fit(storage: Storage, collector_bac
                 assert not line.startswith(("SCAN events", "SCAN sessions", "SCAN session_tags")), (
                     f"{sql}\n{plan}"
                 )
-        counts = _one(plans, "count(*) FROM events")
-        assert "USING COVERING INDEX events_by_session" in counts, counts
-        usage = _one(plans, "total(prompt_tokens)")
-        assert "USING COVERING INDEX events_llm_by_session" in usage, usage
+        some = _one(plans, "FROM sessions WHERE id IN")
+        assert some.startswith("SEARCH sessions USING INDEX") and "(id=?)" in some, some
+        counts = _one(plans, "FROM session_event_counts")
+        assert "SEARCH session_event_counts USING PRIMARY KEY (session_id=?)" in counts, counts
+        usage = _one(plans, "FROM session_llm_usage")
+        assert "SEARCH session_llm_usage USING PRIMARY KEY (session_id=?)" in usage, usage
+        assert "SEARCH session_tool_usage USING PRIMARY KEY (session_id=?)" in usage, usage
+        for sql, plan in plans.items():  # only the events pages read the events
+            assert "events " not in plan.replace("session_event_counts", "") or (
+                "SELECT id, data FROM events" in sql
+            ), f"{sql}\n{plan}"
         pages = _all(plans, "SELECT id, data FROM events", 3)
         for page in pages:  # read in seq order, not sorted
             assert "USE TEMP B-TREE FOR ORDER BY" not in page, page
@@ -151,10 +160,17 @@ async def test_read_queries_use_indexes_that_fit(storage: Storage, collector_bac
         for sql, plan in plans.items():
             assert "Seq Scan" not in plan, f"{sql}\n{plan}"
             assert "Bitmap Heap Scan" not in plan, f"{sql}\n{plan}"
-        counts = _one(plans, "count(*) FROM events")
-        assert "Index Only Scan using events_by_session on events" in counts, counts
-        usage = _one(plans, "sum(coalesce(prompt_tokens, 0))")
-        assert "Index Only Scan using events_llm_by_session on events" in usage, usage
+        some = _one(plans, "FROM sessions WHERE id = ANY")
+        assert "Index Scan using sessions_id_key on sessions" in some, some
+        counts = _one(plans, "FROM session_event_counts")
+        assert "using session_event_counts_pkey on session_event_counts" in counts, counts
+        usage = _one(plans, "FROM session_llm_usage")
+        assert "using session_llm_usage_pkey on session_llm_usage" in usage, usage
+        assert "using session_tool_usage_pkey on session_tool_usage" in usage, usage
+        for sql, plan in plans.items():  # only the events pages read the events
+            assert " on events" not in plan or "SELECT id, data::text FROM events" in sql, (
+                f"{sql}\n{plan}"
+            )
         pages = _all(plans, "SELECT id, data::text FROM events", 3)
         for page in pages:  # read in seq order, not sorted
             assert "Index Scan using events_by_session on events" in page, page

@@ -153,6 +153,7 @@ async def test_a_version_2_database_is_migrated_to_version_3(database: str) -> N
     await storage.upsert_session(SessionWrite(session_id="s1", project_id="p"))
     await storage.close()
     downgrade = [
+        "DROP TABLE session_event_counts",  # version 7
         "DROP TABLE session_llm_usage",  # version 6
         "DROP TABLE session_tool_usage",
         "DROP INDEX sessions_by_project_start",
@@ -164,13 +165,15 @@ async def test_a_version_2_database_is_migrated_to_version_3(database: str) -> N
     if database.startswith("postgresql://"):
         import asyncpg
 
-        downgrade[:0] = [  # version 6: the rollups' trigger and functions
+        downgrade[:0] = [  # versions 7 and 6: the rollups' triggers and functions
+            "DROP TRIGGER events_counts ON events",
+            "DROP FUNCTION agentops_events_counts()",
             "DROP TRIGGER events_usage ON events",
             "DROP FUNCTION agentops_events_usage()",
             "DROP FUNCTION agentops_span_seconds(text, text)",
             "DROP FUNCTION agentops_tool_name(json)",
         ]
-        downgrade[4:4] = [  # version 5: events keyed by seq again
+        downgrade[6:6] = [  # version 5: events keyed by seq again
             "ALTER TABLE events DROP CONSTRAINT events_pkey",
             "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
             "ALTER TABLE events ADD PRIMARY KEY (seq)",

@@ -317,6 +317,31 @@ async def test_pages_and_json_calls_see_only_the_signed_in_project(
     assert "<b>bot</b>" not in page
 
 
+async def test_live_rows_answer_each_own_session_once_in_the_order_asked(
+    collector: CollectorHandle,
+) -> None:
+    """The list's live update reads all its sessions in one query; the answer keeps the order of
+    the ids, once each, and leaves out unknown ids and other projects' sessions."""
+    other_key = collector.new_api_key("other")
+    mine = [(await collector.v2_create_session())[0] for _ in range(3)]
+    theirs, _ = await collector.v2_create_session(api_key=other_key)
+    browser = Browser(collector.url)
+    await browser.sign_in(collector.api_key)
+    asked = [mine[2], str(uuid.uuid4()), mine[0].upper(), theirs, mine[2], mine[1]]
+    query = "&".join(f"id={s}" for s in asked)
+    status, _, body = await browser.request("GET", f"/ui/api/sessions/status?{query}")
+    assert status == 200
+    import json
+
+    rows = json.loads(body)["sessions"]
+    assert [s["id"] for s in rows] == [mine[2], mine[0], mine[1]]
+    assert {s["state"] for s in rows} == {"RUNNING"}
+    assert {s["events"] for s in rows} == {0}
+    status, _, body = await browser.request("GET", "/ui/api/sessions/status?id=nope")
+    assert status == 400
+    assert "id" in body
+
+
 async def test_the_session_url_of_create_session_opens_the_session_page_after_sign_in(
     collector: CollectorHandle,
 ) -> None:
