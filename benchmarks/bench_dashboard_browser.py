@@ -2,10 +2,11 @@
 
 Fills a database with ``_fill.py`` (a few hundred sessions and one of ``--big-events`` events),
 serves it with a collector subprocess, signs headless Chromium (Debian's ``chromium`` and
-``chromium-driver``, driven by Selenium; see tests/browser/conftest.py) in through the sign-in
-form and opens the big session's page ``--runs`` times. The times are the browser's own
-(``performance.now()``, milliseconds from the start of the navigation), noted by a
-MutationObserver installed before the page's scripts run:
+``chromium-driver``, driven by Selenium with the browser tests' options from
+tests/browser/_chrome.py) in through the sign-in form and opens the big session's page
+``--runs`` times. The times are the browser's own (``performance.now()``, milliseconds from
+the start of the navigation), noted by a MutationObserver installed before the page's scripts
+run:
 
 - first rows: the first ``.wf-row`` of the waterfall is in the document (what a person sees
   first: the header, and the first 500 events drawn on the time axis);
@@ -19,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().parent)]
@@ -33,8 +32,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(Path(__file__).resolve().par
 from _fill import fill_database  # noqa: E402
 from _servers import CollectorProcess, PostgresServer  # noqa: E402
 
-CHROMIUM = os.environ.get("AGENTOPS_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("AGENTOPS_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
+from tests.browser._chrome import sign_in, start_chrome  # noqa: E402
+
 WAIT = 60.0
 
 # Runs in every document before its own scripts: notes when the first waterfall row appears and
@@ -53,45 +52,17 @@ new MutationObserver(() => {
 """
 
 
-def _browser(profile: Path) -> Any:
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager reach the network
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={profile}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(WAIT)
-    return driver
-
-
 def measure(
     url: str, api_key: str, session_id: str, runs: int, profile: Path
 ) -> list[dict[str, float]]:
     """``runs`` first views of the session's page: ``{"first_rows": ms, "all_loaded": ms}``."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = _browser(profile)
+    driver = start_chrome(profile)  # the options of the browser tests (tests/browser/_chrome.py)
+    driver.set_page_load_timeout(WAIT)
     try:
-        driver.get(f"{url}/signin")
-        driver.find_element(By.ID, "key").send_keys(api_key)
-        driver.find_element(By.CSS_SELECTOR, ".signin button[type=submit]").click()
-        WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.ID, "sessions")))
+        sign_in(driver, url, api_key)
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _OBSERVE})
         results = []
         for _ in range(runs + 1):  # the first view warms the browser's cache of the static files
