@@ -241,7 +241,7 @@ class AsyncSession:
         registry.register(self)
         if not self._disabled:
             self._channel = exporter.open_channel(self.session_id, self.trace_id)
-            exporter.enqueue_op(Op(SESSION_CREATED, self._channel, self._snapshot()))
+            exporter.enqueue_op(Op(SESSION_CREATED, self._snapshot(), channel=self._channel))
         return self
 
     def _open_span(self, capture: bool) -> None:
@@ -364,7 +364,7 @@ class AsyncSession:
             registry.reset_current(self._ctx_token)
             self._ctx_token = None
         if self._channel is not None:
-            final = Op(SESSION_UPDATED, self._channel, self._snapshot(), final=True)
+            final = Op(SESSION_UPDATED, self._snapshot(), True, channel=self._channel)
             self._exporter.enqueue_op(final)
 
     async def __aenter__(self) -> AsyncSession:
@@ -543,12 +543,12 @@ class AsyncSession:
         )
         if self._channel is not None:
             agent = AgentSnapshot(session_id=self.session_id, agent_id=agent_id, name=name)
-            self._exporter.enqueue_op(Op(AGENT_ADDED, self._channel, agent))
+            self._exporter.enqueue_op(Op(AGENT_ADDED, agent, channel=self._channel))
         return agent_id
 
     def _send_update(self) -> None:
         if self._channel is not None:
-            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._channel, self._snapshot()))
+            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._snapshot(), channel=self._channel))
 
     def _snapshot(self) -> SessionSnapshot:
         """The session's state now, as the export target encodes it (immutable)."""
