@@ -205,9 +205,6 @@ class AsyncClient:
 
     def _exporter_for_running_loop(self) -> Exporter | NullExporter:
         loop = asyncio.get_running_loop()
-        exporter = self._exporter
-        if isinstance(exporter, Exporter) and exporter.loop is loop:  # the steady state: no lock
-            return exporter
         with self._lock:
             exporter = self._exporter
             if isinstance(exporter, Exporter) and exporter.loop is not loop:
