@@ -109,19 +109,13 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        status: list[int] = []
-
-        async def send_and_watch(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(int(message["status"]))
-            await send(message)
-
+        watch = _StatusWatch(send)
         try:
-            await self.app(scope, receive, send_and_watch)
+            await self.app(scope, receive, watch)
         except BaseException as exc:  # an error; or cancelled (client went away, shutdown)
-            await _finish(session, scope, status, exc)
+            _finish(session, scope, watch.status, exc)
             raise
-        await _finish(session, scope, status, None)
+        _finish(session, scope, watch.status, None)
 
     def _is_excluded(self, path: str) -> bool:
         return path in self._excluded or (
@@ -149,17 +143,35 @@ class SessionMiddleware:
         return is_sampled(session_id, self.sample_rate)
 
 
-async def _finish(
-    session: AsyncSession, scope: Scope, status: list[int], exc: BaseException | None
+class _StatusWatch:
+    """The ``send`` the application gets: passes messages on and notes the response status.
+
+    One object per request (a closure would be three: function, cells, and a list).
+    """
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status: int | None = None
+
+    async def __call__(self, message: Message) -> None:
+        if self.status is None and message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        await self.send(message)
+
+
+def _finish(
+    session: AsyncSession, scope: Scope, status: int | None, exc: BaseException | None
 ) -> None:
     """End the session without waiting (queued; the exporter delivers it)."""
     try:
-        await _end(session, scope, status[0] if status else None, exc)
+        _end(session, scope, status, exc)
     except Exception:  # telemetry never breaks the request
         log.exception("agentops_async: could not end the request's session")
 
 
-async def _end(
+def _end(
     session: AsyncSession, scope: Scope, status: int | None, exc: BaseException | None
 ) -> None:
     if session.state.is_terminal:  # the handler ended it itself
@@ -184,7 +196,7 @@ async def _end(
         state, reason = SessionState.FAILED, details
     else:
         state, reason = SessionState.SUCCEEDED, None
-    await session.end(state, reason, wait=False)  # never waits on the network
+    session._end_nowait(state, reason)  # queued: never waits on the network
 
 
 def _tag(name: str, value: str) -> str:

@@ -174,7 +174,6 @@ class AsyncSession:
         self._recording = False  # running and enabled: the hot path's one test
         self._exporter: Exporter | NullExporter = NullExporter()
         self._offer: Callable[[SessionChannel, Event | bytes], bool] = self._exporter.offer
-        self._count_lock = threading.Lock()
         self._max_event_bytes = 0
         self._channel: SessionChannel | None = None
         self._span: trace.Span | None = None
@@ -242,7 +241,7 @@ class AsyncSession:
         registry.register(self)
         if not self._disabled:
             self._channel = exporter.open_channel(self.session_id, self.trace_id)
-            exporter.enqueue_op(Op(SESSION_CREATED, self._channel, self._snapshot()))
+            exporter.enqueue_op(Op(SESSION_CREATED, self._snapshot(), channel=self._channel))
         return self
 
     def _open_span(self, capture: bool) -> None:
@@ -320,6 +319,34 @@ class AsyncSession:
         Raises:
             InvalidStateTransition: the session is not running (never started, or ended).
         """
+        self._end_queued(end_state, end_state_reason, video)
+        if wait and self._channel is not None:
+            limit = self.client.config.shutdown_timeout if timeout is None else timeout
+            await self._exporter.flush_session(self._channel, limit)
+        stats = self.stats
+        if self.client.config.log_session_stats:
+            _log_stats(stats)
+        return stats
+
+    def _end_nowait(self, end_state: SessionState, end_state_reason: str | None = None) -> None:
+        """``end(..., wait=False)`` for callers that do not read its stats (the per-request
+        middleware): they are built only for the log line when ``log_session_stats`` is on
+        (``session.stats`` builds them whenever read).
+
+        Raises:
+            InvalidStateTransition: the session is not running (never started, or ended).
+        """
+        self._end_queued(end_state, end_state_reason)
+        if self.client.config.log_session_stats:
+            _log_stats(self.stats)
+
+    def _end_queued(
+        self,
+        end_state: SessionState | str,
+        end_state_reason: str | None = None,
+        video: str | None = None,
+    ) -> None:
+        """End the session and queue its final update (what every end does, before any wait)."""
         state = SessionState.parse(end_state)
         if self.state is SessionState.INITIALIZING:
             raise self._not_running("end the session")
@@ -337,17 +364,8 @@ class AsyncSession:
             registry.reset_current(self._ctx_token)
             self._ctx_token = None
         if self._channel is not None:
-            final = Op(SESSION_UPDATED, self._channel, self._snapshot(), final=True)
+            final = Op(SESSION_UPDATED, self._snapshot(), True, channel=self._channel)
             self._exporter.enqueue_op(final)
-            if wait:
-                limit = self.client.config.shutdown_timeout if timeout is None else timeout
-                await self._exporter.flush_session(self._channel, limit)
-        stats = self.stats
-        if self.client.config.log_session_stats:
-            log.info("%s", stats.summary())
-            if stats.session_url:
-                log.info("Session replay: %s", stats.session_url)
-        return stats
 
     async def __aenter__(self) -> AsyncSession:
         return await self.start()
@@ -451,14 +469,14 @@ class AsyncSession:
             raise _not_an_event(event)
         sent = self._through_hooks(event)
         if sent is None:  # filtered or a failing hook: counted by the exporter
-            with self._count_lock:
+            with _count_lock:
                 counts = self._locked_counts
                 counts[event.event_type] = counts.get(event.event_type, 0) + 1
             return True
         data = sent.prepare(self.session_id, self.trace_id)
         if len(data) > self._max_event_bytes:
             raise InvalidEvent(_describe_oversize(event, len(data), self._max_event_bytes))
-        with self._count_lock:  # may run in several threads at once
+        with _count_lock:  # may run in several threads at once
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
         assert self._channel is not None
@@ -471,7 +489,7 @@ class AsyncSession:
             return
         sent = self._through_hooks(event)
         data = sent.prepare(self.session_id, self.trace_id) if sent is not None else None
-        with self._count_lock:
+        with _count_lock:
             counts = self._locked_counts
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
         if data is not None:
@@ -525,12 +543,12 @@ class AsyncSession:
         )
         if self._channel is not None:
             agent = AgentSnapshot(session_id=self.session_id, agent_id=agent_id, name=name)
-            self._exporter.enqueue_op(Op(AGENT_ADDED, self._channel, agent))
+            self._exporter.enqueue_op(Op(AGENT_ADDED, agent, channel=self._channel))
         return agent_id
 
     def _send_update(self) -> None:
         if self._channel is not None:
-            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._channel, self._snapshot()))
+            self._exporter.enqueue_op(Op(SESSION_UPDATED, self._snapshot(), channel=self._channel))
 
     def _snapshot(self) -> SessionSnapshot:
         """The session's state now, as the export target encodes it (immutable)."""
@@ -571,9 +589,10 @@ class AsyncSession:
         """Events recorded so far, by event type (captured OTel spans under the type they map
         to: ``llms``, ``tools``, ``errors``, and ``actions`` for plain spans)."""
         counts = dict(self._counts)
-        with self._count_lock:
-            for key, value in self._locked_counts.items():
-                counts[key] = counts.get(key, 0) + value
+        if self._locked_counts:  # (only ever grows: empty means nothing to add)
+            with _count_lock:
+                for key, value in self._locked_counts.items():
+                    counts[key] = counts.get(key, 0) + value
         return counts
 
     @property
@@ -610,6 +629,12 @@ class AsyncSession:
             session_url=channel.session_url if channel else None,
             filtered=channel.filtered if channel else 0,
         )
+
+
+def _log_stats(stats: SessionStats) -> None:
+    log.info("%s", stats.summary())
+    if stats.session_url:
+        log.info("Session replay: %s", stats.session_url)
 
 
 def _describe(exc: BaseException) -> str:
@@ -658,6 +683,9 @@ def _not_an_event(event: object) -> InvalidEvent:
 
 
 _encode_json = msgspec.json.Encoder().encode
+# Guards every session's ``_locked_counts`` (counts from other threads and captured spans: rare,
+# and short critical sections): one lock for all rather than one more object per session.
+_count_lock = threading.Lock()
 
 
 def _iso(when: datetime) -> str:

@@ -33,13 +33,11 @@ from ._otel import quiet_context
 from ._spool import EVENT, FORMAT_VERSION, Spool, SpoolRecord, decode_op, encode_op
 from ._targets import (
     SESSION_CREATED,
-    AgentSnapshot,
     EventRun,
     ExportBatch,
     ExportTarget,
     SessionOp,
     SessionPart,
-    SessionSnapshot,
 )
 
 log = logging.getLogger("agentops_async")
@@ -90,21 +88,14 @@ class SessionChannel:
         self.done: asyncio.Future[None] | None = None
 
 
-class Op(SessionOp):
-    """A session operation queued in order with the session's events, with its channel."""
+class Op(SessionOp, kw_only=True, gc=False, eq=False):
+    """A session operation queued in order with the session's events, with its channel.
 
-    __slots__ = ("channel", "resolved")
+    Built as ``Op(kind, snapshot, final, channel=channel)`` (the channel by keyword).
+    """
 
-    def __init__(
-        self,
-        kind: str,
-        channel: SessionChannel,
-        snapshot: SessionSnapshot | AgentSnapshot,
-        final: bool = False,
-    ) -> None:
-        super().__init__(kind, snapshot, final)
-        self.channel = channel
-        self.resolved = False  # sent (or its failure counted): never taken back or counted again
+    channel: SessionChannel
+    resolved: bool = False  # sent (or its failure counted): never taken back or counted again
 
 
 # An event of a session (checked, not yet encoded; or encoded, from another thread or the spool).
@@ -914,7 +905,7 @@ class Exporter:
                     self._resolved += 1
                     continue
                 kind, snapshot = op
-                self._buf.append(Op(kind, channel, snapshot, record.final))
+                self._buf.append(Op(kind, snapshot, record.final, channel=channel))
             self._buf_channels.append(channel)
         if self._spool.empty:
             self._limit = self._max_events  # back to memory; the room waiters may go on

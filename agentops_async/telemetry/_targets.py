@@ -57,7 +57,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -121,7 +121,14 @@ class AgentSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     name: str
 
 
-class SessionOp:
+# The structures of a batch are msgspec Structs with ``gc=False``: not tracked by the garbage
+# collector, so the many a service's batch holds (a few per session, alive while the batch is on
+# the wire) neither trigger collections nor get scanned by them. None can be part of a reference
+# cycle: they point only at snapshots, events, lists of steps and (an Op) its channel, and
+# nothing points back at them.
+
+
+class SessionOp(msgspec.Struct, gc=False, eq=False):
     """A session operation, queued in order with the session's events.
 
     Attributes:
@@ -130,14 +137,9 @@ class SessionOp:
         final: True for the session's last update: nothing of the session follows it.
     """
 
-    __slots__ = ("final", "kind", "snapshot")
-
-    def __init__(
-        self, kind: str, snapshot: SessionSnapshot | AgentSnapshot, final: bool = False
-    ) -> None:
-        self.kind = kind
-        self.snapshot = snapshot
-        self.final = final
+    kind: str
+    snapshot: SessionSnapshot | AgentSnapshot
+    final: bool = False
 
     @property
     def session_id(self) -> str:
@@ -149,7 +151,7 @@ class SessionOp:
         return f"SessionOp({self.kind}, {self.session_id}{final})"
 
 
-class EventRun(NamedTuple):
+class EventRun(msgspec.Struct, gc=False, eq=False):
     """Consecutive events of one session, finalized, and their encoding by the target.
 
     Attributes:
@@ -163,7 +165,7 @@ class EventRun(NamedTuple):
     body: bytes
 
 
-class SessionPart(NamedTuple):
+class SessionPart(msgspec.Struct, gc=False, eq=False):
     """One session's share of a batch: its operations and runs of events, in queue order."""
 
     session_id: str

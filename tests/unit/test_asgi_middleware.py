@@ -151,3 +151,52 @@ async def test_lifespan_runs_the_apps_own_lifespan_inside_and_keeps_its_state(
     assert ao.default_client() is not client
     assert api.sessions[session.session_id]["end_state"] == "Success"
     assert [e["event_type"] for e in api.events[session.session_id]] == ["actions"]
+
+
+@pytest.mark.asyncio
+async def test_request_session_stats_are_logged_when_configured_and_correct_when_read_later(
+    api: FakeApi, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The middleware ends sessions without building their stats (nobody reads them there);
+    # the stats line is still logged when log_session_stats is on, and session.stats, read
+    # afterwards, is built then: recorded, delivered and the final state are right.
+    async def failing_app(scope: Any, receive: Any, send: Any) -> None:
+        scope["seen_session"] = ao.get_current_session()
+        await ao.record(ao.ActionEvent(action_type="handled"))
+        await ao.record(ao.ToolEvent(name="search"))
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"busy"})
+
+    logged = make_client(log_session_stats=True)
+    with caplog.at_level("INFO", logger="agentops_async"):
+        ok = (await call(SessionMiddleware(app_recording, client=logged)))["seen_session"]
+        failed = (await call(SessionMiddleware(failing_app, client=logged)))["seen_session"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Session ")]
+    assert lines[0].startswith(f"Session {ok.session_id} SUCCEEDED |")
+    assert "| Actions: 1 | Errors: 0 |" in lines[0]
+    assert lines[1].startswith(f"Session {failed.session_id} FAILED |")
+    assert "| Tools: 1 | Actions: 1 | Errors: 1 |" in lines[1]  # the 503's ErrorEvent
+    assert len(lines) == 2
+
+    quiet = make_client()  # log_session_stats=False: nothing logged, stats still right
+    caplog.clear()
+    with caplog.at_level("INFO", logger="agentops_async"):
+        session = (await call(SessionMiddleware(app_recording, client=quiet)))["seen_session"]
+    assert not [r for r in caplog.records if r.getMessage().startswith("Session ")]
+    await quiet.flush(timeout=10)
+    await logged.flush(timeout=10)
+    stats = session.stats
+    assert stats.state is ao.SessionState.SUCCEEDED
+    assert stats.event_counts == {"actions": 1}
+    assert (stats.recorded, stats.delivered, stats.dropped) == (1, 1, 0)
+    assert stats.duration > 0
+    assert failed.stats.state is ao.SessionState.FAILED
+    assert (failed.stats.recorded, failed.stats.delivered) == (3, 3)
+    assert [e["event_type"] for e in api.events[failed.session_id]] == [
+        "actions",
+        "tools",
+        "errors",
+    ]
+    assert api.sessions[failed.session_id]["end_state"] == "Fail"
+    await quiet.close()
+    await logged.close()
