@@ -51,9 +51,21 @@ async def test_each_request_is_one_session_with_exactly_its_events(collector: An
         expected = [] if outcome == "raise" else [f"http.status:{EXPECTED_STATUS[outcome]}"]
         assert status_tags == expected
         events = await collector.get_events(session_id)
-        mine = sorted(e["id"] for e in events if e["event_type"] != "errors")
+        # Spans the framework itself makes (FastAPI's ``fastapi.dependencies``...) are captured
+        # into the session when the process has an SDK TracerProvider (another test may have set
+        # the global one): they belong to the request too; the recorded events are checked here.
+        mine = sorted(
+            e["id"]
+            for e in events
+            if e["event_type"] != "errors" and e.get("action_type") != "span"
+        )
         assert mine == sorted(ids_for(n)), (n, events)
-        errors = [e for e in events if e["event_type"] == "errors"]
+        spans = {e["id"] for e in events if e.get("action_type") == "span"}
+        errors = [  # the middleware's, not those of the framework's failed spans
+            e
+            for e in events
+            if e["event_type"] == "errors" and e.get("trigger_event_id") not in spans
+        ]
         if outcome == "raise":
             assert [e["error_type"] for e in errors] == ["RuntimeError"]
         elif outcome == "http500":
