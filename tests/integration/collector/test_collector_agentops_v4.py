@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from _schema import downgrade
 from _servers import CollectorHandle
 
 from agentops_async._spans import span_event_id
@@ -327,40 +328,14 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
         [("s1", "t1", "tools", None, None, '{"id": "t1"}', None, None, None, 0.5)]
     )
     await storage.close()
-    downgrade = [
-        "DROP TABLE session_event_counts",  # version 7
-        "DROP TABLE session_llm_usage",  # version 6: the overview's rollups
-        "DROP TABLE session_tool_usage",
-        "DROP INDEX sessions_by_project_start",
-        "DROP INDEX events_tool_cost_by_session",
-        "DELETE FROM schema_version WHERE version >= 4",
-    ]
+    await downgrade(database, 3)
     index_sql = "SELECT count(*) FROM {} WHERE indexname = 'events_tool_cost_by_session'"
     if database.startswith("postgresql://"):
         import asyncpg
 
-        downgrade[:0] = [  # versions 7 and 6: the rollups' triggers and functions
-            "DROP TRIGGER events_counts ON events",
-            "DROP FUNCTION agentops_events_counts()",
-            "DROP TRIGGER events_usage ON events",
-            "DROP FUNCTION agentops_events_usage()",
-            "DROP FUNCTION agentops_span_seconds(text, text)",
-            "DROP FUNCTION agentops_tool_name(json)",
-        ]
-        downgrade[6:6] = [  # version 5: events keyed by seq again
-            "ALTER TABLE events DROP CONSTRAINT events_pkey",
-            "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
-            "ALTER TABLE events ADD PRIMARY KEY (seq)",
-        ]
         conn = await asyncpg.connect(database)
-        for statement in downgrade:
-            await conn.execute(statement)
         assert await conn.fetchval(index_sql.format("pg_indexes")) == 0
         await conn.close()
-    else:
-        with sqlite3.connect(database) as sconn:
-            for statement in downgrade:
-                sconn.execute(statement)
     storage = open_storage(database)
     await storage.open()
     try:

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 
 import pytest
+from _schema import downgrade
 
 from agentops_async.collector import Storage, open_storage, prune
 from agentops_async.collector._auth import new_project
@@ -89,14 +90,7 @@ async def test_a_version_6_database_counts_the_events_stored_before(database: st
     session_id = await _session(storage, project_id)
     await storage.insert_events(_rows(session_id, 0, 120))
     await storage.close()
-    downgrade = ["DROP TABLE session_event_counts", "DELETE FROM schema_version WHERE version >= 7"]
-    if is_postgres_dsn(database):
-        downgrade[:0] = [
-            "DROP TRIGGER events_counts ON events",
-            "DROP FUNCTION agentops_events_counts()",
-        ]
-    for statement in downgrade:
-        await _sql(database, statement)
+    await downgrade(database, 6)
 
     storage = open_storage(database)
     await storage.open()  # migrates to version 7: the counts of the events stored before

@@ -12,6 +12,7 @@ import uuid
 
 import msgspec
 import pytest
+from _schema import downgrade
 
 from agentops_async.collector import Storage, open_storage
 from agentops_async.collector._auth import new_project
@@ -133,7 +134,6 @@ async def test_postgres_version_4_events_migrate_and_stay_idempotent(
 ) -> None:
     if collector_backend != "postgres":
         pytest.skip("PostgreSQL's schema 5")
-    import asyncpg
 
     storage = open_storage(database)
     await storage.open()
@@ -141,23 +141,7 @@ async def test_postgres_version_4_events_migrate_and_stay_idempotent(
     batch = [_row(session_id, f"m{i}") for i in range(3)]
     assert await storage.insert_events(batch) == 3
     await storage.close()
-    conn = await asyncpg.connect(database)
-    try:  # back to version 4: a primary key on seq, a unique index on (session_id, id)
-        await conn.execute(
-            "DROP TRIGGER events_counts ON events; DROP FUNCTION agentops_events_counts();"
-            " DROP TABLE session_event_counts;"  # (version 7)
-            " DROP TRIGGER events_usage ON events; DROP FUNCTION agentops_events_usage();"
-            " DROP FUNCTION agentops_span_seconds(text, text);"
-            " DROP FUNCTION agentops_tool_name(json);"
-            " DROP TABLE session_llm_usage; DROP TABLE session_tool_usage;"
-            " DROP INDEX sessions_by_project_start;"  # (version 6)
-            " ALTER TABLE events DROP CONSTRAINT events_pkey;"
-            " CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id);"
-            " ALTER TABLE events ADD PRIMARY KEY (seq);"
-            " DELETE FROM schema_version WHERE version >= 5"
-        )
-    finally:
-        await conn.close()
+    await downgrade(database, 4)  # a primary key on seq, a unique index on (session_id, id)
     storage = open_storage(database)
     await storage.open()
     try:  # the events stored before are still keys: re-sent, only the new one is stored

@@ -4,12 +4,12 @@ and the schema version 3 that stores them (both storage backends)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 import uuid
 from typing import Any
 
 import pytest
+from _schema import downgrade
 from _servers import CollectorHandle
 
 from agentops_async.collector import open_storage
@@ -152,40 +152,7 @@ async def test_a_version_2_database_is_migrated_to_version_3(database: str) -> N
     await storage.create_project("p", "p", "hash")
     await storage.upsert_session(SessionWrite(session_id="s1", project_id="p"))
     await storage.close()
-    downgrade = [
-        "DROP TABLE session_event_counts",  # version 7
-        "DROP TABLE session_llm_usage",  # version 6
-        "DROP TABLE session_tool_usage",
-        "DROP INDEX sessions_by_project_start",
-        "DROP TABLE session_logs",
-        "DROP TABLE objects",
-        "DROP INDEX events_tool_cost_by_session",  # version 4
-        "DELETE FROM schema_version WHERE version >= 3",
-    ]
-    if database.startswith("postgresql://"):
-        import asyncpg
-
-        downgrade[:0] = [  # versions 7 and 6: the rollups' triggers and functions
-            "DROP TRIGGER events_counts ON events",
-            "DROP FUNCTION agentops_events_counts()",
-            "DROP TRIGGER events_usage ON events",
-            "DROP FUNCTION agentops_events_usage()",
-            "DROP FUNCTION agentops_span_seconds(text, text)",
-            "DROP FUNCTION agentops_tool_name(json)",
-        ]
-        downgrade[6:6] = [  # version 5: events keyed by seq again
-            "ALTER TABLE events DROP CONSTRAINT events_pkey",
-            "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
-            "ALTER TABLE events ADD PRIMARY KEY (seq)",
-        ]
-        conn = await asyncpg.connect(database)
-        for statement in downgrade:
-            await conn.execute(statement)
-        await conn.close()
-    else:
-        with sqlite3.connect(database) as conn:
-            for statement in downgrade:
-                conn.execute(statement)
+    await downgrade(database, 2)
     storage = open_storage(database)
     await storage.open()
     try:

@@ -1,0 +1,69 @@
+"""Take a collector database back to an older schema version, to test the migrations forward.
+
+One list of what each version added (newest first), so a new migration is one more entry here,
+not an edit of every migration test."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# version -> (statements on PostgreSQL only, run first; statements on both backends)
+_UNDO: dict[int, tuple[list[str], list[str]]] = {
+    7: (  # per-session event counts by type
+        ["DROP TRIGGER events_counts ON events", "DROP FUNCTION agentops_events_counts()"],
+        ["DROP TABLE session_event_counts"],
+    ),
+    6: (  # the overview's rollups
+        [
+            "DROP TRIGGER events_usage ON events",
+            "DROP FUNCTION agentops_events_usage()",
+            "DROP FUNCTION agentops_span_seconds(text, text)",
+            "DROP FUNCTION agentops_tool_name(json)",
+        ],
+        [
+            "DROP TABLE session_llm_usage",
+            "DROP TABLE session_tool_usage",
+            "DROP INDEX sessions_by_project_start",
+        ],
+    ),
+    5: (  # PostgreSQL's events keyed by (session_id, id); SQLite's covering indexes stay
+        [
+            "ALTER TABLE events DROP CONSTRAINT events_pkey",
+            "CREATE UNIQUE INDEX events_by_session_id ON events(session_id, id)",
+            "ALTER TABLE events ADD PRIMARY KEY (seq)",
+        ],
+        [],
+    ),
+    4: ([], ["DROP INDEX events_tool_cost_by_session"]),
+    3: ([], ["DROP TABLE session_logs", "DROP TABLE objects"]),
+}
+
+
+def downgrade_statements(postgres: bool, to_version: int) -> list[str]:
+    """The statements that undo every version above ``to_version``, newest first."""
+    statements: list[str] = []
+    for version in sorted(_UNDO, reverse=True):
+        if version <= to_version:
+            break
+        postgres_only, both = _UNDO[version]
+        statements += [*postgres_only, *both] if postgres else both
+    return [*statements, f"DELETE FROM schema_version WHERE version > {to_version}"]
+
+
+async def downgrade(database: str, to_version: int) -> None:
+    """Run :func:`downgrade_statements` on ``database`` (a PostgreSQL DSN or a SQLite path)."""
+    postgres = database.startswith(("postgresql://", "postgres://"))
+    statements = downgrade_statements(postgres, to_version)
+    if postgres:
+        import asyncpg
+
+        conn = await asyncpg.connect(database)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+    else:
+        with sqlite3.connect(database) as conn:
+            for statement in statements:
+                conn.execute(statement)
