@@ -37,6 +37,7 @@ from typing import Any
 
 from agentops_async.collector import open_storage
 from agentops_async.collector._auth import new_project
+from agentops_async.collector._postgres import _EVENT_COLUMNS  # the columns of a stored event
 from agentops_async.collector._sqlite import _COUNTS_FROM_EVENTS, _USAGE_FROM_EVENTS
 from agentops_async.collector._storage import is_postgres_dsn
 
@@ -213,20 +214,6 @@ def _chunks(rows: Iterator[tuple[object, ...]]) -> Iterator[list[tuple[object, .
             yield chunk
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-_EVENT_COLUMNS = (
-    "session_id",
-    "id",
-    "event_type",
-    "init_timestamp",
-    "end_timestamp",
-    "data",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-)
 
 
 def _session_record(row: tuple[object, ...]) -> tuple[object, ...]:
