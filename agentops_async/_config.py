@@ -60,7 +60,11 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sample_rate": ("AGENTOPS_SAMPLE_RATE", float),
     "protocol": ("AGENTOPS_PROTOCOL", str),
     "session_batches": ("AGENTOPS_SESSION_BATCHES", _parse_bool),
+    "max_concurrent_exports": ("AGENTOPS_MAX_CONCURRENT_EXPORTS", int),
 }
+
+# Most export requests in flight at once (``max_concurrent_exports``).
+MAX_CONCURRENT_EXPORTS = 16
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,6 +125,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             request when the API offers it (the local collector's ``/v2/create_sessions``; the
             AgentOps service does not): one request per export instead of three per short
             session. False keeps to the standard v2 calls (a JWT per session). On by default.
+        max_concurrent_exports: Export requests in flight at once, from 1 to 16. Sessions are
+            spread over that many lanes (a session stays on its lane), each with one request on
+            the wire while its next batch is prepared, so a session's events and updates still
+            reach the API in the order they were recorded. More than one helps when the API's
+            answers wait on a database commit (PostgreSQL) and the sessions are several; each
+            lane may hold two batches beyond ``max_queue_size``. See docs/reliability.md.
     """
 
     api_key: str | None = None
@@ -148,6 +158,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     sample_rate: float = 1.0
     protocol: Protocol = "agentops_v2"
     session_batches: bool = True
+    max_concurrent_exports: int = 1
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")
@@ -161,6 +172,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
                 f"{MAX_EVENTS_PER_REQUEST} events per request (MAX_EVENTS_PER_REQUEST; the API "
                 f"refuses larger requests with 413): use max_batch_size <= "
                 f"{MAX_EVENTS_PER_REQUEST} ({_where('max_batch_size')})"
+            )
+        exports = self.max_concurrent_exports
+        if (
+            isinstance(exports, bool)
+            or not isinstance(exports, int)
+            or not 1 <= exports <= MAX_CONCURRENT_EXPORTS
+        ):
+            raise ConfigError(
+                f"max_concurrent_exports={exports!r} must be a whole number from 1 to "
+                f"{MAX_CONCURRENT_EXPORTS} (export requests in flight at once) "
+                f"({_where('max_concurrent_exports')})"
             )
         _check_tag_lengths(self.default_tags, "default_tags")
         if self.instrument_llm_calls and not self.instrument_otel:

@@ -135,9 +135,7 @@ async def _breakdown(n: int) -> list[tuple[str, float]]:
         put = spare.offer
         for _ in range(n):
             put(channel, data)
-        spare._buf.clear()  # room for the next repetition
-        spare._buf_channels.clear()
-        spare._buffered_events = 0
+        spare._take_buffered()  # room for the next repetition
 
     async def await_noop() -> None:
         for i in range(n):

@@ -63,6 +63,7 @@ class SessionChannel:
         "failure",
         "filtered",
         "in_flight",
+        "lane",
         "session_id",
         "session_url",
         "settled",
@@ -70,9 +71,10 @@ class SessionChannel:
         "trace_id",
     )
 
-    def __init__(self, session_id: str, trace_id: str | None = None) -> None:
+    def __init__(self, session_id: str, trace_id: str | None, lane: _Lane) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
+        self.lane = lane  # the exporter lane that sends everything of this session, in order
         self.delivered = 0
         self.dropped = 0
         self.filtered = 0  # dropped by before_send on purpose: not lost
@@ -119,6 +121,45 @@ class Prepared(NamedTuple):
     taken: Taken
     batch: ExportBatch
     channels: dict[str, SessionChannel]  # the channels of the batch's sessions, by session id
+
+
+class _Lane:
+    """One lane of the exporter: the buffered items of its sessions and its batches taken and
+    not finished. A lane has one request on the wire at a time (and its next batch prepared
+    meanwhile), and a session always uses the same lane: so a session's requests go in order,
+    whatever the other lanes do (``max_concurrent_exports`` lanes in all)."""
+
+    __slots__ = ("batch_ready", "batches", "buf", "channels", "events", "index", "resolved", "wake")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        # Two deques kept in step (a payload and its session's channel), so that buffering an
+        # event allocates nothing the garbage collector tracks (no tuple per event): with 100k
+        # events queued, GC passes over tuples cost more than recording itself.
+        self.buf: collections.deque[Payload | Op] = collections.deque()
+        self.channels: collections.deque[SessionChannel] = collections.deque()
+        self.events = 0  # events in ``buf`` (the rest are session operations)
+        self.batches: list[Taken] = []  # taken from ``buf`` and not finished, oldest first
+        self.resolved = 0  # items of this lane finished with (delivered or dropped)
+        self.wake = asyncio.Event()  # ``buf`` went from empty to non-empty
+        self.batch_ready = asyncio.Event()  # a full batch is buffered, or a flush is wanted
+
+    def accepted(self) -> int:
+        """Items that ever entered this lane (resolved, or held in its buffer and batches)."""
+        return self.resolved + len(self.buf) + sum(taken.size for taken in self.batches)
+
+
+class _FlushWaiter:
+    """A flush(): done when every lane has resolved what it held when the flush began (and what
+    the spool held then, once it has been read back into the lanes)."""
+
+    __slots__ = ("fut", "lanes", "queued", "spool_mark")
+
+    def __init__(self, queued: int, spool_mark: int, lanes: list[int] | None) -> None:
+        self.queued = queued  # items ever accepted, when the flush began
+        self.spool_mark = spool_mark  # spool records that must have been read back first
+        self.lanes = lanes  # per lane: items it must have resolved (None: known once read back)
+        self.fut: asyncio.Future[None] | None = None
 
 
 class ExportStats(msgspec.Struct, frozen=True):
@@ -172,11 +213,10 @@ class Exporter:
         self._filtered = 0
         self._sampled_out = 0
 
-        # The buffer: two deques kept in step (a payload and its session's channel), so that
-        # buffering an event allocates nothing the garbage collector tracks (no tuple per event):
-        # with 100k events queued, GC passes over tuples cost more than recording itself.
-        self._buf: collections.deque[Payload | Op] = collections.deque()
-        self._buf_channels: collections.deque[SessionChannel] = collections.deque()
+        # The buffer, in lanes (one request in flight each); sessions are spread over them in
+        # turn. ``_buffered_events`` counts the events of every lane: the bound applies to all.
+        self._lanes = [_Lane(index) for index in range(config.max_concurrent_exports)]
+        self._next_lane = 0
         self._buffered_events = 0
         self._queued = 0  # items ever accepted
         self._resolved = 0  # items taken out and finished with (delivered or dropped)
@@ -192,9 +232,7 @@ class Exporter:
         self._warned: set[str] = set()
         self._channels: dict[str, SessionChannel] = {}
 
-        self._wake = asyncio.Event()  # the buffer went from empty to non-empty
-        self._batch_ready = asyncio.Event()  # a full batch is buffered, or a flush is wanted
-        self._flush_targets: list[tuple[int, asyncio.Future[None]]] = []
+        self._flush_targets: list[_FlushWaiter] = []
         self._session_waiters: set[SessionChannel] = set()  # channels with a flush_session()
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
@@ -209,9 +247,7 @@ class Exporter:
         # (so that offer() sends them to the slow path with no extra test of its own).
         self._limit = self._max_events
         self._spool = Spool(config.spool_dir, config.spool_max_bytes) if config.spool_dir else None
-        # The batches taken from the buffer and not finished yet, by session (spooled again if
-        # close cuts them): the one being sent, and the next one, prepared meanwhile.
-        self._batches: list[Taken] = []
+        self._spool_read = 0  # spool records read back into the lanes (for flush())
         self._unyielded = 0  # items prepared since the exporter last yielded to the loop
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -222,7 +258,8 @@ class Exporter:
             left = self._spool.open()
             if left:
                 self._queued += left  # resolved as they are replayed
-                self._wake.set()
+                for lane in self._lanes:
+                    lane.wake.set()
         self._spawn()
 
     def _spawn(self) -> None:
@@ -252,7 +289,7 @@ class Exporter:
             # in front of the buffer, for the next task on this loop, on the client's next loop
             # (reattach), or at interpreter exit.
             self._loop_ending = _loop_is_ending(self.loop, task)
-            self._requeue(self._reclaim_batches())
+            self._requeue(self._reclaim_all())
             self.target.close_now()  # the loop may close next: nothing can be awaited any more
             held = self._queued - self._resolved
             if held:
@@ -271,7 +308,7 @@ class Exporter:
         else:
             exc = task.exception()
             reason = f"exporter task failed ({type(exc).__name__})"
-            lost = self._drop_items(self._reclaim_batches(), reason, warn=False)
+            lost = self._drop_items(self._reclaim_all(), reason, warn=False)
             log.warning(
                 "agentops_async: the exporter task failed; %d event(s) of the batches in flight "
                 "are dropped (counted as %r); a new task takes over at the next call",
@@ -314,21 +351,22 @@ class Exporter:
         """
         if self._task is not None:  # the loop closed without cancelling it (loop.close() alone)
             self._task = None
-            self._requeue(self._reclaim_batches())
+            self._requeue(self._reclaim_all())
         self.target.close_now()
         held = self._queued - self._resolved + len(self._thread_buf)
         self.loop = loop
         self._loop_thread = threading.get_ident()
-        self._wake = asyncio.Event()
-        self._batch_ready = asyncio.Event()
         # Futures of the closed loop: whoever awaited them went away with it.
         self._flush_targets = []
         self._room_waiters.clear()
+        for lane in self._lanes:
+            lane.wake = asyncio.Event()
+            lane.batch_ready = asyncio.Event()
+            if lane.buf:
+                lane.wake.set()
+            if lane.events >= self._batch_size:
+                lane.batch_ready.set()
         self._spawn()
-        if self._buf:
-            self._wake.set()
-        if self._buffered_events >= self._batch_size:
-            self._batch_ready.set()
         self._drain_thread_buf()
         if held:
             log.info(
@@ -370,7 +408,7 @@ class Exporter:
                 if current is not None and getattr(current, "cancelling", lambda: 0)():
                     raise  # our caller is being cancelled too, not just the exporter task
         self._drain_thread_buf()
-        unsent = [*self._reclaim_batches(), *self._take_buffered()]
+        unsent = [*self._reclaim_all(), *self._take_buffered()]
         if self._spool is not None:
             self._spool_unsent(unsent)
         else:
@@ -435,9 +473,16 @@ class Exporter:
     # -- channels -----------------------------------------------------------------------------
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
         """Make the channel of a new session."""
-        channel = SessionChannel(session_id, trace_id)
+        channel = SessionChannel(session_id, trace_id, self._lane_for_new_session())
         self._channels[session_id] = channel
         return channel
+
+    def _lane_for_new_session(self) -> _Lane:
+        """Lanes are given to sessions in turn: a few long sessions spread over all of them."""
+        lanes = self._lanes
+        lane = lanes[self._next_lane % len(lanes)]
+        self._next_lane += 1
+        return lane
 
     # -- producers ------------------------------------------------------------------------------
     def offer(self, channel: SessionChannel, data: Payload) -> bool:
@@ -445,14 +490,17 @@ class Exporter:
         buffered = self._buffered_events
         if buffered >= self._limit:
             return self._offer_slow(channel, data)
-        self._buf.append(data)
-        self._buf_channels.append(channel)
+        lane = channel.lane
+        buf = lane.buf
+        if not buf:
+            lane.wake.set()
+        buf.append(data)
+        lane.channels.append(channel)
         self._buffered_events = buffered + 1
         self._queued += 1
-        if not buffered:  # (a buffer holding only session operations has its wake-up set)
-            self._wake.set()
-        elif buffered + 1 == self._batch_size:  # a full batch: the exporter never waits above it
-            self._batch_ready.set()
+        events = lane.events = lane.events + 1
+        if events == self._batch_size:  # a full batch: the lane never waits above it
+            lane.batch_ready.set()
         return True
 
     def _offer_slow(self, channel: SessionChannel, data: Payload) -> bool:
@@ -469,8 +517,10 @@ class Exporter:
             if self._spool is None or self._spool.empty:
                 if self._buffered_events >= self._max_events:
                     return False
-                self._buf.append(data)
-                self._buf_channels.append(channel)
+                lane = channel.lane
+                lane.buf.append(data)
+                lane.channels.append(channel)
+                lane.events += 1
                 self._buffered_events += 1
                 self._queued += 1
                 return True
@@ -542,11 +592,12 @@ class Exporter:
             self._spool.append(_to_record(op), force=True)
             self._queued += 1
             return
-        self._buf.append(op)
-        self._buf_channels.append(op.channel)
+        lane = op.channel.lane
+        lane.buf.append(op)
+        lane.channels.append(op.channel)
         self._queued += 1
-        if len(self._buf) == 1:
-            self._wake.set()
+        if len(lane.buf) == 1:
+            lane.wake.set()
 
     def submit_threadsafe(self, channel: SessionChannel, data: Payload) -> bool:
         """Buffer one event from any thread without waiting; False (counted) when full."""
@@ -640,9 +691,11 @@ class Exporter:
         for item in items:
             if type(item) is tuple:
                 item[0].dropped += 1
+                item[0].lane.resolved += 1
                 events += 1
             else:
                 self._drop_op(item)  # type: ignore[arg-type]
+                item.channel.lane.resolved += 1  # type: ignore[union-attr]
         if events:
             if warn:
                 self._count_dropped(events, reason)
@@ -650,19 +703,26 @@ class Exporter:
                 self._dropped[reason] += events
         return events
 
-    def _reclaim_batches(self, keep: Taken | None = None) -> list[Item]:
+    def _reclaim_all(self) -> list[Item]:
+        """:meth:`_reclaim_batches` of every lane (a session's items are all in one lane)."""
+        items: list[Item] = []
+        for lane in self._lanes:
+            items += self._reclaim_batches(lane)
+        return items
+
+    def _reclaim_batches(self, lane: _Lane, keep: Taken | None = None) -> list[Item]:
         """Take back, in queue order, what the unfinished batches have not finished with.
 
         A session's part of the batches is sent in order, one batch at a time: the events not
         accounted for yet (delivered or dropped; ``channel.in_flight`` of them) are the last ones
         of its part; they are taken back with the operations not resolved yet (one cut while on
         the wire is sent again: create/update session set the same state again, and event ids
-        make a re-sent event stored once). Empties ``self._batches`` but for ``keep`` (the
+        make a re-sent event stored once). Empties ``lane.batches`` but for ``keep`` (the
         newest batch, prepared and not sent: it stays in flight); what is not taken back is
         resolved.
         """
-        batches = [taken for taken in self._batches if taken is not keep]
-        self._batches = [keep] if keep is not None else []
+        batches = [taken for taken in lane.batches if taken is not keep]
+        lane.batches = [keep] if keep is not None else []
         staying: collections.Counter[SessionChannel] = collections.Counter()
         if keep is not None:
             for channel, entries in keep.entries.items():
@@ -701,6 +761,7 @@ class Exporter:
         for channel in left:
             channel.in_flight = staying[channel]
         self._resolved += finished
+        lane.resolved += finished
         return items
 
     def _requeue(self, items: list[Item]) -> None:
@@ -708,18 +769,21 @@ class Exporter:
         for item in reversed(items):
             if type(item) is tuple:
                 channel, payload = item
+                channel.lane.events += 1
                 self._buffered_events += 1
             else:
                 op: Op = item  # type: ignore[assignment]
                 channel, payload = op.channel, op  # type: ignore[assignment]
-            self._buf.appendleft(payload)
-            self._buf_channels.appendleft(channel)
+            channel.lane.buf.appendleft(payload)
+            channel.lane.channels.appendleft(channel)
 
     def _take_buffered(self) -> list[Item]:
         """Empty the buffer; returns what it held, as items in order."""
         items = self._buffered_items()
-        self._buf.clear()
-        self._buf_channels.clear()
+        for lane in self._lanes:
+            lane.buf.clear()
+            lane.channels.clear()
+            lane.events = 0
         self._buffered_events = 0
         return items
 
@@ -769,19 +833,41 @@ class Exporter:
         """Wait until everything queued before this call is resolved; False on timeout."""
         self._ensure_running()
         self._drain_thread_buf()
-        target = self._queued
-        if self._resolved >= target:
+        waiter = self._flush_waiter()
+        if self._flushed(waiter):
             return True
         if self._task is None or self._task.done():
             return False
         fut: asyncio.Future[None] = self.loop.create_future()
-        self._flush_targets.append((target, fut))
-        self._batch_ready.set()
+        waiter.fut = fut
+        self._flush_targets.append(waiter)
+        for lane in self._lanes:
+            lane.batch_ready.set()
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             return False
-        return self._resolved >= target
+        if self._closed:  # close() resolved everything (delivered, dropped or spooled)
+            return self._resolved >= waiter.queued
+        return self._flushed(waiter)
+
+    def _flush_waiter(self) -> _FlushWaiter:
+        """What a flush() beginning now waits for. Lanes resolve their items in order, but not
+        in step with each other: so a flush waits for a count per lane, not for a total (which
+        a busy lane's newer items could reach first). Spooled items join the lanes when they are
+        read back: a flush that begins while the spool holds items counts the lanes then."""
+        spooled = self._spool.records if self._spool is not None else 0
+        lanes = None if spooled else [lane.accepted() for lane in self._lanes]
+        return _FlushWaiter(self._queued, self._spool_read + spooled, lanes)
+
+    def _flushed(self, waiter: _FlushWaiter) -> bool:
+        if self._spool_read < waiter.spool_mark:
+            return False
+        if waiter.lanes is None:  # the spool has been read back up to the flush: count now
+            waiter.lanes = [lane.accepted() for lane in self._lanes]
+        return all(
+            lane.resolved >= target for lane, target in zip(self._lanes, waiter.lanes, strict=True)
+        )
 
     async def flush_session(self, channel: SessionChannel, timeout: float | None) -> bool:
         """Wait until the ended session of ``channel`` is resolved: its events and its final
@@ -796,7 +882,7 @@ class Exporter:
         if channel.done is None:
             channel.done = self.loop.create_future()
             self._session_waiters.add(channel)
-        self._batch_ready.set()  # send now, not at the next flush interval
+        channel.lane.batch_ready.set()  # send now, not at the next flush interval
         try:
             await asyncio.wait_for(asyncio.shield(channel.done), timeout)
         except asyncio.TimeoutError:
@@ -813,49 +899,74 @@ class Exporter:
 
     def _release_flush_waiters(self, everyone: bool = False) -> None:
         still = []
-        for target, fut in self._flush_targets:
-            if self._resolved >= target or self._closed or everyone:
-                if not fut.done():
-                    fut.set_result(None)
+        for waiter in self._flush_targets:
+            if everyone or self._closed or self._flushed(waiter):
+                if waiter.fut is not None and not waiter.fut.done():
+                    waiter.fut.set_result(None)
             else:
-                still.append((target, fut))
+                still.append(waiter)
         self._flush_targets = still
 
     # -- the export task --------------------------------------------------------------------------
     async def _run(self) -> None:
+        """The export task: one lane, or a child task per lane, owned here (cancelling the
+        export task cancels them and waits for them; a lane that fails fails it)."""
+        if len(self._lanes) == 1:
+            await self._run_lane(self._lanes[0])
+            return
+        tasks = [
+            self.loop.create_task(
+                self._run_lane(lane), name=f"agentops_async-exporter-lane-{lane.index}"
+            )
+            for lane in self._lanes
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Their batches are reclaimed once the export task has ended: wait for every lane,
+            # even if this task is cancelled again meanwhile.
+            while not all(task.done() for task in tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(tasks)
+        failures = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+
+    async def _run_lane(self, lane: _Lane) -> None:
         ahead: Prepared | None = None
         while True:
             if ahead is None:
-                if not await self._wait_for_items():
+                if not await self._wait_for_items(lane):
                     continue
-                ahead = await self._take_and_prepare()
+                ahead = await self._take_and_prepare(lane)
             current, ahead = ahead, None
             # With a full batch (or a flush) waiting, take and prepare it while this one is on
-            # the wire: the server's work and ours overlap. Sending stays one batch at a time,
-            # so each session's requests keep their order.
+            # the wire: the server's work and ours overlap. Sending stays one batch at a time
+            # per lane, so each session's requests keep their order.
             preparing: asyncio.Task[Prepared] | None = None
-            if self._buffered_events >= self._batch_size or (
-                self._flush_targets and self._buffered_events
-            ):
-                preparing = self.loop.create_task(self._take_and_prepare())
+            if lane.events >= self._batch_size or (self._flush_targets and lane.events):
+                preparing = self.loop.create_task(self._take_and_prepare(lane))
             try:
                 await self._ship(current)
                 if preparing is not None:
                     ahead = await preparing
             except asyncio.CancelledError:
                 if preparing is not None:
-                    preparing.cancel()  # what it took stays in self._batches, for close()
+                    preparing.cancel()  # what it took stays in lane.batches, for close()
                     await asyncio.wait({preparing})
                 raise
             except Exception:  # a bug here must not kill delivery for the rest of the process
                 log.exception("agentops_async: exporter error; dropping the batch in flight")
                 ahead = await self._prepared_or_none(preparing)
                 keep = ahead.taken if ahead is not None else None
-                self._drop_items(self._reclaim_batches(keep), "internal exporter error")
+                self._drop_items(self._reclaim_batches(lane, keep), "internal exporter error")
                 self._release_flush_waiters()
                 continue
-            self._batches.remove(current.taken)
+            lane.batches.remove(current.taken)
             self._resolved += current.taken.size
+            lane.resolved += current.taken.size
             self._release_flush_waiters()
 
     @staticmethod
@@ -868,26 +979,31 @@ class Exporter:
             return None
         return preparing.result()
 
-    async def _wait_for_items(self) -> bool:
-        """Wait until a batch should be taken (full, flushed, or the interval passed)."""
-        if not self._buf and self._spool is not None and self._limit == 0:
-            self._load_from_spool()
-        if not self._buf:
-            self._wake.clear()
-            await self._wake.wait()
-            return False
+    async def _wait_for_items(self, lane: _Lane) -> bool:
+        """Wait until a batch of ``lane`` should be taken (full, flushed, or the interval
+        passed)."""
+        # Spooled items are newer than any buffered one: they are read back (into their
+        # sessions' lanes) once every lane's buffer is empty, which also keeps memory at one
+        # read's worth.
         if (
-            self._buffered_events < self._batch_size
-            and not self._flush_targets
-            and not self._session_waiters
+            not lane.buf
+            and self._spool is not None
+            and self._limit == 0
+            and not any(other.buf for other in self._lanes)
         ):
-            self._batch_ready.clear()
+            self._load_from_spool()
+        if not lane.buf:
+            lane.wake.clear()
+            await lane.wake.wait()
+            return False
+        if lane.events < self._batch_size and not self._flush_targets and not self._session_waiters:
+            lane.batch_ready.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._batch_ready.wait(), self._flush_interval)
+                await asyncio.wait_for(lane.batch_ready.wait(), self._flush_interval)
         return True
 
-    async def _take_and_prepare(self) -> Prepared:
-        taken = self._take_batch()
+    async def _take_and_prepare(self, lane: _Lane) -> Prepared:
+        taken = self._take_batch(lane)
         await asyncio.sleep(0)  # let the application run between taking and preparing
         return await self._prepare(taken)
 
@@ -895,9 +1011,12 @@ class Exporter:
         """Move the oldest spooled items into the (empty) buffer; end spooling when drained."""
         assert self._spool is not None
         for record in self._spool.read(self._batch_size):
+            self._spool_read += 1
             channel = self._channel_for(record.session_id)
+            lane = channel.lane
             if record.kind == EVENT:
-                self._buf.append(record.body)
+                lane.buf.append(record.body)
+                lane.events += 1
                 self._buffered_events += 1
             else:
                 op = decode_op(record)
@@ -905,8 +1024,9 @@ class Exporter:
                     self._resolved += 1
                     continue
                 kind, snapshot = op
-                self._buf.append(Op(kind, snapshot, record.final, channel=channel))
-            self._buf_channels.append(channel)
+                lane.buf.append(Op(kind, snapshot, record.final, channel=channel))
+            lane.channels.append(channel)
+            lane.wake.set()
         if self._spool.empty:
             self._limit = self._max_events  # back to memory; the room waiters may go on
             self._wake_room_waiters()
@@ -916,7 +1036,8 @@ class Exporter:
         channel = self._channels.get(session_id)
         if channel is None:
             # The target learns of it with its first step (the v2 target re-authorises).
-            channel = self._channels[session_id] = SessionChannel(session_id)
+            channel = SessionChannel(session_id, None, self._lane_for_new_session())
+            self._channels[session_id] = channel
         return channel
 
     def _wake_room_waiters(self) -> None:
@@ -930,14 +1051,16 @@ class Exporter:
         """What the buffer holds, as items (for close and the spool)."""
         return [
             payload if type(payload) is Op else (channel, payload)  # type: ignore[misc]
-            for channel, payload in zip(self._buf_channels, self._buf, strict=True)
+            for lane in self._lanes
+            for channel, payload in zip(lane.channels, lane.buf, strict=True)
         ]
 
-    def _take_batch(self) -> Taken:
-        """Take up to a batch of events (and the operations among them) out of the buffer,
-        grouped by session in queue order; it stays in ``self._batches`` until finished."""
-        buf, channels = self._buf, self._buf_channels
-        if len(buf) == self._buffered_events:  # events only (the common case): bulk moves
+    def _take_batch(self, lane: _Lane) -> Taken:
+        """Take up to a batch of events (and the operations among them) out of the lane's
+        buffer, grouped by session in queue order; it stays in ``lane.batches`` until
+        finished."""
+        buf, channels = lane.buf, lane.channels
+        if len(buf) == lane.events:  # events only (the common case): bulk moves
             count = min(len(buf), self._batch_size)
             if count == len(buf):
                 payloads, owners = list(buf), list(channels)
@@ -949,7 +1072,8 @@ class Exporter:
             if owners.count(owners[0]) == count:  # and one session
                 owners[0].in_flight += count
                 self._buffered_events -= count
-                return self._taken({owners[0]: payloads}, count)
+                lane.events -= count
+                return self._taken(lane, {owners[0]: payloads}, count)
         else:
             payloads, owners = [], []
             events = 0
@@ -970,11 +1094,14 @@ class Exporter:
                 events += 1
                 channel.in_flight += 1
         self._buffered_events -= events
-        return self._taken(batch, len(payloads))
+        lane.events -= events
+        return self._taken(lane, batch, len(payloads))
 
-    def _taken(self, entries: dict[SessionChannel, list[Payload | Op]], count: int) -> Taken:
+    def _taken(
+        self, lane: _Lane, entries: dict[SessionChannel, list[Payload | Op]], count: int
+    ) -> Taken:
         taken = Taken(entries, count)
-        self._batches.append(taken)
+        lane.batches.append(taken)
         self._wake_room_waiters()
         return taken
 
@@ -1255,7 +1382,7 @@ class NullExporter:
     closed = False
 
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
-        return SessionChannel(session_id, trace_id)
+        return SessionChannel(session_id, trace_id, _NO_LANE)
 
     def offer(self, channel: SessionChannel, data: Payload) -> bool:
         return True
@@ -1297,3 +1424,6 @@ class NullExporter:
 
     def stats(self) -> ExportStats:
         return ExportStats(queued=0, delivered=0, dropped=0, dropped_by_reason={}, pending=0)
+
+
+_NO_LANE = _Lane(-1)  # the lane of a disabled client's channels: nothing is ever buffered

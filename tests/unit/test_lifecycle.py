@@ -58,9 +58,9 @@ async def test_an_export_task_that_fails_drops_its_batch_counted_and_the_next_re
         exporter = exporter_of(session)
         real_take = exporter._take_batch
 
-        def take_then_fail() -> Any:  # a bug outside the per-batch error handling, once
+        def take_then_fail(lane: Any) -> Any:  # a bug outside the per-batch error handling, once
             monkeypatch.setattr(exporter, "_take_batch", real_take)
-            real_take()
+            real_take(lane)
             raise RuntimeError("bug in the export task")
 
         monkeypatch.setattr(exporter, "_take_batch", take_then_fail)
@@ -96,7 +96,8 @@ async def test_an_export_task_cancelled_by_someone_else_mid_batch_loses_nothing(
         for i in range(5):
             await session.record(ao.ActionEvent(params={"i": i}))
         await wait_for(
-            lambda: api.calls("/v2/create_events") and exporter._batches, "a batch in flight"
+            lambda: api.calls("/v2/create_events") and exporter._lanes[0].batches,
+            "a batch in flight",
         )
         task = exporter._task
         assert task is not None
