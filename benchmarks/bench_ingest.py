@@ -17,13 +17,17 @@ Markdown table with the median of the runs.
     git worktree add /tmp/old 5b20090       # compare an older collector, interleaved in one run
     python benchmarks/bench_ingest.py --backends postgres --code old=/tmp/old,new=.
 
-With ``--code NAME=DIR,...`` the collector subprocess runs the ``agentops_async`` of each checkout
-in turn (run 1 of every checkout, then run 2, ...: a noisy machine hits all alike); the client
-side is always this checkout's SDK. Each row's ratio is to the first checkout's row. A checkout
-may carry ``serve`` arguments after ``+`` signs, to compare settings of one collector:
+With ``--code NAME=DIR,...`` each checkout runs in turn (run 1 of every checkout, then run 2,
+...: a noisy machine hits all alike), all of it: the collector subprocess runs that checkout's
+``agentops_async``, and so does the ``sdk``/``sdk-otlp`` client, in a subprocess of its own
+(``_ingest_client.py``, that checkout first on ``sys.path``; the recording loop is this file's
+``run_sdk``). The ``raw`` client needs no SDK and runs here. Each row's ratio is to the first
+checkout's row. A checkout may carry ``serve`` arguments after ``+`` signs, to compare settings
+of one collector, and ``NAME=value`` environment variables for its SDK client (upper case):
 
     python benchmarks/bench_ingest.py --backends postgres \
         --code old=/tmp/old,new=.,async=.+--pg-synchronous-commit+off
+    python benchmarks/bench_ingest.py --code k1=.,k2=.+AGENTOPS_MAX_CONCURRENT_EXPORTS=2
 
 The PostgreSQL server runs with its durability defaults (fsync, full_page_writes and
 synchronous_commit on), like a deployment's. Each run prints the CPU the collector, the database
@@ -38,8 +42,10 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +77,8 @@ async def run_sdk(
     """Record ``events`` with our SDK; returns events/s (first record -> all acknowledged)."""
     import agentops_async as ao
 
+    # (protocol only when not the default: checkouts from before the OTLP target lack it)
+    options: dict[str, Any] = {"protocol": protocol} if protocol != "agentops_v2" else {}
     client = ao.AsyncClient(
         api_key=api_key,
         endpoint=url,
@@ -79,7 +87,7 @@ async def run_sdk(
         backpressure_timeout=60.0,
         max_queue_size=100_000,
         flush_interval=0.05,
-        protocol=protocol,
+        **options,
     )
     per_session = events // sessions
     opened = [await client.session(tags=["bench"]).start() for _ in range(sessions)]
@@ -206,6 +214,38 @@ class Sample:
     idle: float  # the machine's idle share of its CPUs during the run (all processes)
 
 
+class Unsupported(Exception):
+    """The checkout's SDK has no such client (e.g. ``sdk-otlp`` before the OTLP target)."""
+
+
+def _run_sdk_client(
+    code_dir: Path, client_env: dict[str, str], url: str, api_key: str, job: dict[str, Any]
+) -> tuple[float, float]:
+    """Run the SDK client of ``code_dir`` in a subprocess; returns (events/s, its CPU seconds)."""
+    env = {**os.environ, **client_env}
+    env.pop("PYTHONPATH", None)  # the checkout goes first on sys.path, nothing else
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "_ingest_client.py"),
+            str(code_dir),
+            json.dumps({"url": url, "api_key": api_key, **job}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0 and "unknown setting 'protocol'" in done.stderr:
+        raise Unsupported(f"{code_dir}: this SDK has no OTLP target")
+    if done.returncode != 0:
+        raise RuntimeError(f"the SDK client of {code_dir} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(result["sdk"]).resolve().is_relative_to(code_dir):
+        raise RuntimeError(f"the SDK client of {code_dir} imported {result['sdk']}")
+    return float(result["rate"]), float(result["client_cpu"])
+
+
 def _one_run(
     backend: str,
     client: str,
@@ -214,6 +254,7 @@ def _one_run(
     work: Path,
     code_dir: Path,
     serve_args: list[str],
+    client_env: dict[str, str],
 ) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
     process = CollectorProcess(
@@ -230,12 +271,13 @@ def _one_run(
         idle_before = _idle_ticks()
         if client in ("sdk", "sdk-otlp"):
             protocol = "otlp" if client == "sdk-otlp" else "agentops_v2"
-            rate = asyncio.run(run_sdk(process.url, api_key, args.events, args.sessions, protocol))
+            job = {"events": args.events, "sessions": args.sessions, "protocol": protocol}
+            rate, client_cpu = _run_sdk_client(code_dir, client_env, process.url, api_key, job)
         else:
             rate = asyncio.run(
                 run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
             )
-        client_cpu = time.process_time() - client_before
+            client_cpu = time.process_time() - client_before
         idle = _idle_ticks()
         return Sample(
             rate,
@@ -253,17 +295,24 @@ def _one_run(
             pg.drop_database(database)
 
 
-def _checkouts(text: str) -> list[tuple[str, Path, list[str]]]:
+_CLIENT_ENV = re.compile(r"[A-Z][A-Z0-9_]*=")
+
+
+def _checkouts(text: str) -> list[tuple[str, Path, list[str], dict[str, str]]]:
     """``--code``: ``name=dir`` items (a bare ``dir`` is named after itself), each optionally
-    followed by ``+``-separated ``serve`` arguments: ``async=.+--pg-synchronous-commit+off``."""
+    followed by ``+``-separated ``serve`` arguments (``async=.+--pg-synchronous-commit+off``)
+    and ``NAME=value`` environment variables of the SDK client
+    (``k2=.+AGENTOPS_MAX_CONCURRENT_EXPORTS=2``)."""
     pairs = []
     for item in filter(None, text.split(",")):
         name, _, rest = item.partition("=") if "=" in item.split("+", 1)[0] else ("", "", item)
-        path, *serve_args = rest.split("+")
+        path, *extras = rest.split("+")
         code_dir = Path(path).resolve()
         if not (code_dir / "agentops_async" / "__init__.py").exists():
             raise SystemExit(f"--code {item}: no agentops_async package in {code_dir}")
-        pairs.append((name or path, code_dir, serve_args))
+        serve_args = [arg for arg in extras if not _CLIENT_ENV.match(arg)]
+        client_env = dict(arg.split("=", 1) for arg in extras if _CLIENT_ENV.match(arg))
+        pairs.append((name or path, code_dir, serve_args, client_env))
     return pairs
 
 
@@ -279,7 +328,7 @@ def main() -> int:
     parser.add_argument(
         "--code",
         default=f"current={REPO}",
-        help="NAME=DIR,...: the checkouts whose collectors are compared (default: this one)",
+        help="NAME=DIR,...: the checkouts (collector and SDK client) compared (default: this one)",
     )
     args = parser.parse_args()
     checkouts = _checkouts(args.code)
@@ -299,10 +348,16 @@ def main() -> int:
             )
         try:
             for client in args.clients.split(","):
-                runs: dict[str, list[Sample]] = {name: [] for name, _, _ in checkouts}
+                runs: dict[str, list[Sample]] = {name: [] for name, *_ in checkouts}
                 for _ in range(args.runs):
-                    for name, code_dir, serve_args in checkouts:
-                        sample = _one_run(backend, client, args, pg, work, code_dir, serve_args)
+                    for name, code_dir, serve_args, client_env in checkouts:
+                        try:
+                            sample = _one_run(
+                                backend, client, args, pg, work, code_dir, serve_args, client_env
+                            )
+                        except Unsupported as exc:
+                            print(f"{backend}/{client}/{name}: skipped ({exc})", file=sys.stderr)
+                            continue
                         runs[name].append(sample)
                         print(
                             f"{backend}/{client}/{name}: {sample.rate:,.0f} events/s, CPU"
@@ -312,8 +367,11 @@ def main() -> int:
                             f" {sample.idle:.0%}, load {os.getloadavg()[0]:.1f}",
                             file=sys.stderr,
                         )
-                first = statistics.median(s.rate for s in runs[checkouts[0][0]])
+                reference = runs[checkouts[0][0]]
+                first = statistics.median(s.rate for s in reference) if reference else 0.0
                 for name, samples in runs.items():
+                    if not samples:
+                        continue
                     rates = [s.rate for s in samples]
                     median = statistics.median(rates)
                     per_event = 1e6 / args.events
@@ -329,7 +387,7 @@ def main() -> int:
                             median,
                             min(rates),
                             max(rates),
-                            median / first,
+                            median / first if first else float("nan"),
                             collector_us,
                             database_us,
                             client_us,
