@@ -158,7 +158,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     sample_rate: float = 1.0
     protocol: Protocol = "agentops_v2"
     session_batches: bool = True
-    max_concurrent_exports: int = 1
+    max_concurrent_exports: int = 2
 
     def __post_init__(self) -> None:
         _check_positive(self, "max_queue_size", "max_batch_size", "max_batch_bytes")

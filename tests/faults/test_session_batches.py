@@ -101,7 +101,7 @@ async def test_a_session_spanning_exports_sends_each_part_in_the_batch(
 async def test_a_refused_batch_is_sent_again_with_the_standard_calls(
     collector: Any, proxy: FaultProxy
 ) -> None:
-    client = _client(proxy.url, collector.api_key)
+    client = _client(proxy.url, collector.api_key, max_concurrent_exports=1)  # one batch of 10
     await _first_session(client)
     refusal = proxy.add(Fault(kind="status", path=BATCH, status=400, times=1))
 

@@ -418,8 +418,8 @@ async def test_preparing_many_small_sessions_yields_every_few_dozen_events_not_e
 ) -> None:
     # A service's batch: 100 request sessions of 3 events each. The loop gets a turn about
     # every 64 events (bounded stretches), not after every session (a loop turn costs as much
-    # as preparing a small run).
-    client = make_client(flush_interval=60.0, max_batch_size=1_000)
+    # as preparing a small run). (One lane: its batch holds all 100 sessions.)
+    client = make_client(flush_interval=60.0, max_batch_size=1_000, max_concurrent_exports=1)
     sessions = []
     for n in range(100):
         async with ao.AsyncSession(client=client, flush_on_exit=False) as session:

@@ -120,7 +120,7 @@ async def test_a_target_gets_one_batch_mixing_sessions_and_its_reports_are_accou
     make_client: Any,
 ) -> None:
     target = BatchRecorder()
-    client = make_client(flush_interval=60)
+    client = make_client(flush_interval=60, max_concurrent_exports=1)  # one lane, one batch
     client._make_target = lambda: target
     sessions = [await client.start_session(tags=[str(n)]) for n in range(3)]
     for session in sessions:
