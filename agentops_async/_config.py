@@ -78,7 +78,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         enabled: ``False`` turns the client into a no-op even with a key (tests, CI).
         default_tags: Tags added to every session (each at most ``MAX_TAG_LENGTH``, 256,
             characters).
-        max_queue_size: Bound of the export queue, in items. Memory stays bounded by it.
+        max_queue_size: Bound of the export queue, in items. Memory stays bounded by it (plus
+            the batches taken out of it: two per lane of ``max_concurrent_exports``).
         max_batch_size: Most events in one ``create_events`` request (at most
             ``MAX_EVENTS_PER_REQUEST``, 10,000: the collector refuses larger requests).
         max_batch_bytes: Most encoded bytes in one ``create_events`` request; larger batches split.

@@ -1,12 +1,23 @@
 """The exporter: a bounded buffer drained in batches by one asyncio task per client.
 
 ``record()`` checks the event and hands ``(channel, event)`` to :meth:`Exporter.offer`: a deque
-append, two counter bumps, maybe a wake-up. Everything else — ids, encoding (one msgspec call per
-batch), grouping by session, cutting batches by count and bytes, acknowledgement — happens in the
-exporter task, in queue order: a session's creation goes out before its events, and its final
-update after them. Events from other threads (the sync facade) arrive already encoded, as bytes.
-The protocol (requests, retries, what an answer means) belongs to the export target
-(:mod:`._targets`): the exporter hands it each cut batch and accounts for what it reports.
+append, a few counter bumps, maybe a wake-up. Everything else — ids, encoding (one msgspec call
+per batch), grouping by session, cutting batches by count and bytes, acknowledgement — happens in
+the exporter task, in queue order: a session's creation goes out before its events, and its final
+update after them.
+
+Several requests in flight (``max_concurrent_exports``, K): the buffer is cut into K lanes, and
+each session is given one as it starts (in turn, so that a few long sessions use them all). A lane
+is a buffer, its batches taken and not finished, and a loop that keeps one request on the wire
+while it prepares the next batch; with K > 1 each lane's loop is a child task of the export task
+(which owns them: cancelling it cancels and awaits them). A session's items are only ever in its
+lane, so they go out in order; the bound, the counters, flush waiters and the spool are shared.
+Lanes resolve their items in order but not in step with each other, so ``flush()`` waits for a
+count per lane rather than a total.
+
+Events from other threads (the sync facade) arrive already encoded, as bytes. The protocol
+(requests, retries, what an answer means) belongs to the export target (:mod:`._targets`): the
+exporter hands it each cut batch and accounts for what it reports.
 
 Why a deque and not ``asyncio.Queue``: ``put_nowait`` costs ~200 ns of a 2 us budget, and the bound
 must apply to events only — session operations (create/update/agent) are few and must never be
