@@ -45,6 +45,14 @@ def test_no_key_means_inactive_and_enabled_false_disables() -> None:
         ({}, {"AGENTOPS_ENABLED": "maybe"}, "AGENTOPS_ENABLED"),
         ({"flush_intreval": 1}, {}, "unknown setting 'flush_intreval'"),
         ({"default_tags": [1]}, {}, "default_tags must be a list of strings"),
+        (
+            {"max_concurrent_exports": 0},
+            {},
+            "max_concurrent_exports=0 must be a whole number from 1 to 16",
+        ),
+        ({"max_concurrent_exports": 17}, {}, "keyword max_concurrent_exports= or AGENTOPS_MAX_"),
+        ({"max_concurrent_exports": 2.5}, {}, "max_concurrent_exports=2.5 must be a whole"),
+        ({}, {"AGENTOPS_MAX_CONCURRENT_EXPORTS": "many"}, "AGENTOPS_MAX_CONCURRENT_EXPORTS"),
     ],
 )
 def test_bad_settings_name_the_setting_and_the_fix(
@@ -136,3 +144,10 @@ def test_protocol_otlp_without_its_target_fails_at_client_construction(
     with pytest.raises(ao.ConfigError, match="protocol='otlp' is not available") as raised:
         ao.AsyncClient(api_key=KEY, endpoint="http://x.test", protocol="otlp")
     assert "protocol='agentops_v2'" in str(raised.value)
+
+
+def test_max_concurrent_exports_comes_from_the_keyword_then_the_environment() -> None:
+    assert load_config({"api_key": KEY}, environ={}).max_concurrent_exports == 2
+    env = {"AGENTOPS_MAX_CONCURRENT_EXPORTS": "4"}
+    assert load_config({"api_key": KEY}, environ=env).max_concurrent_exports == 4
+    assert load_config({"max_concurrent_exports": 1}, environ=env).max_concurrent_exports == 1

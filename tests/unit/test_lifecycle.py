@@ -86,6 +86,36 @@ async def test_an_export_task_that_fails_drops_its_batch_counted_and_the_next_re
 
 
 @pytest.mark.asyncio
+async def test_an_export_task_cancelled_with_several_lanes_in_flight_loses_nothing(
+    api: FakeApi, make_client: Any
+) -> None:
+    client = make_client(max_concurrent_exports=3, flush_interval=0.01)
+    api.script("/v2/create_events", 503, 503, 503)  # each lane's first request is retried
+    sessions = [await client.start_session() for _ in range(3)]
+    exporter = exporter_of(sessions[0])
+    for i in range(5):
+        for session in sessions:
+            await session.record(ao.ActionEvent(params={"i": i}))
+    await wait_for(
+        lambda: all(lane.batches for lane in exporter._lanes), "a batch in flight on every lane"
+    )
+    task = exporter._task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()
+    assert not any(lane.batches for lane in exporter._lanes)  # every lane's batch taken back
+    assert client.stats.pending > 0 and client.stats.dropped == 0
+    assert await client.flush(10)  # a new task sends what the lanes held, in order
+    for session in sessions:
+        await session.end()
+    await client.close()
+    for session in sessions:
+        assert params_of(api, session) == [0, 1, 2, 3, 4]  # each once, in order
+    assert client.stats.dropped == 0 and client.stats.delivered == 15
+
+
+@pytest.mark.asyncio
 async def test_an_export_task_cancelled_by_someone_else_mid_batch_loses_nothing(
     api: FakeApi, make_client: Any
 ) -> None:
