@@ -932,7 +932,8 @@ class Exporter:
             for lane in self._lanes
         ]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            # A lane never returns: one that ends failed, or was cancelled on its own.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
@@ -944,6 +945,9 @@ class Exporter:
         failures = [t.exception() for t in tasks if not t.cancelled() and t.exception()]
         if failures:
             raise failures[0]  # type: ignore[misc]
+        # Someone cancelled a lane's task alone: end as if the export task had been cancelled
+        # (what the lanes held is kept, and the next call starts a new task).
+        raise asyncio.CancelledError
 
     async def _run_lane(self, lane: _Lane) -> None:
         ahead: Prepared | None = None

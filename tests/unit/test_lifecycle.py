@@ -86,8 +86,9 @@ async def test_an_export_task_that_fails_drops_its_batch_counted_and_the_next_re
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("cancelled", ["the export task", "one lane's task"])
 async def test_an_export_task_cancelled_with_several_lanes_in_flight_loses_nothing(
-    api: FakeApi, make_client: Any
+    api: FakeApi, make_client: Any, cancelled: str
 ) -> None:
     client = make_client(max_concurrent_exports=3, flush_interval=0.01)
     api.script("/v2/create_events", 503, 503, 503)  # each lane's first request is retried
@@ -101,7 +102,11 @@ async def test_an_export_task_cancelled_with_several_lanes_in_flight_loses_nothi
     )
     task = exporter._task
     assert task is not None
-    task.cancel()
+    if cancelled == "the export task":
+        task.cancel()
+    else:  # its lane's loop ends: the export task ends with every lane, as if cancelled
+        (lane,) = [t for t in asyncio.all_tasks() if t.get_name().endswith("exporter-lane-1")]
+        lane.cancel()
     await asyncio.wait({task}, timeout=5)
     assert task.cancelled()
     assert not any(lane.batches for lane in exporter._lanes)  # every lane's batch taken back
