@@ -91,7 +91,7 @@ async def test_an_export_task_cancelled_with_several_lanes_in_flight_loses_nothi
     api: FakeApi, make_client: Any, cancelled: str
 ) -> None:
     client = make_client(max_concurrent_exports=3, flush_interval=0.01)
-    api.script("/v2/create_events", 503, 503, 503)  # each lane's first request is retried
+    api.script("/v2/create_events", *[503] * 1000)  # every lane's request is being retried
     sessions = [await client.start_session() for _ in range(3)]
     exporter = exporter_of(sessions[0])
     for i in range(5):
@@ -111,6 +111,7 @@ async def test_an_export_task_cancelled_with_several_lanes_in_flight_loses_nothi
     assert task.cancelled()
     assert not any(lane.batches for lane in exporter._lanes)  # every lane's batch taken back
     assert client.stats.pending > 0 and client.stats.dropped == 0
+    api.scripted["/v2/create_events"].clear()  # the API is back
     assert await client.flush(10)  # a new task sends what the lanes held, in order
     for session in sessions:
         await session.end()
