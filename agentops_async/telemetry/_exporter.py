@@ -844,6 +844,8 @@ class Exporter:
         """Wait until everything queued before this call is resolved; False on timeout."""
         self._ensure_running()
         self._drain_thread_buf()
+        if self._closed:  # close() resolved everything (delivered, dropped or spooled)
+            return self._resolved >= self._queued
         waiter = self._flush_waiter()
         if self._flushed(waiter):
             return True
