@@ -82,10 +82,12 @@ class SessionChannel:
         "trace_id",
     )
 
-    def __init__(self, session_id: str, trace_id: str | None, lane: _Lane) -> None:
+    def __init__(self, session_id: str, trace_id: str | None = None, lane: int = 0) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
-        self.lane = lane  # the exporter lane that sends everything of this session, in order
+        # The exporter lane (an index: the channel holds only strings and numbers) that sends
+        # everything of this session, in order.
+        self.lane = lane
         self.delivered = 0
         self.dropped = 0
         self.filtered = 0  # dropped by before_send on purpose: not lost
@@ -484,14 +486,13 @@ class Exporter:
     # -- channels -----------------------------------------------------------------------------
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
         """Make the channel of a new session."""
-        channel = SessionChannel(session_id, trace_id, self._lane_for_new_session())
+        channel = SessionChannel(session_id, trace_id, lane=self._lane_for_new_session())
         self._channels[session_id] = channel
         return channel
 
-    def _lane_for_new_session(self) -> _Lane:
+    def _lane_for_new_session(self) -> int:
         """Lanes are given to sessions in turn: a few long sessions spread over all of them."""
-        lanes = self._lanes
-        lane = lanes[self._next_lane % len(lanes)]
+        lane = self._next_lane % len(self._lanes)
         self._next_lane += 1
         return lane
 
@@ -501,7 +502,7 @@ class Exporter:
         buffered = self._buffered_events
         if buffered >= self._limit:
             return self._offer_slow(channel, data)
-        lane = channel.lane
+        lane = self._lanes[channel.lane]
         buf = lane.buf
         if not buf:
             lane.wake.set()
@@ -528,7 +529,7 @@ class Exporter:
             if self._spool is None or self._spool.empty:
                 if self._buffered_events >= self._max_events:
                     return False
-                lane = channel.lane
+                lane = self._lanes[channel.lane]
                 lane.buf.append(data)
                 lane.channels.append(channel)
                 lane.events += 1
@@ -603,7 +604,7 @@ class Exporter:
             self._spool.append(_to_record(op), force=True)
             self._queued += 1
             return
-        lane = op.channel.lane
+        lane = self._lanes[op.channel.lane]
         lane.buf.append(op)
         lane.channels.append(op.channel)
         self._queued += 1
@@ -702,11 +703,11 @@ class Exporter:
         for item in items:
             if type(item) is tuple:
                 item[0].dropped += 1
-                item[0].lane.resolved += 1
+                self._lanes[item[0].lane].resolved += 1
                 events += 1
             else:
                 self._drop_op(item)  # type: ignore[arg-type]
-                item.channel.lane.resolved += 1  # type: ignore[union-attr]
+                self._lanes[item.channel.lane].resolved += 1  # type: ignore[union-attr]
         if events:
             if warn:
                 self._count_dropped(events, reason)
@@ -780,13 +781,15 @@ class Exporter:
         for item in reversed(items):
             if type(item) is tuple:
                 channel, payload = item
-                channel.lane.events += 1
+                lane = self._lanes[channel.lane]
+                lane.events += 1
                 self._buffered_events += 1
             else:
                 op: Op = item  # type: ignore[assignment]
                 channel, payload = op.channel, op  # type: ignore[assignment]
-            channel.lane.buf.appendleft(payload)
-            channel.lane.channels.appendleft(channel)
+                lane = self._lanes[channel.lane]
+            lane.buf.appendleft(payload)
+            lane.channels.appendleft(channel)
 
     def _take_buffered(self) -> list[Item]:
         """Empty the buffer; returns what it held, as items in order."""
@@ -895,7 +898,7 @@ class Exporter:
         if channel.done is None:
             channel.done = self.loop.create_future()
             self._session_waiters.add(channel)
-        channel.lane.batch_ready.set()  # send now, not at the next flush interval
+        self._lanes[channel.lane].batch_ready.set()  # send now, not at the next flush interval
         try:
             await asyncio.wait_for(asyncio.shield(channel.done), timeout)
         except asyncio.TimeoutError:
@@ -1030,7 +1033,7 @@ class Exporter:
         for record in self._spool.read(self._batch_size):
             self._spool_read += 1
             channel = self._channel_for(record.session_id)
-            lane = channel.lane
+            lane = self._lanes[channel.lane]
             if record.kind == EVENT:
                 lane.buf.append(record.body)
                 lane.events += 1
@@ -1053,7 +1056,7 @@ class Exporter:
         channel = self._channels.get(session_id)
         if channel is None:
             # The target learns of it with its first step (the v2 target re-authorises).
-            channel = SessionChannel(session_id, None, self._lane_for_new_session())
+            channel = SessionChannel(session_id, lane=self._lane_for_new_session())
             self._channels[session_id] = channel
         return channel
 
@@ -1399,7 +1402,7 @@ class NullExporter:
     closed = False
 
     def open_channel(self, session_id: str, trace_id: str) -> SessionChannel:
-        return SessionChannel(session_id, trace_id, _NO_LANE)
+        return SessionChannel(session_id, trace_id)
 
     def offer(self, channel: SessionChannel, data: Payload) -> bool:
         return True
@@ -1442,5 +1445,3 @@ class NullExporter:
     def stats(self) -> ExportStats:
         return ExportStats(queued=0, delivered=0, dropped=0, dropped_by_reason={}, pending=0)
 
-
-_NO_LANE = _Lane(-1)  # the lane of a disabled client's channels: nothing is ever buffered
