@@ -206,6 +206,8 @@ async def test_collector_down_with_several_requests_in_flight_loses_nothing_unco
         assert proxy.in_flight == 3
         await asyncio.to_thread(collector.process.stop)
         proxy.release.set()  # they reach a collector that is gone: 502, retried
+        for session in sessions:
+            await session.end(wait=False)
         assert await client.close(timeout=1) is False
         recorded = 3 * 300
         _check_accounting(client, recorded)
@@ -253,6 +255,8 @@ async def test_close_times_out_with_several_requests_held_and_counts_them(
         for session in sessions:
             await session.record(ao.ActionEvent(params={"i": i}))
     await lane_proxy.wait_held(2)
+    for session in sessions:
+        await session.end(wait=False)
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await client.close(timeout=0.5) is False
@@ -285,4 +289,5 @@ async def test_flush_waits_for_a_slow_lane_while_another_delivers_newer_events(
     lane_proxy.release.set()
     assert await flushing
     assert slow.stats.delivered == 1
+    await slow.end()
     await client.close()
