@@ -55,7 +55,7 @@ async def _assert_stored(
 
 
 async def test_short_sessions_travel_many_per_request(collector: Any, proxy: FaultProxy) -> None:
-    client = _client(proxy.url, collector.api_key)
+    client = _client(proxy.url, collector.api_key, max_concurrent_exports=1)  # one lane
     await _first_session(client)
     before = {path: proxy.paths[path] for path in STANDARD}
     assert before == {"/v2/create_session": 1, "/v2/create_events": 0, "/v2/update_session": 1}
