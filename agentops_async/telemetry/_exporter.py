@@ -1444,4 +1444,3 @@ class NullExporter:
 
     def stats(self) -> ExportStats:
         return ExportStats(queued=0, delivered=0, dropped=0, dropped_by_reason={}, pending=0)
-
