@@ -17,7 +17,9 @@ an action. The variants record the same three things:
 
 ``POST /_flush`` (not traced) returns when everything recorded so far is delivered: the benchmark
 calls it before it reads the CPU counters, so export work is inside the measured window.
-``GET /health`` (not traced) answers once the server is up.
+``GET /health`` (not traced) answers once the server is up. ``GET /_cpu`` (not traced) answers
+the CPU time of this process so far (``time.process_time()``: every thread, nanosecond clock),
+which the benchmark reads before and after a round.
 
     BENCH_VARIANT=agentops python benchmarks/_service_app.py --port 8081
 """
@@ -28,6 +30,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -73,7 +76,7 @@ def _agentops_app() -> FastAPI:
         yield
 
     app = FastAPI(lifespan=lifespan(flusher, log_session_stats=False))
-    app.add_middleware(SessionMiddleware, exclude_paths=["/health", "/_flush"])
+    app.add_middleware(SessionMiddleware, exclude_paths=["/health", "/_flush", "/_cpu"])
 
     @app.get("/work")
     async def work(q: str = "hello world") -> dict[str, Any]:
@@ -149,7 +152,9 @@ def _otel_app(handler_spans: bool) -> FastAPI:
         return answer
 
     _add_flush_route(app)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="health,_flush")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls="health,_flush,_cpu"
+    )
     return app
 
 
@@ -171,6 +176,13 @@ app = _build()
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok", "variant": VARIANT}
+
+
+@app.get("/_cpu")
+async def cpu() -> dict[str, float]:
+    # CLOCK_PROCESS_CPUTIME_ID: user + system time of every thread, exited ones included, in ns
+    # (the /proc/<pid>/stat figures it replaces come in 10 ms ticks).
+    return {"process_time": time.process_time()}
 
 
 if "/_flush" not in {getattr(route, "path", None) for route in app.routes}:
