@@ -562,7 +562,7 @@ class AsyncSession:
             end_timestamp=_iso(end) if end is not None else None,
             state=self.state.value,
             end_state_reason=self.end_state_reason,
-            tags=list(self.tags),
+            tags=tuple(self.tags),
             host_env=host_env(),
             video=self.video,
             links=self._links,

@@ -133,7 +133,7 @@ async def test_a_target_gets_one_batch_mixing_sessions_and_its_reports_are_accou
         assert part.trace_id == session.trace_id
         created, run = part.steps
         assert isinstance(created, SessionOp) and created.kind == SESSION_CREATED
-        assert created.snapshot.tags == [session.tags[0]]  # type: ignore[union-attr]
+        assert created.snapshot.tags == (session.tags[0],)  # type: ignore[union-attr]
         assert isinstance(run, EventRun) and len(run.events) == 4
         assert msgspec.json.decode(run.body) == [e.id for e in run.events]  # type: ignore[union-attr]
     for session in sessions:
