@@ -9,6 +9,9 @@ an action. The variants record the same three things:
   (an LLMEvent, a ToolEvent, an ActionEvent), sent to the collector by the client of
   ``integrations.fastapi.lifespan`` (settings from ``AGENTOPS_*``; ``AGENTOPS_PROTOCOL`` picks the
   export target where the SDK has more than one).
+- ``agentops-gcfreeze``: ``agentops`` with ``gc.freeze()`` once the app has started (the
+  documented option for services, docs/web.md): the garbage collector's full
+  collections then skip everything the app had made by then.
 - ``otel``: ``FastAPIInstrumentor`` (a server span per request and its ASGI send/receive spans)
   and three child spans carrying the same data as attributes, on a ``BatchSpanProcessor`` with
   the OTLP/HTTP (protobuf) span exporter posting to ``BENCH_OTLP_URL``.
@@ -18,8 +21,8 @@ an action. The variants record the same three things:
 ``POST /_flush`` (not traced) returns when everything recorded so far is delivered: the benchmark
 calls it before it reads the CPU counters, so export work is inside the measured window.
 ``GET /health`` (not traced) answers once the server is up. ``GET /_cpu`` (not traced) answers
-the CPU time of this process so far (``time.process_time()``: every thread, nanosecond clock),
-which the benchmark reads before and after a round.
+the CPU time of this process so far (``time.process_time()``: every thread, nanosecond clock)
+and its garbage collections by generation, which the benchmark reads before and after a round.
 
     BENCH_VARIANT=agentops python benchmarks/_service_app.py --port 8081
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import os
 import time
@@ -73,6 +77,9 @@ def _agentops_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def flusher(app: FastAPI) -> AsyncIterator[None]:
         _flushers.append(lambda: app.state.agentops_client.flush(60.0))
+        if VARIANT == "agentops-gcfreeze":
+            gc.collect()
+            gc.freeze()
         yield
 
     app = FastAPI(lifespan=lifespan(flusher, log_session_stats=False))
@@ -179,10 +186,12 @@ async def health() -> dict[str, str]:
 
 
 @app.get("/_cpu")
-async def cpu() -> dict[str, float]:
+async def cpu() -> dict[str, Any]:
     # CLOCK_PROCESS_CPUTIME_ID: user + system time of every thread, exited ones included, in ns
-    # (the /proc/<pid>/stat figures it replaces come in 10 ms ticks).
-    return {"process_time": time.process_time()}
+    # (the /proc/<pid>/stat figures it replaces come in 10 ms ticks); and the garbage
+    # collector's collections so far, by generation.
+    collections = [generation["collections"] for generation in gc.get_stats()]
+    return {"process_time": time.process_time(), "gc_collections": collections}
 
 
 if "/_flush" not in {getattr(route, "path", None) for route in app.routes}:

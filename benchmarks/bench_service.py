@@ -9,6 +9,8 @@ once, in an order that alternates from round to round.
 - ``agentops``: ``SessionMiddleware`` with the v2 target, to a real collector (SQLite).
 - ``agentops-otlp``: the same with the SDK's OTLP target (``AGENTOPS_PROTOCOL=otlp``), where the
   SDK has one (the row says why it is empty otherwise).
+- ``agentops-gcfreeze``: ``agentops`` with ``gc.freeze()`` once the app has started (an option
+  docs/web.md describes; not in the default variants).
 - ``otel``: OpenTelemetry's FastAPI instrumentation plus three spans (the same three things),
   ``BatchSpanProcessor``, OTLP/HTTP to the collector's ``/v1/traces``; the reference of the
   ratio column.
@@ -61,7 +63,8 @@ from _servers import CollectorProcess, free_port  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "_service_app.py"
 TICK = os.sysconf("SC_CLK_TCK")
-VARIANTS = ("untraced", "agentops", "agentops-otlp", "otel", "otel-bare")
+VARIANTS = ("untraced", "agentops", "agentops-otlp", "agentops-gcfreeze", "otel", "otel-bare")
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "agentops-gcfreeze"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -118,6 +121,7 @@ class Sample:
     errors: int
     service_cpu_ticks_ms: float = float("nan")  # the same, from /proc/<pid>/stat's 10 ms ticks
     collector_cpu_ticks_ms: float = float("nan")
+    gc_collections: list[int] = field(default_factory=list)  # the service's, by generation
 
 
 def http(method: str, url: str, timeout: float = 120.0) -> bytes:
@@ -184,10 +188,11 @@ class Service:
                 time.sleep(0.05)
         raise RuntimeError("the service did not answer /health in time")
 
-    def cpu_seconds(self) -> float:
-        """The service's CPU time so far, as it reads it itself (``time.process_time()``)."""
+    def cpu_seconds(self) -> tuple[float, list[int]]:
+        """The service's CPU time so far, as it reads it itself (``time.process_time()``), and
+        its garbage collections so far by generation."""
         answer = json.loads(http("GET", f"{self.url}/_cpu", timeout=10.0))
-        return float(answer["process_time"])
+        return float(answer["process_time"]), [int(n) for n in answer["gc_collections"]]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -232,23 +237,27 @@ def measure(service: Service, collector_pid: int, args: argparse.Namespace) -> S
     asyncio.run(load(service.url, args.warmup, args.concurrency))
     http("POST", f"{service.url}/_flush")
     pid = service.process.pid
-    before = (service.cpu_seconds(), run_seconds(collector_pid))
+    (service_before, gc_before), collector_before = (
+        service.cpu_seconds(),
+        run_seconds(collector_pid),
+    )
     ticks = (cpu_seconds(pid), cpu_seconds(collector_pid))
     latencies, wall, errors = asyncio.run(load(service.url, args.requests, args.concurrency))
     http("POST", f"{service.url}/_flush")
     ticks = (cpu_seconds(pid) - ticks[0], cpu_seconds(collector_pid) - ticks[1])
-    after = (service.cpu_seconds(), run_seconds(collector_pid))
+    (service_after, gc_after), collector_after = service.cpu_seconds(), run_seconds(collector_pid)
     latencies.sort()
     per_request = 1000 / args.requests
     return Sample(
         rps=args.requests / wall,
         p50_ms=1000 * latencies[len(latencies) // 2],
         p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        service_cpu_ms=per_request * (after[0] - before[0]),
-        collector_cpu_ms=per_request * (after[1] - before[1]),
+        service_cpu_ms=per_request * (service_after - service_before),
+        collector_cpu_ms=per_request * (collector_after - collector_before),
         errors=errors,
         service_cpu_ticks_ms=per_request * ticks[0],
         collector_cpu_ticks_ms=per_request * ticks[1],
+        gc_collections=[b - a for a, b in zip(gc_before, gc_after, strict=True)],
     )
 
 
@@ -344,6 +353,12 @@ def notes(results: dict[str, dict[str, Any]]) -> str:
             f"- {name}: {median(ns):.4f} ({min(ns):.4f}-{max(ns):.4f}) vs "
             f"{median(ticks):.4f} ({min(ticks):.4f}-{max(ticks):.4f})"
         )
+    lines += ["", "The service's garbage collections per round (gen0/gen1/gen2, medians):"]
+    for name, row in results.items():
+        counts = [s.gc_collections for s in row["samples"] if s.gc_collections]
+        if counts:
+            by_generation = "/".join(f"{median([c[g] for c in counts]):g}" for g in range(3))
+            lines.append(f"- {name}: {by_generation}")
     return "\n".join(lines)
 
 
@@ -353,7 +368,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=VARIANTS)
     parser.add_argument("--baseline-src", type=Path, help="another source tree: agentops@base")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="service", help="result files: <name>.md, <name>.json")
