@@ -993,7 +993,7 @@ class Exporter:
             if run:
                 await self._add_run(steps, channel, run, ended)
             if steps:
-                batch.append(SessionPart(channel.session_id, channel.trace_id, steps))
+                batch.append(SessionPart(channel.session_id, channel.trace_id, tuple(steps)))
             channels[channel.session_id] = channel
         if self._unyielded:  # the request machinery comes next: a stretch of its own
             self._unyielded = 0
@@ -1135,7 +1135,7 @@ class Exporter:
                 for step in part.steps:
                     if type(step) is EventRun:
                         self._account_dropped(channel, len(step.events), ENDED)
-                part.steps[:] = [step for step in part.steps if type(step) is not EventRun]
+                part.steps = tuple(step for step in part.steps if type(step) is not EventRun)
         if batch:
             await self.target.send(batch, _Report(self, prepared.channels))
 

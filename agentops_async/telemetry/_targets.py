@@ -168,11 +168,16 @@ class EventRun(msgspec.Struct, gc=False, eq=False):
 
 
 class SessionPart(msgspec.Struct, gc=False, eq=False):
-    """One session's share of a batch: its operations and runs of events, in queue order."""
+    """One session's share of a batch: its operations and runs of events, in queue order.
+
+    ``steps`` is a tuple: a tuple of untracked structs is no object for the garbage collector
+    after its first young collection, where a list would be carried into the older generations
+    with every session of a batch on the wire.
+    """
 
     session_id: str
     trace_id: str | None  # None for a session replayed from the spool by a new process
-    steps: list[SessionOp | EventRun]
+    steps: tuple[SessionOp | EventRun, ...]
 
 
 # A cut batch: one part per session with items in it, in the order the sessions first appear.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -345,8 +345,12 @@ class V2Target:
             await self._send_events(session, events[start : start + step], report)
 
 
-class _Entry(NamedTuple):
-    """A session's part of a batch, its create_sessions entry, and how many events it holds."""
+class _Entry(msgspec.Struct, gc=False):
+    """A session's part of a batch, its create_sessions entry, and how many events it holds.
+
+    Not tracked by the garbage collector (it holds an untracked part, bytes and a number): one
+    per request session is alive while its batch is on the wire.
+    """
 
     part: SessionPart
     body: bytes
