@@ -1040,8 +1040,8 @@ class Exporter:
                 events += kept
                 parts.append(body)
         if not events:
-            return EventRun(events, b"")
-        return EventRun(events, self.target.join_encoded(parts))
+            return EventRun((), b"")
+        return EventRun(tuple(events), self.target.join_encoded(parts))
 
     def _apply_hooks(self, channel: SessionChannel, part: list[Payload]) -> list[Payload]:
         """The events of ``part`` that the hooks let through (changed as they said); the others

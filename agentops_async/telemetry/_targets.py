@@ -163,7 +163,7 @@ class EventRun(msgspec.Struct, gc=False, eq=False):
             :meth:`ExportTarget.join_encoded` when the run was encoded in slices).
     """
 
-    events: list[Event | msgspec.Raw]
+    events: tuple[Event | msgspec.Raw, ...]  # a tuple: untracked by the GC, as SessionPart.steps
     body: bytes
 
 

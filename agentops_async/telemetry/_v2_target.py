@@ -288,7 +288,7 @@ class V2Target:
     async def _send_events(
         self,
         session: _V2Session,
-        events: list[Event | msgspec.Raw],
+        events: Sequence[Event | msgspec.Raw],
         report: Report,
         body: bytes | None = None,
     ) -> None:
@@ -304,7 +304,7 @@ class V2Target:
             report.dropped(session_id, len(events), SESSION_NOT_CREATED, session.failure)
             return
         if body is None:
-            body = wire.events_body(events)  # (already encoded once: encoding cannot fail)
+            body = wire.events_body(list(events))  # (encoded once already: cannot fail)
         if len(body) > self._batch_bytes:
             await self._send_oversized(session, events, len(body), report)
             return
@@ -324,7 +324,7 @@ class V2Target:
         report.delivered(session_id, len(events))
 
     async def _send_oversized(
-        self, session: _V2Session, events: list[Event | msgspec.Raw], size: int, report: Report
+        self, session: _V2Session, events: Sequence[Event | msgspec.Raw], size: int, report: Report
     ) -> None:
         """A batch whose body is above max_batch_bytes: send it in pieces that fit."""
         if len(events) == 1:

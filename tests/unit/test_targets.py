@@ -154,8 +154,8 @@ async def test_a_batch_on_the_wire_holds_no_tracked_structures_per_session(
 ) -> None:
     # While a batch of request sessions is on the wire, each GC-tracked object it holds per
     # session is carried into the older generations (whose full collections cost a busy service
-    # milliseconds each): a session's part, its steps and its create_sessions entry are not
-    # tracked once a young collection has seen them (the steps are a tuple of untracked structs).
+    # milliseconds each): a session's part, its steps, its runs' events and its create_sessions
+    # entry are not tracked once a young collection has seen them (tuples of untracked structs).
     import gc
 
     from agentops_async.telemetry._v2_target import _Entry
@@ -184,9 +184,9 @@ async def test_a_batch_on_the_wire_holds_no_tracked_structures_per_session(
     gc.collect(0)  # what a young collection in a running service does while it is out
     on_wire = target.held
     assert len(on_wire) == 20
-    tracked = [
-        obj for part in on_wire for obj in (part, part.steps, *part.steps) if gc.is_tracked(obj)
-    ]
+    held = [(part, part.steps, *part.steps) for part in on_wire]
+    held += [(s.events,) for part in on_wire for s in part.steps if type(s) is EventRun]
+    tracked = [obj for objects in held for obj in objects if gc.is_tracked(obj)]
     assert tracked == []
     assert not gc.is_tracked(_Entry(on_wire[0], b"{}", 1))
     target.release.set()
