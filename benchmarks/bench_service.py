@@ -154,7 +154,9 @@ def supports(tree: Tree, variant: str) -> str | None:
 class Service:
     """One uvicorn process running one variant."""
 
-    def __init__(self, variant: str, tree: Tree, api_key: str, log: Path) -> None:
+    def __init__(
+        self, variant: str, tree: Tree, api_key: str, log: Path, fresh_gc: bool = False
+    ) -> None:
         assert tree.collector is not None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -168,6 +170,7 @@ class Service:
         }
         if variant == "agentops-otlp":
             env["AGENTOPS_PROTOCOL"] = "otlp"
+        env["BENCH_SETTLED_GC"] = "0" if fresh_gc else "1"
         self.log = log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, str(APP), "--port", str(self.port)],
@@ -370,6 +373,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=VARIANTS)
     parser.add_argument("--baseline-src", type=Path, help="another source tree: agentops@base")
+    parser.add_argument(
+        "--fresh-gc",
+        action="store_true",
+        help="no full garbage collection before serving (as until 3b5ad58): each round then "
+        "has the first full collection of a fresh process, whatever the requests keep alive",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--name", default="service", help="result files: <name>.md, <name>.json")
     args = parser.parse_args()
@@ -400,7 +409,8 @@ def main() -> None:
             for name, tree_name, variant in order:
                 tree = trees[tree_name]
                 assert tree.collector is not None and tree.collector.process is not None
-                service = Service(variant, tree, projects[name][1], work / f"service-{name}.log")
+                log = work / f"service-{name}.log"
+                service = Service(variant, tree, projects[name][1], log, args.fresh_gc)
                 try:
                     service.wait_ready()
                     sample = measure(service, tree.collector.process.pid, args)
