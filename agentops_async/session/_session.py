@@ -569,11 +569,11 @@ class AsyncSession:
             end_timestamp=_iso(end) if end is not None else None,
             state=self.state.value,
             end_state_reason=self.end_state_reason,
-            tags=tuple(self.tags),
+            tags=_shared_tags(self.tags),
             host_env=host_env(),
             video=self.video,
             links=self._links,
-            event_counts=self.event_counts,
+            event_counts=_shared_counts(self.event_counts),
         )
 
     def _require_running(self, what: str) -> None:
@@ -636,6 +636,35 @@ class AsyncSession:
             session_url=channel.session_url if channel else None,
             filtered=channel.filtered if channel else 0,
         )
+
+
+# Snapshots are immutable, and a service's sessions repeat the same few tag sets and event
+# counts (a route's requests): each snapshot shares one interned tuple and dict for them instead
+# of a new pair per request, which would stay alive until exported and count towards the
+# garbage collector's young collections. Bounded; past the bound, snapshots get their own.
+_INTERNED_MAX = 1024
+_interned_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
+_interned_counts: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+
+
+def _shared_tags(tags: list[str]) -> tuple[str, ...]:
+    key = tuple(tags)
+    shared = _interned_tags.get(key)
+    if shared is not None:
+        return shared
+    if len(_interned_tags) < _INTERNED_MAX:
+        _interned_tags[key] = key
+    return key
+
+
+def _shared_counts(counts: dict[str, int]) -> dict[str, int]:
+    key = tuple(counts.items())
+    shared = _interned_counts.get(key)
+    if shared is not None:
+        return shared
+    if len(_interned_counts) < _INTERNED_MAX:
+        _interned_counts[key] = counts
+    return counts
 
 
 def _log_stats(stats: SessionStats) -> None:
