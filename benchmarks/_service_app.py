@@ -9,15 +9,23 @@ an action. The variants record the same three things:
   (an LLMEvent, a ToolEvent, an ActionEvent), sent to the collector by the client of
   ``integrations.fastapi.lifespan`` (settings from ``AGENTOPS_*``; ``AGENTOPS_PROTOCOL`` picks the
   export target where the SDK has more than one).
+- ``agentops-gcfreeze``: ``agentops`` with ``gc.freeze()`` once the app has started (the
+  documented option for services, docs/web.md): the garbage collector's full
+  collections then skip everything the app had made by then.
 - ``otel``: ``FastAPIInstrumentor`` (a server span per request and its ASGI send/receive spans)
   and three child spans carrying the same data as attributes, on a ``BatchSpanProcessor`` with
   the OTLP/HTTP (protobuf) span exporter posting to ``BENCH_OTLP_URL``.
 - ``otel-bare``: the same without the three child spans (the instrumentation's own spans only:
   less than the other variants record).
 
+Before serving, the process runs one full garbage collection (``BENCH_SETTLED_GC=0`` skips it),
+as a service that has been up for a while has had them: see ``main()``.
+
 ``POST /_flush`` (not traced) returns when everything recorded so far is delivered: the benchmark
 calls it before it reads the CPU counters, so export work is inside the measured window.
-``GET /health`` (not traced) answers once the server is up.
+``GET /health`` (not traced) answers once the server is up. ``GET /_cpu`` (not traced) answers
+the CPU time of this process so far (``time.process_time()``: every thread, nanosecond clock)
+and its garbage collections by generation, which the benchmark reads before and after a round.
 
     BENCH_VARIANT=agentops python benchmarks/_service_app.py --port 8081
 """
@@ -26,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -70,10 +80,13 @@ def _agentops_app() -> FastAPI:
     @contextlib.asynccontextmanager
     async def flusher(app: FastAPI) -> AsyncIterator[None]:
         _flushers.append(lambda: app.state.agentops_client.flush(60.0))
+        if VARIANT == "agentops-gcfreeze":
+            gc.collect()
+            gc.freeze()
         yield
 
     app = FastAPI(lifespan=lifespan(flusher, log_session_stats=False))
-    app.add_middleware(SessionMiddleware, exclude_paths=["/health", "/_flush"])
+    app.add_middleware(SessionMiddleware, exclude_paths=["/health", "/_flush", "/_cpu"])
 
     @app.get("/work")
     async def work(q: str = "hello world") -> dict[str, Any]:
@@ -149,7 +162,9 @@ def _otel_app(handler_spans: bool) -> FastAPI:
         return answer
 
     _add_flush_route(app)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls="health,_flush")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, excluded_urls="health,_flush,_cpu"
+    )
     return app
 
 
@@ -173,6 +188,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "variant": VARIANT}
 
 
+@app.get("/_cpu")
+async def cpu() -> dict[str, Any]:
+    # CLOCK_PROCESS_CPUTIME_ID: user + system time of every thread, exited ones included, in ns
+    # (the /proc/<pid>/stat figures it replaces come in 10 ms ticks); and the garbage
+    # collector's collections so far, by generation.
+    collections = [generation["collections"] for generation in gc.get_stats()]
+    return {"process_time": time.process_time(), "gc_collections": collections}
+
+
 if "/_flush" not in {getattr(route, "path", None) for route in app.routes}:
     _add_flush_route(app)
 
@@ -181,6 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="bench_service.py's FastAPI service")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    if os.environ.get("BENCH_SETTLED_GC", "1") == "1":
+        # A service that has been up a while has had full collections: its start-up objects
+        # sit in the oldest generation, and the next full collection comes when a quarter as
+        # many again have been carried there. A fresh process has had none, so its first one
+        # comes after a fixed number of young collections, whatever the requests keep alive;
+        # one collection now starts every variant in the steady state instead.
+        gc.collect()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -178,25 +178,27 @@ def _end(
         return
     route = scope.get("route")
     template = getattr(route, "path", None)
-    final = list(session.tags)
+    tags = session.tags
     if isinstance(template, str):
-        final.append(_tag("http.route", template))
+        tags.append(_tag("http.route", template))
     if status is not None:
-        final.append(_tag("http.status", str(status)))
-    session.tags = list(dict.fromkeys(final))  # sent with the final update (no extra request)
+        tags.append(_tag("http.status", str(status)))
+    if len(set(tags)) < len(tags):  # sent with the final update (no extra request)
+        session.tags = list(dict.fromkeys(tags))
+    if exc is None and (status is None or status < 500):
+        session._end_nowait(SessionState.SUCCEEDED)  # queued: never waits on the network
+        return
     where = f"{scope.get('method', '')} {template or scope.get('path', '')}"
     if isinstance(exc, Exception):
         session.record_nowait(ErrorEvent.from_exception(exc))
         state, reason = SessionState.FAILED, f"{type(exc).__name__} in {where}"
     elif exc is not None:
         state, reason = SessionState.INDETERMINATE, f"{type(exc).__name__} in {where}"
-    elif status is not None and status >= 500:
+    else:
         details = f"{where} answered HTTP {status}"
         session.record_nowait(ErrorEvent(error_type="HTTPError", code=str(status), details=details))
         state, reason = SessionState.FAILED, details
-    else:
-        state, reason = SessionState.SUCCEEDED, None
-    session._end_nowait(state, reason)  # queued: never waits on the network
+    session._end_nowait(state, reason)
 
 
 def _tag(name: str, value: str) -> str:

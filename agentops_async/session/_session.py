@@ -33,7 +33,7 @@ from ..events import (
     _utcnow,
 )
 from ..telemetry._exporter import Exporter, NullExporter, Op, SessionChannel
-from ..telemetry._otel import router, session_links, session_tracer
+from ..telemetry._otel import context_only_tracer, router, session_links, session_tracer
 from ..telemetry._targets import (
     AGENT_ADDED,
     SESSION_CREATED,
@@ -178,6 +178,7 @@ class AsyncSession:
         self._channel: SessionChannel | None = None
         self._span: trace.Span | None = None
         self._span_trace_id = 0
+        self._routed = False  # its trace's spans are routed to it (unregistered at the end)
         self._otel_token: object | None = None
         # Links of the root span when the caller is elsewhere (the sync facade starts sessions
         # on its loop thread): None means "link to the span current where start() runs".
@@ -249,41 +250,47 @@ class AsyncSession:
         # A new trace (an empty parent context), linked to the ambient span if there is one: two
         # sessions opened under one request span must not share a trace (capture routes by it).
         links = session_links() if self._root_links is None else self._root_links
-        span = tracer.start_span(
-            "agentops.session",
-            context=otel_context.Context(),
-            links=links,
-            attributes={"agentops.session.id": self.session_id, "agentops.session.tags": self.tags},
-        )
+        if links or tracer is not context_only_tracer:
+            span = tracer.start_span(
+                "agentops.session",
+                context=otel_context.Context(),
+                links=links,
+                attributes={
+                    "agentops.session.id": self.session_id,
+                    "agentops.session.tags": self.tags,
+                },
+            )
+        else:  # nothing records it (the common case in a service): no attributes to build
+            span = context_only_tracer.new_trace_span()
         ctx = span.get_span_context()
         self._span = span
         self._span_trace_id = ctx.trace_id
         self.trace_id = trace.format_trace_id(ctx.trace_id)
         self._span_id = trace.format_span_id(ctx.span_id)
-        self._links = (
-            [
+        if links:
+            self._links = [
                 (
                     trace.format_trace_id(link.context.trace_id),
                     trace.format_span_id(link.context.span_id),
                 )
                 for link in links
             ]
-            if links
-            else _NO_LINKS
-        )
         self._otel_token = otel_context.attach(trace.set_span_in_context(span))
         if capture:
             router().register(ctx.trace_id, ctx.span_id, self.session_id, self._capture_span)
+            self._routed = True
 
     def _close_span(self, state: SessionState) -> None:
         span, self._span = self._span, None
         if span is None:
             return
-        router().unregister(self._span_trace_id)
-        span.set_attribute("agentops.session.end_state", state.value)
-        if state is SessionState.FAILED:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, self.end_state_reason))
-        span.end()
+        if self._routed:
+            router().unregister(self._span_trace_id)
+        if span.is_recording():
+            span.set_attribute("agentops.session.end_state", state.value)
+            if state is SessionState.FAILED:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, self.end_state_reason))
+            span.end()
         token, self._otel_token = self._otel_token, None
         # Detach only in the context that attached (explicit end() may run in another task, where
         # OTel would log a "Failed to detach context" error).
@@ -562,11 +569,11 @@ class AsyncSession:
             end_timestamp=_iso(end) if end is not None else None,
             state=self.state.value,
             end_state_reason=self.end_state_reason,
-            tags=list(self.tags),
+            tags=_shared_tags(self.tags),
             host_env=host_env(),
             video=self.video,
             links=self._links,
-            event_counts=self.event_counts,
+            event_counts=_shared_counts(self.event_counts),
         )
 
     def _require_running(self, what: str) -> None:
@@ -629,6 +636,35 @@ class AsyncSession:
             session_url=channel.session_url if channel else None,
             filtered=channel.filtered if channel else 0,
         )
+
+
+# Snapshots are immutable, and a service's sessions repeat the same few tag sets and event
+# counts (a route's requests): each snapshot shares one interned tuple and dict for them instead
+# of a new pair per request, which would stay alive until exported and count towards the
+# garbage collector's young collections. Bounded; past the bound, snapshots get their own.
+_INTERNED_MAX = 1024
+_interned_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
+_interned_counts: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+
+
+def _shared_tags(tags: list[str]) -> tuple[str, ...]:
+    key = tuple(tags)
+    shared = _interned_tags.get(key)
+    if shared is not None:
+        return shared
+    if len(_interned_tags) < _INTERNED_MAX:
+        _interned_tags[key] = key
+    return key
+
+
+def _shared_counts(counts: dict[str, int]) -> dict[str, int]:
+    key = tuple(counts.items())
+    shared = _interned_counts.get(key)
+    if shared is not None:
+        return shared
+    if len(_interned_counts) < _INTERNED_MAX:
+        _interned_counts[key] = counts
+    return counts
 
 
 def _log_stats(stats: SessionStats) -> None:

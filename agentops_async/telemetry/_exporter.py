@@ -63,44 +63,32 @@ UNSENDABLE = "event could not be prepared for sending (internal error)"
 ENDED = "event of an already-ended session"
 
 
-class SessionChannel:
-    """Exporter-side state of one session: what was delivered, dropped, answered."""
+class SessionChannel(msgspec.Struct, gc=False, eq=False):
+    """Exporter-side state of one session: what was delivered, dropped, answered.
 
-    __slots__ = (
-        "closed",
-        "delivered",
-        "done",
-        "dropped",
-        "failure",
-        "filtered",
-        "in_flight",
-        "lane",
-        "session_id",
-        "session_url",
-        "settled",
-        "token_cost",
-        "trace_id",
-    )
+    Not tracked by the garbage collector (``gc=False``): it holds only strings and numbers
+    (a ``flush_session()`` waiter's future is kept by the exporter, not here), so it can never
+    be part of a reference cycle. A service has one per request queued for up to a flush
+    interval, and each tracked object queued that long is carried into the older generations,
+    whose collections cost a busy service milliseconds each. Compared by identity.
+    """
 
-    def __init__(self, session_id: str, trace_id: str | None = None, lane: int = 0) -> None:
-        self.session_id = session_id
-        self.trace_id = trace_id
-        # The exporter lane (an index: the channel holds only strings and numbers) that sends
-        # everything of this session, in order.
-        self.lane = lane
-        self.delivered = 0
-        self.dropped = 0
-        self.filtered = 0  # dropped by before_send on purpose: not lost
-        self.in_flight = 0  # events taken into the current batch and not yet accounted for
-        self.failure: str | None = None  # why the session could not be created, if it could not
-        self.session_url: str | None = None
-        self.token_cost: Decimal | None = None
-        self.closed = False
-        # True once the session's final update is resolved (sent, or counted as dropped): by
-        # then every event of the session queued before it is resolved too (a session's items
-        # go out in order). ``done`` wakes a flush_session() waiting for that.
-        self.settled = False
-        self.done: asyncio.Future[None] | None = None
+    session_id: str
+    trace_id: str | None = None
+    # The exporter lane (an index) that sends everything of this session, in order.
+    lane: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    filtered: int = 0  # dropped by before_send on purpose: not lost
+    in_flight: int = 0  # events taken into the current batch and not yet accounted for
+    failure: str | None = None  # why the session could not be created, if it could not
+    session_url: str | None = None
+    token_cost: Decimal | None = None
+    closed: bool = False
+    # True once the session's final update is resolved (sent, or counted as dropped): by then
+    # every event of the session queued before it is resolved too (a session's items go out
+    # in order); a flush_session() waiting for that is woken then.
+    settled: bool = False
 
 
 class Op(SessionOp, kw_only=True, gc=False, eq=False):
@@ -246,7 +234,8 @@ class Exporter:
         self._channels: dict[str, SessionChannel] = {}
 
         self._flush_targets: list[_FlushWaiter] = []
-        self._session_waiters: set[SessionChannel] = set()  # channels with a flush_session()
+        # The channels with a flush_session() waiting, and the future it waits on.
+        self._session_waiters: dict[SessionChannel, asyncio.Future[None]] = {}
         self._room_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
         self._thread_buf: collections.deque[tuple[SessionChannel, Payload]] = collections.deque()
@@ -895,12 +884,12 @@ class Exporter:
             return True
         if self._closed or self._task is None or self._task.done():
             return False
-        if channel.done is None:
-            channel.done = self.loop.create_future()
-            self._session_waiters.add(channel)
+        done = self._session_waiters.get(channel)
+        if done is None:
+            done = self._session_waiters[channel] = self.loop.create_future()
         self._lanes[channel.lane].batch_ready.set()  # send now, not at the next flush interval
         try:
-            await asyncio.wait_for(asyncio.shield(channel.done), timeout)
+            await asyncio.wait_for(asyncio.shield(done), timeout)
         except asyncio.TimeoutError:
             return False
         return channel.settled
@@ -908,8 +897,7 @@ class Exporter:
     def _settle(self, channel: SessionChannel) -> None:
         """The session of ``channel`` is resolved: wake its flush_session() waiter, if any."""
         channel.settled = True
-        self._session_waiters.discard(channel)
-        done = channel.done
+        done = self._session_waiters.pop(channel, None)
         if done is not None and not done.done():
             done.set_result(None)
 
@@ -1150,7 +1138,7 @@ class Exporter:
             if run:
                 await self._add_run(steps, channel, run, ended)
             if steps:
-                batch.append(SessionPart(channel.session_id, channel.trace_id, steps))
+                batch.append(SessionPart(channel.session_id, channel.trace_id, tuple(steps)))
             channels[channel.session_id] = channel
         if self._unyielded:  # the request machinery comes next: a stretch of its own
             self._unyielded = 0
@@ -1197,8 +1185,8 @@ class Exporter:
                 events += kept
                 parts.append(body)
         if not events:
-            return EventRun(events, b"")
-        return EventRun(events, self.target.join_encoded(parts))
+            return EventRun((), b"")
+        return EventRun(tuple(events), self.target.join_encoded(parts))
 
     def _apply_hooks(self, channel: SessionChannel, part: list[Payload]) -> list[Payload]:
         """The events of ``part`` that the hooks let through (changed as they said); the others
@@ -1292,7 +1280,7 @@ class Exporter:
                 for step in part.steps:
                     if type(step) is EventRun:
                         self._account_dropped(channel, len(step.events), ENDED)
-                part.steps[:] = [step for step in part.steps if type(step) is not EventRun]
+                part.steps = tuple(step for step in part.steps if type(step) is not EventRun)
         if batch:
             await self.target.send(batch, _Report(self, prepared.channels))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -255,6 +256,11 @@ class _ContextOnlyTracer(trace.NoOpTracer):
             # Opened inside another span (of a provider that is not global): a real span keeps
             # the link to it, for whoever looks at ``session.span``.
             return self._linking_tracer().start_span(*args, **kwargs)
+        return self.new_trace_span()
+
+    def new_trace_span(self) -> trace.Span:
+        """A non-recording span of a new sampled trace (what ``start_span`` gives without
+        links; a session calls it directly, without building the span's attributes)."""
         ids = self._ids
         context = trace.SpanContext(
             ids.generate_trace_id(),
@@ -277,6 +283,23 @@ class _ContextOnlyTracer(trace.NoOpTracer):
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _context_only_tracer = _ContextOnlyTracer()
+context_only_tracer = _context_only_tracer
+
+
+def _global_tracer_provider() -> object:
+    """``trace.get_tracer_provider()`` without its cost per session (~1 µs, mostly an
+    ``os.environ`` lookup) while the application has set no provider: the global it reads,
+    unless ``OTEL_PYTHON_TRACER_PROVIDER`` names one (that one is loaded on the first call)."""
+    provider = getattr(trace, "_TRACER_PROVIDER", None)
+    if provider is not None or _PROVIDER_FROM_ENV:
+        return trace.get_tracer_provider()
+    return None
+
+
+# Read once: the provider named in the environment is loaded by the first lookup anyway.
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ or not hasattr(
+    trace, "_TRACER_PROVIDER"
+)
 
 
 def session_tracer(capture: bool) -> trace.Tracer:
@@ -289,7 +312,7 @@ def session_tracer(capture: bool) -> trace.Tracer:
     global _global_tracer
     if not capture:
         return _context_only_tracer
-    provider = trace.get_tracer_provider()
+    provider = _global_tracer_provider()
     cached = _global_tracer
     if cached is not None and cached[0] is provider:
         return cached[1]

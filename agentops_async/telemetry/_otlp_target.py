@@ -88,7 +88,7 @@ class _Piece(NamedTuple):
     """One step of a session in a request: a run of its events, or an operation's span."""
 
     session_id: str
-    events: list[Event | msgspec.Raw]  # the run's events (empty for an operation)
+    events: Sequence[Event | msgspec.Raw]  # the run's events (empty for an operation)
     body: bytes  # the run's ResourceSpans array, its parent filled in (b"" for an operation)
     op: SessionOp | None
     span: otlp.Span | None  # the operation's span

@@ -339,7 +339,7 @@ def _from_v2_body(record: SpoolRecord) -> tuple[str, SessionSnapshot | AgentSnap
         end_timestamp=body.end_timestamp,
         state=state,
         end_state_reason=body.end_state_reason,
-        tags=body.tags,
+        tags=tuple(body.tags),
         host_env=body.host_env,
         video=body.video,
         event_counts=body.event_counts,

@@ -78,10 +78,12 @@ OP_KINDS = (SESSION_CREATED, AGENT_ADDED, SESSION_UPDATED)
 class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The state of a session at one moment, as the session hands it to the exporter.
 
-    Not tracked by the garbage collector (``gc=False``: it holds strings, and lists and dicts of
-    strings and numbers, so it can never be part of a reference cycle): a service queues two per
-    request for up to a flush interval, and each tracked object queued that long is carried
-    into the older generations, whose collections cost a busy service milliseconds each.
+    Not tracked by the garbage collector (``gc=False``: it holds strings, and tuples, lists and
+    dicts of strings and numbers, so it can never be part of a reference cycle): a service
+    queues two per request for up to a flush interval, and each tracked object queued that long
+    is carried into the older generations, whose collections cost a busy service milliseconds
+    each. For the same reason the tags are a tuple (the collector stops tracking a tuple of
+    strings the first time it sees it; a list it would carry along).
 
     Attributes:
         session_id: The session's UUID, as a string (as on the v2 wire).
@@ -106,7 +108,7 @@ class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     end_timestamp: str | None = None
     state: str = "RUNNING"
     end_state_reason: str | None = None
-    tags: list[str] = []
+    tags: tuple[str, ...] = ()
     host_env: dict[str, Any] | None = None
     video: str | None = None
     links: list[tuple[str, str]] = []
@@ -161,16 +163,21 @@ class EventRun(msgspec.Struct, gc=False, eq=False):
             :meth:`ExportTarget.join_encoded` when the run was encoded in slices).
     """
 
-    events: list[Event | msgspec.Raw]
+    events: tuple[Event | msgspec.Raw, ...]  # a tuple: untracked by the GC, as SessionPart.steps
     body: bytes
 
 
 class SessionPart(msgspec.Struct, gc=False, eq=False):
-    """One session's share of a batch: its operations and runs of events, in queue order."""
+    """One session's share of a batch: its operations and runs of events, in queue order.
+
+    ``steps`` is a tuple: a tuple of untracked structs is no object for the garbage collector
+    after its first young collection, where a list would be carried into the older generations
+    with every session of a batch on the wire.
+    """
 
     session_id: str
     trace_id: str | None  # None for a session replayed from the spool by a new process
-    steps: list[SessionOp | EventRun]
+    steps: tuple[SessionOp | EventRun, ...]
 
 
 # A cut batch: one part per session with items in it, in the order the sessions first appear.

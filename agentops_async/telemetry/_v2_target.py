@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -288,7 +288,7 @@ class V2Target:
     async def _send_events(
         self,
         session: _V2Session,
-        events: list[Event | msgspec.Raw],
+        events: Sequence[Event | msgspec.Raw],
         report: Report,
         body: bytes | None = None,
     ) -> None:
@@ -304,7 +304,7 @@ class V2Target:
             report.dropped(session_id, len(events), SESSION_NOT_CREATED, session.failure)
             return
         if body is None:
-            body = wire.events_body(events)  # (already encoded once: encoding cannot fail)
+            body = wire.events_body(list(events))  # (encoded once already: cannot fail)
         if len(body) > self._batch_bytes:
             await self._send_oversized(session, events, len(body), report)
             return
@@ -324,7 +324,7 @@ class V2Target:
         report.delivered(session_id, len(events))
 
     async def _send_oversized(
-        self, session: _V2Session, events: list[Event | msgspec.Raw], size: int, report: Report
+        self, session: _V2Session, events: Sequence[Event | msgspec.Raw], size: int, report: Report
     ) -> None:
         """A batch whose body is above max_batch_bytes: send it in pieces that fit."""
         if len(events) == 1:
@@ -345,8 +345,12 @@ class V2Target:
             await self._send_events(session, events[start : start + step], report)
 
 
-class _Entry(NamedTuple):
-    """A session's part of a batch, its create_sessions entry, and how many events it holds."""
+class _Entry(msgspec.Struct, gc=False):
+    """A session's part of a batch, its create_sessions entry, and how many events it holds.
+
+    Not tracked by the garbage collector (it holds an untracked part, bytes and a number): one
+    per request session is alive while its batch is on the wire.
+    """
 
     part: SessionPart
     body: bytes

@@ -133,7 +133,7 @@ async def test_a_target_gets_one_batch_mixing_sessions_and_its_reports_are_accou
         assert part.trace_id == session.trace_id
         created, run = part.steps
         assert isinstance(created, SessionOp) and created.kind == SESSION_CREATED
-        assert created.snapshot.tags == [session.tags[0]]  # type: ignore[union-attr]
+        assert created.snapshot.tags == (session.tags[0],)  # type: ignore[union-attr]
         assert isinstance(run, EventRun) and len(run.events) == 4
         assert msgspec.json.decode(run.body) == [e.id for e in run.events]  # type: ignore[union-attr]
     for session in sessions:
@@ -146,4 +146,51 @@ async def test_a_target_gets_one_batch_mixing_sessions_and_its_reports_are_accou
     assert all(isinstance(s, SessionOp) and s.kind == SESSION_UPDATED and s.final for s in finals)
     assert client.stats.dropped_by_reason == {"refused by the recorder": 3}
     assert client.stats.delivered == 9 and client.stats.pending == 0
+    await client.close()
+
+
+async def test_a_batch_on_the_wire_holds_no_tracked_structures_per_session(
+    make_client: Any,
+) -> None:
+    # While a batch of request sessions is on the wire, each GC-tracked object it holds per
+    # session is carried into the older generations (whose full collections cost a busy service
+    # milliseconds each): a session's part, its steps, its runs' events and its create_sessions
+    # entry are not tracked once a young collection has seen them (tuples of untracked structs).
+    import gc
+
+    from agentops_async.telemetry._v2_target import _Entry
+
+    class Holding(BatchRecorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.held: ExportBatch = []
+            self.on_wire = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def send(self, batch: ExportBatch, report: Report) -> None:
+            self.held = batch
+            self.on_wire.set()
+            await self.release.wait()
+            await super().send(batch, report)
+
+    target = Holding()
+    # One lane: the whole batch, every session's part, is on the wire at once.
+    client = make_client(flush_interval=60, instrument_otel=False, max_concurrent_exports=1)
+    client._make_target = lambda: target
+    for n in range(20):
+        async with ao.AsyncSession(client=client, tags=[str(n)], flush_on_exit=False) as session:
+            await session.record(ao.ActionEvent(action_type="a", params={"n": n}))
+    flushed = asyncio.ensure_future(client.flush(5))
+    await asyncio.wait_for(target.on_wire.wait(), 5)
+    gc.collect(0)  # what a young collection in a running service does while it is out
+    on_wire = target.held
+    assert len(on_wire) == 20
+    held = [(part, part.steps, *part.steps) for part in on_wire]
+    held += [(s.events,) for part in on_wire for s in part.steps if type(s) is EventRun]
+    tracked = [obj for objects in held for obj in objects if gc.is_tracked(obj)]
+    assert tracked == []
+    assert not gc.is_tracked(_Entry(on_wire[0], b"{}", 1))
+    target.release.set()
+    assert await flushed
+    assert [len(part.steps) for part in target.batches[0]] == [3] * 20  # created, events, ended
     await client.close()
