@@ -35,6 +35,7 @@ from ._storage import (
     DEFAULT_PG_POOL_SIZE,
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
+    EventBatch,
     EventRow,
     OverviewData,
     ProjectKeys,
@@ -563,10 +564,17 @@ class PostgresStorage:
             return 0
         import asyncpg
 
-        # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
-        plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
-        records: Sequence[tuple[object, ...]] = rows if plain else [_record(row) for row in rows]
-        if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
+        records: Sequence[tuple[object, ...]]
+        if isinstance(rows, EventBatch):
+            # The decoder built the rows as COPY records already and knows the batch as a whole:
+            # nothing here looks at each row again.
+            plain, records, nul = not rows.wide, rows, rows.nul
+        else:
+            # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
+            plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
+            records = rows if plain else [_record(row) for row in rows]
+            nul = True
+        if nul and any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in a string
             records = [_record_no_nul(record) for record in records]
         columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
         try:
