@@ -450,7 +450,8 @@ class PostgresStorage:
             max_size=self._max,
             timeout=_CONNECT_TIMEOUT,
             init=_init_connection,
-            # A connection setting, not a SET: the pool's RESET ALL on release keeps it. Only
+            reset=_keep_session,
+            # A connection setting, not a SET (releases send no RESET ALL: see _keep_session). Only
             # when off, so that a pooler that refuses unknown startup parameters (PgBouncer)
             # works with the default; there ALTER ROLE ... SET synchronous_commit does it.
             server_settings=None if self._synchronous_commit else {"synchronous_commit": "off"},
@@ -959,6 +960,18 @@ async def _stage_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str
 async def _init_connection(conn: Any) -> None:
     """A new pool connection: its event staging table (temporary: private to the connection)."""
     await conn.execute(_CREATE_STAGING)
+
+
+async def _keep_session(conn: Any) -> None:
+    """What a connection's release to the pool sends the server: nothing.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    on every release: a round trip and four statements for the server per request (a
+    ``create_events`` request is otherwise one ``COPY``). None of it has anything to undo here:
+    the storage takes advisory locks per transaction only (``pg_advisory_xact_lock``), declares
+    no cursors, never listens and never ``SET``s a session setting (use ``SET LOCAL`` in a
+    transaction). An open transaction is still rolled back by the pool before this runs.
+    """
 
 
 def _record(row: EventRow) -> tuple[object, ...]:
