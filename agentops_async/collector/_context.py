@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 
 from ._http import fail
+from ._ingest import brackets
 from ._jwt import JwtSigner
 from ._prices import PriceTable
 from ._reads import CursorCodec
@@ -204,21 +205,23 @@ class Context:
             fail(400, "malformed request body (framing or Content-Length does not match)")
 
     async def decode_json(self, body: bytes, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(body, *args)`` for a JSON body of the v2 API: on the loop when it decodes
-        quickly, else in a decode thread.
+        """``fn(body, *args, outline)`` for a JSON body of the v2 API: on the loop when it
+        decodes quickly, else in a decode thread (without ``outline``: ``fn`` makes it there).
 
         The hand-off to a thread and back (a wake-up of the loop, and the GIL passed between
-        the two threads while the loop serves other requests) cost more collector CPU than
+        the two threads while the loop serves other requests) costs more collector CPU than
         decoding a usual batch of 1,000 events (~1 ms). How long a JSON body takes follows its
         bytes and its brackets (each ``{``/``[`` is an object or array for msgspec to walk, and
-        bracket-heavy bodies take the depth checks' slow path), both counted in C here: a body
-        of at most :data:`_INLINE_JSON_BYTES` bytes and :data:`_INLINE_JSON_BRACKETS` brackets
-        takes at most ~3 ms (benchmarks/README.md), the longest a request holds the loop.
+        bracket-heavy bodies take the depth checks' slow path). The body's outline
+        (:func:`~agentops_async.collector._ingest.brackets`, which the decode needs anyway)
+        counts them: a body of at most :data:`_INLINE_JSON_BYTES` bytes and
+        :data:`_INLINE_JSON_BRACKETS` brackets takes at most ~3 ms (benchmarks/README.md), the
+        longest a request holds the loop.
         """
-        if len(body) <= _INLINE_JSON_BYTES and (
-            body.count(b"{") + body.count(b"[") <= _INLINE_JSON_BRACKETS
-        ):
-            return fn(body, *args)
+        if len(body) <= _INLINE_JSON_BYTES:
+            outline = brackets(body)
+            if len(outline) <= _INLINE_JSON_BRACKETS or len(body) <= _INLINE_DECODE_BYTES:
+                return fn(body, *args, outline)
         return await self.off_loop(len(body), fn, body, *args)
 
     async def off_loop(self, size: int, fn: Callable[..., _T], *args: Any) -> _T:

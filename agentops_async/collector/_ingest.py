@@ -22,6 +22,7 @@ from ._storage import EventBatch
 __all__ = [
     "SessionsBody",
     "add_event_rows",
+    "brackets",
     "event_batch",
     "finish",
     "nesting_exceeds",
@@ -101,7 +102,7 @@ def _sliced_count(body: bytes, sub: bytes) -> int:
     return count
 
 
-def _brackets(body: bytes) -> bytes:
+def brackets(body: bytes) -> bytes:
     """The body's brackets in order (those inside strings too): a cheap outline of its shape.
 
     Made in slices of a megabyte (each well under a millisecond), so that from a thread it
@@ -179,15 +180,16 @@ def _may_hold_nul(body: bytes) -> bool:
     return b"\\" in body and b"\\u0000" in body
 
 
-def event_batch(body: bytes, own: str) -> tuple[EventBatch, set[str]]:
+def event_batch(body: bytes, own: str, outline: bytes | None = None) -> tuple[EventBatch, set[str]]:
     """Decode a create_events body into rows (see :func:`add_event_rows`); 400/413 on bad input.
 
     Runs in a worker thread for large bodies: everything here is CPU work on the body alone.
-    Each event's depth is checked only when the body's outline may be too deep (events sit at
-    depth 3 of ``{"events": [...]}``).
+    Each event's depth is checked only when the body's outline (:func:`brackets`, made here
+    unless given) may be too deep (events sit at depth 3 of ``{"events": [...]}``).
     """
-    brackets = _brackets(body)
-    if _more_events_than(body, brackets.count(b"{"), MAX_EVENTS_PER_REQUEST):
+    if outline is None:
+        outline = brackets(body)
+    if _more_events_than(body, outline.count(b"{"), MAX_EVENTS_PER_REQUEST):
         _too_many_events(f"more than {MAX_EVENTS_PER_REQUEST}")
     try:
         raw_events = wire.decode_events(body).events
@@ -201,7 +203,7 @@ def event_batch(body: bytes, own: str) -> tuple[EventBatch, set[str]]:
     except msgspec.DecodeError as exc:
         decode_error("events", exc)
     rows = EventBatch(nul=_may_hold_nul(body))
-    check_depth = _may_nest_deeper(brackets, MAX_NESTING_DEPTH + 2)
+    check_depth = _may_nest_deeper(outline, MAX_NESTING_DEPTH + 2)
     others = add_event_rows(rows, raw_events, heads, own, "events", check_depth)
     finish(rows)
     return rows, others
@@ -217,11 +219,12 @@ class SessionsBody(NamedTuple):
     check_depth: bool
 
 
-def sessions_body(body: bytes) -> SessionsBody:
+def sessions_body(body: bytes, outline: bytes | None = None) -> SessionsBody:
     """Decode a create_sessions body in two passes over it (entries with raw events, and the
     events' indexed columns), with the size and depth checks of :func:`event_batch`."""
-    brackets = _brackets(body)
-    if _more_events_than(body, brackets.count(b"{"), MAX_EVENTS_PER_REQUEST, depth=5):
+    if outline is None:
+        outline = brackets(body)
+    if _more_events_than(body, outline.count(b"{"), MAX_EVENTS_PER_REQUEST, depth=5):
         fail(413, f"sessions: more than {MAX_EVENTS_PER_REQUEST} events per request")
     try:
         entries = wire.decode_sessions(body).sessions
@@ -235,7 +238,7 @@ def sessions_body(body: bytes) -> SessionsBody:
     except DECODE_ERRORS as exc:
         decode_error("sessions", exc)
     # Events sit at depth 5 of {"sessions": [{"events": [{...}]}]}.
-    check_depth = _may_nest_deeper(brackets, MAX_NESTING_DEPTH + 4)
+    check_depth = _may_nest_deeper(outline, MAX_NESTING_DEPTH + 4)
     return SessionsBody(entries, heads, _may_hold_nul(body), check_depth)
 
 

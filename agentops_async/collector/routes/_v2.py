@@ -144,9 +144,9 @@ class _Batch(NamedTuple):
     others: set[str]
 
 
-def _session_batch(body: bytes, project: str) -> _Batch:
+def _session_batch(body: bytes, project: str, outline: bytes | None = None) -> _Batch:
     """A create_sessions body to rows (CPU work on the body alone)."""
-    decoded = sessions_body(body)
+    decoded = sessions_body(body, outline)
     batch = _Batch([], [], EventBatch(nul=decoded.nul), set())
     seen: set[str] = set()
     for index, (entry, heads) in enumerate(zip(decoded.entries, decoded.heads, strict=True)):
