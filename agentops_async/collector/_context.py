@@ -59,7 +59,7 @@ _T = TypeVar("_T")
 # events); larger ones in a decode thread.
 _INLINE_DECODE_BYTES = 16 * 1024
 # JSON bodies of the v2 API this small decode on the loop (see Context.decode_json).
-_INLINE_JSON_BYTES = 512 * 1024
+_INLINE_JSON_BYTES = 384 * 1024
 _INLINE_JSON_BRACKETS = 4096
 # Decompressed bytes produced per step before the loop gets a turn (about a millisecond).
 _INFLATE_SLICE = 1024 * 1024
