@@ -59,7 +59,7 @@ _T = TypeVar("_T")
 # events); larger ones in a decode thread.
 _INLINE_DECODE_BYTES = 16 * 1024
 # JSON bodies of the v2 API this small decode on the loop (see Context.decode_json).
-_INLINE_JSON_BYTES = 384 * 1024
+_INLINE_JSON_BYTES = 512 * 1024
 _INLINE_JSON_BRACKETS = 4096
 # Decompressed bytes produced per step before the loop gets a turn (about a millisecond).
 _INFLATE_SLICE = 1024 * 1024
@@ -210,13 +210,14 @@ class Context:
 
         The hand-off to a thread and back (a wake-up of the loop, and the GIL passed between
         the two threads while the loop serves other requests) costs more collector CPU than
-        decoding a usual batch of 1,000 events (~1 ms). How long a JSON body takes follows its
-        bytes and its brackets (each ``{``/``[`` is an object or array for msgspec to walk, and
-        bracket-heavy bodies take the depth checks' slow path). The body's outline
-        (:func:`~agentops_async.collector._ingest.brackets`, which the decode needs anyway)
-        counts them: a body of at most :data:`_INLINE_JSON_BYTES` bytes and
-        :data:`_INLINE_JSON_BRACKETS` brackets takes at most ~3 ms (benchmarks/README.md), the
-        longest a request holds the loop.
+        decoding a usual batch of 1,000 events (~1-1.5 ms; the SDK's are ~400 KB). How long a
+        JSON body takes follows its bytes and its brackets (each ``{``/``[`` is an object or
+        array for msgspec to walk, and bracket-heavy bodies take the depth checks' slow path).
+        The body's outline (:func:`~agentops_async.collector._ingest.brackets`, which the
+        decode needs anyway) counts them: a body of at most :data:`_INLINE_JSON_BYTES` bytes
+        and :data:`_INLINE_JSON_BRACKETS` brackets took at most ~4.6 ms here, for the
+        pathological 2,700 events that each name another session; 1-2 ms for other shapes
+        (benchmarks/README.md).
         """
         if len(body) <= _INLINE_JSON_BYTES:
             outline = brackets(body)

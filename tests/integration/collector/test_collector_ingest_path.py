@@ -81,12 +81,22 @@ async def test_a_usual_batch_is_decoded_on_the_loop_and_a_bracket_heavy_one_in_a
     assert answer.body == {"status": "success", "received": 1000, "stored": 1000}
     assert _threads(handle) == before
 
+    # What the SDK sends by default: 1,000 events of a few sessions in one create_sessions
+    # request, ~400 KB. Decoded on the loop too.
+    sdk_events = [_action(n, logs="l" * 190) for n in range(2001, 3001)]
+    entries = [{"session_id": session_id, "events": sdk_events}]
+    body = json.dumps({"sessions": entries}).encode()
+    assert 380_000 < len(body) < 512 * 1024
+    answer = await handle.v2_post("create_sessions", body, api_key=handle.api_key)
+    assert answer.status == 200 and answer.body["stored"] == 1000, answer.body
+    assert _threads(handle) == before
+
     # Brackets make a body slow to decode and check: this one goes to the decode thread.
     nested = {"events": [_action(n, params={"v": [[[[[[[[1]]]]]]]]}) for n in range(600)]}
     answer = await handle.v2_post("create_events", nested, jwt=jwt)
     assert answer.body == {"status": "success", "received": 600, "stored": 600}
     assert _threads(handle) == before + 1
-    assert len(await _stored_json(handle, session_id)) == 1601
+    assert len(await _stored_json(handle, session_id)) == 2601
 
 
 async def test_create_sessions_names_the_entry_and_event_of_a_bad_id(
