@@ -47,7 +47,13 @@ _HANDOFF = (
     "_WorkItem.run",
     "run_in_executor",
 )
-_DECODE = ("_ingest.py", "decode_event_heads", "decode_session_heads", "_session_batch")
+_DECODE = (
+    "_ingest.py",
+    "decode_event_heads",
+    "decode_session_heads",
+    "_session_batch",
+    "decode_json",
+)
 
 
 def part(frames: list[str]) -> str | None:
