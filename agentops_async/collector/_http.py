@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import msgspec
 from aiohttp import hdrs, web
 
-from .._limits import MAX_ID_LENGTH, MAX_NESTING_DEPTH
+from .._limits import MAX_NESTING_DEPTH
 from . import _wire as wire
 
 __all__ = [
@@ -38,9 +38,7 @@ __all__ = [
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
-# Ids are keys: PostgreSQL text cannot hold NUL, and replacing it would make "a\0b" and "a\ufffdb"
-# one id (the second event silently not stored). Refused alike on both backends.
-ID_RULE = f"expected 1..{MAX_ID_LENGTH} characters, without NUL (U+0000)"
+ID_RULE = wire.ID_RULE  # ids: 1..MAX_ID_LENGTH characters, no NUL (see there)
 
 # What a body decoder raises on bad input: msgspec's errors, and RecursionError for JSON nested
 # deeper than msgspec's recursion limit (~1,000 levels; the documented limit is far below).

@@ -35,6 +35,7 @@ from ._storage import (
     DEFAULT_PG_POOL_SIZE,
     EVENTS_PER_DELETE,
     UPDATABLE_SESSION_FIELDS,
+    EventBatch,
     EventRow,
     OverviewData,
     ProjectKeys,
@@ -449,7 +450,8 @@ class PostgresStorage:
             max_size=self._max,
             timeout=_CONNECT_TIMEOUT,
             init=_init_connection,
-            # A connection setting, not a SET: the pool's RESET ALL on release keeps it. Only
+            reset=_keep_session,
+            # A connection setting, not a SET (releases send no RESET ALL: see _keep_session). Only
             # when off, so that a pooler that refuses unknown startup parameters (PgBouncer)
             # works with the default; there ALTER ROLE ... SET synchronous_commit does it.
             server_settings=None if self._synchronous_commit else {"synchronous_commit": "off"},
@@ -563,10 +565,17 @@ class PostgresStorage:
             return 0
         import asyncpg
 
-        # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
-        plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
-        records: Sequence[tuple[object, ...]] = rows if plain else [_record(row) for row in rows]
-        if any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in these events' strings
+        records: Sequence[tuple[object, ...]]
+        if isinstance(rows, EventBatch):
+            # The decoder built the rows as COPY records already and knows the batch as a whole:
+            # nothing here looks at each row again.
+            plain, records, nul = not rows.wide, rows, rows.nul
+        else:
+            # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
+            plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
+            records = rows if plain else [_record(row) for row in rows]
+            nul = True
+        if nul and any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in a string
             records = [_record_no_nul(record) for record in records]
         columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
         try:
@@ -951,6 +960,18 @@ async def _stage_and_insert(conn: Any, records: list[tuple[object, ...]]) -> str
 async def _init_connection(conn: Any) -> None:
     """A new pool connection: its event staging table (temporary: private to the connection)."""
     await conn.execute(_CREATE_STAGING)
+
+
+async def _keep_session(conn: Any) -> None:
+    """What a connection's release to the pool sends the server: nothing.
+
+    asyncpg's default reset sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``
+    on every release: a round trip and four statements for the server per request (a
+    ``create_events`` request is otherwise one ``COPY``). None of it has anything to undo here:
+    the storage takes advisory locks per transaction only (``pg_advisory_xact_lock``), declares
+    no cursors, never listens and never ``SET``s a session setting (use ``SET LOCAL`` in a
+    transaction). An open transaction is still rolled back by the pool before this runs.
+    """
 
 
 def _record(row: EventRow) -> tuple[object, ...]:

@@ -18,6 +18,7 @@ import msgspec
 from ._prices import Usage
 
 __all__ = [
+    "EventBatch",
     "EventRow",
     "OverviewData",
     "ProjectKeys",
@@ -98,6 +99,24 @@ EventRow = (
 (a 6-tuple means they are all NULL). A plain tuple: building it is the only per-event work of the
 ingest path, so it must be cheap; and most events have no usage, so their rows do not carry (and
 SQLite does not bind) four NULLs."""
+
+
+class EventBatch(list[EventRow]):
+    """The rows of one request, as the collector's decoder made them, with what it learned about
+    them as a whole, so that a backend need not look at each row again.
+
+    Every row's JSON is ``str``; ``wide``: every row has all ten columns (some event has LLM
+    usage), else every row has six; ``nul``: some string of the batch may hold NUL (U+0000),
+    which PostgreSQL's ``text`` cannot (False only when the request body held no ``\\u0000``
+    escape, so that none of its strings can). A plain sequence of rows is looked at row by row.
+    """
+
+    __slots__ = ("nul", "wide")
+
+    def __init__(self, *, wide: bool = False, nul: bool = True) -> None:
+        super().__init__()
+        self.wide = wide
+        self.nul = nul
 
 
 @dataclass(frozen=True, slots=True)

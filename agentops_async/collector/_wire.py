@@ -13,19 +13,23 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .._limits import MAX_INT
+from .._limits import MAX_ID_LENGTH, MAX_INT
 
 __all__ = [
     "END_STATES",
+    "ID_RULE",
     "MAX_COST",
     "AgentIn",
     "DeveloperErrorIn",
     "EventHead",
     "EventHeadsIn",
     "EventsIn",
+    "FieldRuleError",
     "ProjectIn",
     "ReauthIn",
     "SessionEnvelope",
+    "SessionEventHeads",
+    "SessionHeadsIn",
     "SessionIn",
     "SessionWithEventsIn",
     "SessionsIn",
@@ -37,6 +41,7 @@ __all__ = [
     "decode_reauth",
     "decode_session",
     "decode_session_envelope",
+    "decode_session_heads",
     "decode_sessions",
     "encode",
     "encoder",
@@ -54,12 +59,19 @@ END_STATES = {
 MAX_COST = 1e12
 """Largest ``cost`` (US dollars) of one LLM event the collector accepts."""
 
+# Ids are keys: PostgreSQL text cannot hold NUL, and replacing it would make "a\0b" and "a\ufffdb"
+# one id (the second event silently not stored). Refused alike on both backends.
+ID_RULE = f"expected 1..{MAX_ID_LENGTH} characters, without NUL (U+0000)"
+
 # Numbers that are stored in columns and summed by the read side: refused at ingest (400 naming the
 # field) when they could break a read: non-finite or absurd costs, token counts that are negative
 # or do not fit in the databases' signed 64-bit integers. The bounds are checked inside msgspec's
 # decode (in C), so they cost nothing measurable per event.
 Cost = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_COST)]
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)]
+# An event's id: its length is checked inside the decode too (NUL is looked for once per body, see
+# collector._ingest).
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
 class SessionEnvelope(msgspec.Struct):
@@ -70,11 +82,11 @@ class SessionEnvelope(msgspec.Struct):
 
 class SessionWithEventsIn(msgspec.Struct):
     """One entry of ``/v2/create_sessions``: a session object (created or updated) and events
-    (raw JSON); or only events of an existing session, named by ``session_id``."""
+    (each a raw JSON fragment); or only events of an existing session, named by ``session_id``."""
 
     session: msgspec.Raw = msgspec.Raw(b"null")
     session_id: str | None = None
-    events: msgspec.Raw = msgspec.Raw(b"[]")
+    events: list[msgspec.Raw] = []
 
 
 class SessionsIn(msgspec.Struct):
@@ -110,7 +122,7 @@ class EventHead(msgspec.Struct, kw_only=True, gc=False):
     makes a thousand of these, which otherwise trigger collections on the ingest path.
     """
 
-    id: str
+    id: EventId
     event_type: str
     init_timestamp: str | None = None
     end_timestamp: str | None = None
@@ -129,6 +141,24 @@ class EventHeadsIn(msgspec.Struct, gc=False):
     """
 
     events: list[EventHead]
+
+
+class SessionEventHeads(msgspec.Struct, gc=False):
+    """The indexed columns of the events of one ``/v2/create_sessions`` entry."""
+
+    events: list[EventHead] = []
+
+
+class SessionHeadsIn(msgspec.Struct, gc=False):
+    """A ``/v2/create_sessions`` body read for its events' indexed columns only (a second pass
+    over the body, beside :class:`SessionsIn`, as for :class:`EventHeadsIn`)."""
+
+    sessions: list[SessionEventHeads]
+
+
+class FieldRuleError(msgspec.ValidationError):
+    """A field broke one of the collector's documented rules; the message is
+    ``<field>: <rule>`` (``events[3].id: expected 1..200 characters, ...``)."""
 
 
 class ReauthIn(msgspec.Struct):
@@ -164,6 +194,7 @@ decode_session = msgspec.json.Decoder(SessionIn).decode
 decode_sessions = msgspec.json.Decoder(SessionsIn).decode
 decode_events = msgspec.json.Decoder(EventsIn).decode
 _event_heads_decoder = msgspec.json.Decoder(EventHeadsIn, strict=False)
+_session_heads_decoder = msgspec.json.Decoder(SessionHeadsIn, strict=False)
 decode_reauth = msgspec.json.Decoder(ReauthIn).decode
 decode_agent = msgspec.json.Decoder(AgentIn).decode
 decode_developer_error = msgspec.json.Decoder(DeveloperErrorIn, strict=False).decode
@@ -183,25 +214,38 @@ def decode_event_heads(body: bytes) -> EventHeadsIn:
     """The indexed columns of a create_events body.
 
     Raises:
+        FieldRuleError: An event's id is empty or longer than ``MAX_ID_LENGTH``.
         msgspec.ValidationError: A field is missing or of the wrong type, or a number is out of
             its range; the message starts with the field (``events[3].cost: must be ...``).
     """
     try:
         return _event_heads_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise msgspec.ValidationError(_explain(str(exc))) from None
+        raise _explain(str(exc)) from None
 
 
-def _explain(message: str) -> str:
-    """A decode error of an event's number as ``<field>: <its documented range>``."""
+def decode_session_heads(body: bytes) -> SessionHeadsIn:
+    """The indexed columns of the events of a create_sessions body (errors as
+    :func:`decode_event_heads`, the field named from ``sessions[i]``)."""
+    try:
+        return _session_heads_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _explain(str(exc)) from None
+
+
+def _explain(message: str) -> msgspec.ValidationError:
+    """A decode error of an event's id or number as ``<field>: <its documented rule>``."""
     match = _AT_FIELD.search(message)
     if match is None:
-        return message
+        return msgspec.ValidationError(message)
     field = match["field"]
-    rule = _NUMBER_RULES.get(field.rsplit(".", 1)[-1])
+    name = field.rsplit(".", 1)[-1]
+    if name == "id" and "length" in message:
+        return FieldRuleError(f"{field}: {ID_RULE}")
+    rule = _NUMBER_RULES.get(name)
     if rule is None:
-        return message
-    return f"{field}: {rule}"
+        return msgspec.ValidationError(message)
+    return msgspec.ValidationError(f"{field}: {rule}")
 
 
 def encode(value: Any) -> bytes:

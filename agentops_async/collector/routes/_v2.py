@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from aiohttp import web
 
-from ..._limits import MAX_EVENTS_PER_REQUEST, MAX_ID_LENGTH, MAX_TAG_LENGTH
+from ..._limits import MAX_ID_LENGTH, MAX_TAG_LENGTH
 from .. import _auth as auth
 from .. import _wire as wire
 from .._context import Context
@@ -40,9 +40,9 @@ from .._http import (
     json_response,
     parse_timestamp,
 )
-from .._ingest import event_batch
+from .._ingest import add_event_rows, event_batch, finish, sessions_body
 from .._prices import format_cost
-from .._storage import EventRow, SessionWrite
+from .._storage import EventBatch, SessionWrite
 
 __all__ = ["SESSIONS_BATCH_PATH", "add_routes"]
 
@@ -140,21 +140,16 @@ class _Batch(NamedTuple):
 
     writes: list[SessionWrite]
     existing: list[str]
-    rows: list[EventRow]
+    rows: EventBatch
     others: set[str]
 
 
-def _session_batch(body: bytes, project: str) -> _Batch:
+def _session_batch(body: bytes, project: str, outline: bytes | None = None) -> _Batch:
     """A create_sessions body to rows (CPU work on the body alone)."""
-    try:
-        entries = wire.decode_sessions(body).sessions
-    except DECODE_ERRORS as exc:
-        decode_error("sessions", exc)
-    if len(entries) > MAX_EVENTS_PER_REQUEST:
-        fail(413, f"sessions: {len(entries)}, more than {MAX_EVENTS_PER_REQUEST} per request")
-    batch = _Batch([], [], [], set())
+    decoded = sessions_body(body, outline)
+    batch = _Batch([], [], EventBatch(nul=decoded.nul), set())
     seen: set[str] = set()
-    for index, entry in enumerate(entries):
+    for index, (entry, heads) in enumerate(zip(decoded.entries, decoded.heads, strict=True)):
         field = f"sessions[{index}]"
         if bytes(entry.session) != b"null":
             try:
@@ -172,13 +167,17 @@ def _session_batch(body: bytes, project: str) -> _Batch:
         if session_id in seen:
             fail(400, f"{field}: session {session_id} appears twice; send each session once")
         seen.add(session_id)
-        events = bytes(entry.events)
-        if events.strip() != b"[]":
-            rows, named = event_batch(b'{"events":' + events + b"}", session_id)
-            batch.rows.extend(rows)
+        if entry.events:
+            named = add_event_rows(
+                batch.rows,
+                entry.events,
+                heads.events,
+                session_id,
+                f"{field}.events",
+                decoded.check_depth,
+            )
             batch.others.update(named)
-            if len(batch.rows) > MAX_EVENTS_PER_REQUEST:
-                fail(413, f"sessions: more than {MAX_EVENTS_PER_REQUEST} events per request")
+    finish(batch.rows)
     batch.others.difference_update(seen)
     return batch
 
@@ -228,7 +227,7 @@ class _V2Api:
         ctx = self.ctx
         project = (await auth.api_key_header(ctx, request)).project_id
         body = await ctx.body(request)
-        batch = await ctx.off_loop(len(body), _session_batch, body, project)
+        batch = await ctx.decode_json(body, _session_batch, project)
         for sid in (*batch.existing, *batch.others):
             owner = await ctx.owner_of(sid)
             if owner is None:
@@ -282,7 +281,7 @@ class _V2Api:
         ctx = self.ctx
         caller = await auth.session_token(ctx, request)
         body = await ctx.body(request)
-        rows, others = await ctx.off_loop(len(body), event_batch, body, caller.session_id)
+        rows, others = await ctx.decode_json(body, event_batch, caller.session_id)
         for sid in others:
             owner = await ctx.owner_of(sid)
             if owner is None:

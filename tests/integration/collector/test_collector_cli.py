@@ -191,3 +191,48 @@ def test_demo_stores_what_it_prints(tmp_path: Path) -> None:
     llms = [e for e in events if e["event_type"] == "llms"]
     assert llms
     assert all(e["params"]["parent_span_id"] in steps for e in llms)
+
+
+_FREEZE_PROBE = """
+import gc, sys
+from agentops_async import cli
+
+class Out:
+    def write(self, text):
+        if "listening on" in text:
+            text = f"frozen={gc.get_freeze_count()} {text}"
+        return sys.__stdout__.write(text)
+
+    def flush(self):
+        sys.__stdout__.flush()
+
+sys.stdout = Out()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_serve_moves_what_it_made_at_start_out_of_the_garbage_collectors_way(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    args = ["serve", "--port", "0", "--database", str(tmp_path / "c.db")]
+    with subprocess.Popen(
+        [sys.executable, "-c", _FREEZE_PROBE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    frozen, _, rest = line.partition(" ")
+    assert rest.startswith("agentops-async collector listening on"), line
+    # The modules, the app and the storage (tens of thousands of objects) are frozen: full
+    # collections during ingest no longer walk them.
+    assert int(frozen.removeprefix("frozen=")) > 10_000, line

@@ -1,0 +1,202 @@
+"""The collector's ingest path from request body to storage (issue 15, the collector's CPU per
+event), on SQLite and PostgreSQL: what is decided once per body keeps each event's guarantees.
+
+- A usual batch is decoded on the event loop (no decode thread), a bracket-heavy one in a thread.
+- create_sessions is decoded as one body: an event's error names its entry.
+- The body-wide facts (an LLM event somewhere, a NUL escape somewhere) apply to every row:
+  mixed batches keep their usage columns, exact JSON and arrival order.
+- PostgreSQL: a connection goes back to the pool without a reset round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _servers import CollectorHandle
+
+from agentops_async._limits import MAX_ID_LENGTH
+
+pytestmark = pytest.mark.asyncio
+
+_ID_RULE = f"expected 1..{MAX_ID_LENGTH} characters, without NUL (U+0000)"
+
+
+def _threads(handle: CollectorHandle) -> int:
+    """How many threads the collector process runs now."""
+    process = handle.process.process
+    assert process is not None
+    return len(os.listdir(f"/proc/{process.pid}/task"))
+
+
+def _action(n: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"{uuid.uuid4()}-{n}",
+        "event_type": "actions",
+        "init_timestamp": "2026-01-01T00:00:00.000000Z",
+        "action_type": "step",
+        "params": {"query": "benchmark", "k": 3},
+        "returns": n,
+        **fields,
+    }
+
+
+async def _stored_json(handle: CollectorHandle, session_id: str) -> list[tuple[str, str]]:
+    """``(id, data)`` of a session's events as the database holds them, in arrival order."""
+    sql = "SELECT id, {} FROM events WHERE session_id = {} ORDER BY seq"
+    if handle.backend == "sqlite":
+        with sqlite3.connect(handle.database) as conn:
+            rows = conn.execute(sql.format("data", "?"), (session_id,)).fetchall()
+        return [(str(i), str(d)) for i, d in rows]
+    import asyncpg
+
+    conn = await asyncpg.connect(handle.database)
+    try:
+        records = await conn.fetch(sql.format("data::text", "$1"), session_id)
+    finally:
+        await conn.close()
+    return [(r[0], r[1]) for r in records]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+async def test_a_usual_batch_is_decoded_on_the_loop_and_a_bracket_heavy_one_in_a_thread(
+    collector_factory: Any, collector_backend: str
+) -> None:
+    handle: CollectorHandle = collector_factory(collector_backend)
+    session_id, jwt = await handle.v2_create_session()
+    # A small batch first: whatever the backend starts on its first write is running after it.
+    answer = await handle.v2_post("create_events", {"events": [_action(0)]}, jwt=jwt)
+    assert answer.status == 200, answer.body
+    before = _threads(handle)
+
+    # 1,000 events, ~250 KB: what an SDK export or a raw client sends. Decoded on the loop.
+    usual = {"events": [_action(n) for n in range(1, 1001)]}
+    assert len(json.dumps(usual)) > 200_000
+    answer = await handle.v2_post("create_events", usual, jwt=jwt)
+    assert answer.body == {"status": "success", "received": 1000, "stored": 1000}
+    assert _threads(handle) == before
+
+    # What the SDK sends by default: 1,000 events of a few sessions in one create_sessions
+    # request, ~400 KB. Decoded on the loop too.
+    sdk_events = [_action(n, logs="l" * 190) for n in range(2001, 3001)]
+    entries = [{"session_id": session_id, "events": sdk_events}]
+    body = json.dumps({"sessions": entries}).encode()
+    assert 380_000 < len(body) < 512 * 1024
+    answer = await handle.v2_post("create_sessions", body, api_key=handle.api_key)
+    assert answer.status == 200 and answer.body["stored"] == 1000, answer.body
+    assert _threads(handle) == before
+
+    # Brackets make a body slow to decode and check: this one goes to the decode thread.
+    nested = {"events": [_action(n, params={"v": [[[[[[[[1]]]]]]]]}) for n in range(600)]}
+    answer = await handle.v2_post("create_events", nested, jwt=jwt)
+    assert answer.body == {"status": "success", "received": 600, "stored": 600}
+    assert _threads(handle) == before + 1
+    assert len(await _stored_json(handle, session_id)) == 2601
+
+
+async def test_create_sessions_names_the_entry_and_event_of_a_bad_id(
+    collector: CollectorHandle,
+) -> None:
+    ok = {"session": {"session_id": str(uuid.uuid4())}, "events": [_action(0)]}
+    cases = [
+        ("x" * (MAX_ID_LENGTH + 1), "sessions[1].events[1].id"),
+        ("", "sessions[1].events[1].id"),
+        ("a\u0000b", "sessions[1].events[1].id"),
+    ]
+    for bad_id, field in cases:
+        bad_session = str(uuid.uuid4())
+        events = [_action(1), dict(_action(2), id=bad_id)]
+        body = {"sessions": [ok, {"session": {"session_id": bad_session}, "events": events}]}
+        answer = await collector.v2_post("create_sessions", body, api_key=collector.api_key)
+        assert answer.status == 400, answer.body
+        assert answer.body["message"] == f"{field}: {_ID_RULE}"
+        assert await collector.get_session(bad_session) is None  # all or nothing
+    # The same ids through create_events name the event alone, as before.
+    _, jwt = await collector.v2_create_session()
+    answer = await collector.v2_post(
+        "create_events", {"events": [_action(1), dict(_action(2), id="x" * 201)]}, jwt=jwt
+    )
+    assert answer.status == 400
+    assert answer.body["message"] == f"events[1].id: {_ID_RULE}"
+
+
+async def test_batches_mixing_llm_and_plain_events_keep_usage_order_and_exact_json(
+    collector: CollectorHandle,
+) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    llm = {
+        "id": "llm-1",
+        "event_type": "llms",
+        "model": "gpt-4o-mini",
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "prompt": "2+2?",
+    }
+    # Odd but valid JSON: key order, spacing, escapes (a backslash before "u0000" is not NUL).
+    odd = '{"returns": "\\\\u0000 \\u00e9\\n",  "id":"odd-1" ,"event_type":"actions"}'
+    entries = (
+        '{"sessions": ['
+        f'{{"session": {{"session_id": "{first}"}}, "events": [{json.dumps(_action(1))}, {odd}]}},'
+        f'{{"session": {{"session_id": "{second}"}}, "events": ['
+        f"{json.dumps(_action(2))}, {json.dumps(llm)}, {json.dumps(_action(3))}]}}"
+        "]}"
+    )
+    answer = await collector.v2_post("create_sessions", entries.encode(), api_key=collector.api_key)
+    assert answer.status == 200, answer.body
+    assert answer.body["received"] == 5 and answer.body["stored"] == 5
+    costs = {s["session_id"]: s["token_cost"] for s in answer.body["sessions"]}
+    assert costs[first] in ("0.00", "0")
+    assert float(costs[second]) > 0  # the LLM event's usage was stored in its columns
+
+    stored_first = await _stored_json(collector, first)
+    assert [i for i, _ in stored_first][1] == "odd-1"
+    assert stored_first[1][1] == odd  # byte for byte
+    stored_second = await _stored_json(collector, second)
+    assert [json.loads(d)["event_type"] for _, d in stored_second] == ["actions", "llms", "actions"]
+    assert stored_second[1][1] == json.dumps(llm)
+
+    # Sent again: nothing is stored twice.
+    answer = await collector.v2_post("create_sessions", entries.encode(), api_key=collector.api_key)
+    assert answer.status == 200 and answer.body["stored"] == 0, answer.body
+    assert len(await _stored_json(collector, second)) == 3
+
+
+async def test_postgres_connections_go_back_to_the_pool_without_a_reset_round_trip(
+    postgres_server: Any,
+) -> None:
+    from agentops_async.collector import open_storage
+    from agentops_async.collector._auth import new_project
+    from agentops_async.collector._storage import SessionWrite
+
+    dsn = postgres_server.create_database()
+    storage = open_storage(dsn, pool_size=1)
+    await storage.open()
+    try:
+        pool = storage.pool  # type: ignore[attr-defined]
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        project_id, _ = await new_project(storage, "p")
+        session_id = str(uuid.uuid4())
+        await storage.upsert_session(SessionWrite(session_id=session_id, project_id=project_id))
+        row = (session_id, "e1", "actions", None, None, '{"id":"e1"}')
+        assert await storage.insert_events([row]) == 1
+
+        import asyncpg
+
+        observer = await asyncpg.connect(dsn)
+        try:
+            last = await observer.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+        finally:
+            await observer.close()
+        # The pool's only connection last ran the batch's COPY: no RESET ALL after it.
+        assert last is not None and last.startswith("COPY "), last
+        # And it is still a clean connection for the next request.
+        again = (session_id, "e2", "actions", None, None, '{"id":"e2"}')
+        assert await storage.insert_events([row, again]) == 1
+    finally:
+        await storage.close()
