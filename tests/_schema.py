@@ -33,7 +33,9 @@ _UNDO: dict[int, tuple[list[str], list[str]]] = {
             "DROP TRIGGER events_rollups ON events",
             "DROP FUNCTION agentops_events_rollups()",
             "DROP FUNCTION agentops_tool_name(text)",
-            "ALTER TABLE events ALTER COLUMN data TYPE json USING data::json",
+            "ALTER TABLE events ALTER COLUMN data TYPE json USING data::json,"
+            ' ALTER COLUMN session_id TYPE text COLLATE "default",'
+            ' ALTER COLUMN id TYPE text COLLATE "default"',
             "CREATE INDEX events_llm_by_session ON events(session_id)"
             " INCLUDE (model, prompt_tokens, completion_tokens, cost) WHERE event_type = 'llms'",
             "CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)"

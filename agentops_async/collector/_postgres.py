@@ -1,7 +1,8 @@
 """PostgreSQL storage through an asyncpg pool.
 
-JSON is stored in ``json`` columns, not ``jsonb``: they keep the text exactly as the client sent it
-(number formatting, key order, ``\u0000`` escapes, which jsonb rejects). PostgreSQL ``text`` cannot
+JSON is stored as the client sent it (number formatting, key order, ``\u0000`` escapes, which
+jsonb rejects): an event's in a ``text`` column (schema 8: the collector has parsed it already, so
+the database does not parse it again), the rest in ``json`` columns, not ``jsonb``. PostgreSQL ``text`` cannot
 hold NUL characters, so in the indexed text columns (types, models, tags, names, filters...) a NUL
 is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that replacement would make
 two ids one: the API refuses NUL in them on both backends.
@@ -16,8 +17,8 @@ A batch of events is copied (binary ``COPY``) straight into the events table: th
 fastest way in. When the unique key (session, event id) refuses it (a retried batch, an id twice
 in one batch, concurrent batches sharing ids), nothing of it stays and it takes the second path:
 copied into a temporary staging table of the connection, then moved with one ``INSERT ... SELECT
-... ON CONFLICT DO NOTHING``, so each id is stored once. The ``data`` columns are ``json``, so the
-text the client sent is what is stored, byte for byte, on either path.
+... ON CONFLICT DO NOTHING``, so each id is stored once. The text the client sent is what is
+stored, byte for byte, on either path.
 """
 
 from __future__ import annotations
@@ -340,7 +341,10 @@ _MIGRATIONS: list[str] = [
     """,
     # 8: cheaper ingest. The JSON is stored as text: the collector validated it already, and the
     # json type only parsed it again on every insert (a read that needs a field casts it); the
-    # text is the same, byte for byte. This rewrites the events table once (docs/deploy.md).
+    # text is the same, byte for byte. The ids of the key are compared byte by byte (collation
+    # "C"): the two indexes of events compare them on every insert, and no read orders events
+    # by them (equality is the same in any deterministic collation). This rewrites the events
+    # table once (docs/deploy.md).
     # The two statement triggers become one that reads the rows a statement stored once for the
     # counts by type and again only for the LLM or tool usage a batch holds (most hold neither);
     # the rollups are upserted in the same order as before (counts, LLM usage, tools, each in
@@ -354,7 +358,8 @@ _MIGRATIONS: list[str] = [
     DROP FUNCTION agentops_tool_name(json);
     DROP INDEX events_llm_by_session;
     DROP INDEX events_tool_cost_by_session;
-    ALTER TABLE events ALTER COLUMN data TYPE text;
+    ALTER TABLE events ALTER COLUMN data TYPE text,
+        ALTER COLUMN session_id TYPE text COLLATE "C", ALTER COLUMN id TYPE text COLLATE "C";
 
     -- A tool event's name (its JSON's "name"); a \\u0000 escape, which text cannot hold, as U+FFFD.
     -- Without any \\u escape the name cannot fail to decode: no exception block is entered

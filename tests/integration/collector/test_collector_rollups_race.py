@@ -170,9 +170,10 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
         assert await _sql(database, "SELECT max(version) FROM schema_version") == [(8,)]
         assert await _sql(
             database,
-            "SELECT data_type FROM information_schema.columns"
-            " WHERE table_name = 'events' AND column_name = 'data'",
-        ) == [("text",)]
+            "SELECT column_name, data_type, collation_name FROM information_schema.columns"
+            " WHERE table_name = 'events' AND column_name IN ('data', 'session_id', 'id')"
+            " ORDER BY 1",
+        ) == [("data", "text", None), ("id", "text", "C"), ("session_id", "text", "C")]
         triggers = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass"
         assert await _sql(database, triggers + " AND NOT tgisinternal") == [("events_rollups",)]
         assert [await _sql(database, sql) for sql in rollups] == kept
