@@ -25,7 +25,8 @@ Variants (each applied to a database the collector migrated to its current schem
 - ``no-seq-default``: ``seq`` not filled from its sequence (no ``nextval`` per row).
 - ``no-pkey``, ``no-by-session``: without that index (schema 7 also had ``events_llm_by_session``
   and ``events_tool_cost_by_session``, partial: see ``schema-7``).
-- ``collate-c``: the key text columns with the ``"C"`` collation (byte-order comparisons).
+- ``default-collation``: the key ids with the database's default collation, as before schema 8
+  (schema 8 compares them byte by byte, collation ``"C"``).
 - ``bare``: no trigger, index or sequence (the heap and its WAL alone).
 
 Results (2 cores shared with other work; 200,000 events, 1000-event COPYs, medians of 5):
@@ -68,9 +69,9 @@ _COLUMNS = (
 _NO_TRIGGER = "DROP TRIGGER events_rollups ON events;"
 _INDEXES = "ALTER TABLE events DROP CONSTRAINT events_pkey; DROP INDEX events_by_session;"
 _NO_SEQ = "ALTER TABLE events ALTER COLUMN seq DROP DEFAULT, ALTER COLUMN seq DROP NOT NULL;"
-_COLLATE_C = (
-    'ALTER TABLE events ALTER COLUMN session_id TYPE text COLLATE "C",'
-    ' ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN event_type TYPE text COLLATE "C";'
+_DEFAULT_COLLATION = (
+    'ALTER TABLE events ALTER COLUMN session_id TYPE text COLLATE "default",'
+    ' ALTER COLUMN id TYPE text COLLATE "default";'
 )
 
 # The variants: DDL run on a database the collector migrated (``schema-7`` is taken back to
@@ -82,7 +83,7 @@ VARIANTS: dict[str, str] = {
     "no-seq-default": _NO_SEQ,
     "no-pkey": "ALTER TABLE events DROP CONSTRAINT events_pkey;",
     "no-by-session": "DROP INDEX events_by_session;",
-    "collate-c": _COLLATE_C,
+    "default-collation": _DEFAULT_COLLATION,
     "bare": _NO_TRIGGER + _INDEXES + _NO_SEQ,
 }
 

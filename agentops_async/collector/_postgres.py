@@ -2,10 +2,10 @@
 
 JSON is stored as the client sent it (number formatting, key order, ``\u0000`` escapes, which
 jsonb rejects): an event's in a ``text`` column (schema 8: the collector has parsed it already, so
-the database does not parse it again), the rest in ``json`` columns, not ``jsonb``. PostgreSQL ``text`` cannot
-hold NUL characters, so in the indexed text columns (types, models, tags, names, filters...) a NUL
-is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that replacement would make
-two ids one: the API refuses NUL in them on both backends.
+the database does not parse it again), the rest in ``json`` columns, not ``jsonb``. PostgreSQL
+``text`` cannot hold NUL characters, so in the indexed text columns (types, models, tags, names,
+filters...) a NUL is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that
+replacement would make two ids one: the API refuses NUL in them on both backends.
 
 Transient failures (the server restarting or unreachable, a full disk...) are classified in one
 place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
