@@ -5,10 +5,46 @@ not an edit of every migration test."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+
+from agentops_async.collector._postgres import _MIGRATIONS as _PG_MIGRATIONS
+
+
+def _pg_created(version: int, *names: str) -> list[str]:
+    """The ``CREATE FUNCTION`` / ``CREATE TRIGGER`` statements of ``names`` as PostgreSQL
+    migration ``version`` wrote them (to put back what a later version replaced)."""
+    script = _PG_MIGRATIONS[version - 1]
+    statements = []
+    for name in names:
+        found = re.search(
+            rf"CREATE FUNCTION {name}\(.*?END \$\$;|CREATE TRIGGER {name} .*?;", script, re.S
+        )
+        assert found is not None, f"{name} is not created by migration {version}"
+        statements.append(found.group(0))
+    return statements
+
 
 # version -> (statements on PostgreSQL only, run first; statements on both backends)
 _UNDO: dict[int, tuple[list[str], list[str]]] = {
+    8: (  # PostgreSQL: events.data as text, one statement trigger for the three rollups, no
+        # partial indexes of LLM and tool events
+        [
+            "DROP TRIGGER events_rollups ON events",
+            "DROP FUNCTION agentops_events_rollups()",
+            "DROP FUNCTION agentops_tool_name(text)",
+            "ALTER TABLE events ALTER COLUMN data TYPE json USING data::json,"
+            ' ALTER COLUMN session_id TYPE text COLLATE "default",'
+            ' ALTER COLUMN id TYPE text COLLATE "default"',
+            "CREATE INDEX events_llm_by_session ON events(session_id)"
+            " INCLUDE (model, prompt_tokens, completion_tokens, cost) WHERE event_type = 'llms'",
+            "CREATE INDEX events_tool_cost_by_session ON events(session_id, cost)"
+            " WHERE event_type = 'tools' AND cost IS NOT NULL",
+            *_pg_created(6, "agentops_tool_name", "agentops_events_usage", "events_usage"),
+            *_pg_created(7, "agentops_events_counts", "events_counts"),
+        ],
+        [],
+    ),
     7: (  # per-session event counts by type
         ["DROP TRIGGER events_counts ON events", "DROP FUNCTION agentops_events_counts()"],
         ["DROP TABLE session_event_counts"],

@@ -1,10 +1,11 @@
 """PostgreSQL storage through an asyncpg pool.
 
-JSON is stored in ``json`` columns, not ``jsonb``: they keep the text exactly as the client sent it
-(number formatting, key order, ``\u0000`` escapes, which jsonb rejects). PostgreSQL ``text`` cannot
-hold NUL characters, so in the indexed text columns (types, models, tags, names, filters...) a NUL
-is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that replacement would make
-two ids one: the API refuses NUL in them on both backends.
+JSON is stored as the client sent it (number formatting, key order, ``\u0000`` escapes, which
+jsonb rejects): an event's in a ``text`` column (schema 8: the collector has parsed it already, so
+the database does not parse it again), the rest in ``json`` columns, not ``jsonb``. PostgreSQL
+``text`` cannot hold NUL characters, so in the indexed text columns (types, models, tags, names,
+filters...) a NUL is stored as U+FFFD; the JSON keeps the original. Ids are keys, where that
+replacement would make two ids one: the API refuses NUL in them on both backends.
 
 Transient failures (the server restarting or unreachable, a full disk...) are classified in one
 place, :func:`unavailable`, and raised as ``StorageUnavailable`` by every public method.
@@ -16,8 +17,8 @@ A batch of events is copied (binary ``COPY``) straight into the events table: th
 fastest way in. When the unique key (session, event id) refuses it (a retried batch, an id twice
 in one batch, concurrent batches sharing ids), nothing of it stays and it takes the second path:
 copied into a temporary staging table of the connection, then moved with one ``INSERT ... SELECT
-... ON CONFLICT DO NOTHING``, so each id is stored once. The ``data`` columns are ``json``, so the
-text the client sent is what is stored, byte for byte, on either path.
+... ON CONFLICT DO NOTHING``, so each id is stored once. The text the client sent is what is
+stored, byte for byte, on either path.
 """
 
 from __future__ import annotations
@@ -339,6 +340,89 @@ _MIGRATIONS: list[str] = [
     INSERT INTO session_event_counts
     SELECT session_id, event_type, count(*) FROM events GROUP BY 1, 2;
     """,
+    # 8: cheaper ingest. The JSON is stored as text: the collector validated it already, and the
+    # json type only parsed it again on every insert (a read that needs a field casts it); the
+    # text is the same, byte for byte. The ids of the key are compared byte by byte (collation
+    # "C"): the two indexes of events compare them on every insert, and no read orders events
+    # by them (equality is the same in any deterministic collation). This rewrites the events
+    # table once (docs/deploy.md).
+    # The two statement triggers become one that reads the rows a statement stored once for the
+    # counts by type and again only for the LLM or tool usage a batch holds (most hold neither);
+    # the rollups are upserted in the same order as before (counts, LLM usage, tools, each in
+    # key order), so concurrent batches wait for each other instead of deadlocking. The partial
+    # indexes of LLM and tool events go: every read of usage and costs reads the rollups now.
+    """
+    DROP TRIGGER events_usage ON events;
+    DROP TRIGGER events_counts ON events;
+    DROP FUNCTION agentops_events_usage();
+    DROP FUNCTION agentops_events_counts();
+    DROP FUNCTION agentops_tool_name(json);
+    DROP INDEX events_llm_by_session;
+    DROP INDEX events_tool_cost_by_session;
+    ALTER TABLE events ALTER COLUMN data TYPE text,
+        ALTER COLUMN session_id TYPE text COLLATE "C", ALTER COLUMN id TYPE text COLLATE "C";
+
+    -- A tool event's name (its JSON's "name"); a \\u0000 escape, which text cannot hold, as U+FFFD.
+    -- Without any \\u escape the name cannot fail to decode: no exception block is entered
+    -- (each costs a subtransaction).
+    CREATE FUNCTION agentops_tool_name(data text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        IF strpos(data, '\\u') = 0 THEN
+            RETURN coalesce(data::json->>'name', '');
+        END IF;
+        BEGIN
+            RETURN coalesce(data::json->>'name', '');
+        EXCEPTION WHEN others THEN
+            BEGIN
+                RETURN coalesce(replace(data, '\\u0000', '\\ufffd')::json->>'name', '');
+            EXCEPTION WHEN others THEN
+                RETURN '';
+            END;
+        END;
+    END $$;
+
+    CREATE FUNCTION agentops_events_rollups() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        types text[];
+    BEGIN
+        WITH counted AS (
+            INSERT INTO session_event_counts AS c
+            SELECT session_id, event_type, count(*) FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (session_id, event_type) DO UPDATE SET events = c.events + excluded.events
+            RETURNING c.event_type
+        )
+        SELECT array_agg(DISTINCT event_type) INTO types FROM counted;
+        IF 'llms' = ANY(types) THEN
+            INSERT INTO session_llm_usage AS u
+            SELECT session_id, coalesce(model, ''), cost IS NOT NULL, count(*),
+                   coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), sum(cost)
+            FROM inserted WHERE event_type = 'llms' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+            ON CONFLICT (session_id, model, has_cost) DO UPDATE SET
+                calls = u.calls + excluded.calls,
+                prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+                completion_tokens = u.completion_tokens + excluded.completion_tokens,
+                cost = u.cost + excluded.cost;
+        END IF;
+        IF 'tools' = ANY(types) THEN
+            INSERT INTO session_tool_usage AS u
+            SELECT session_id, name, count(*), count(seconds), coalesce(sum(seconds), 0),
+                   max(seconds), sum(cost)
+            FROM (SELECT session_id, agentops_tool_name(data) AS name, cost,
+                         agentops_span_seconds(init_timestamp, end_timestamp) AS seconds
+                  FROM inserted WHERE event_type = 'tools') t
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (session_id, name) DO UPDATE SET
+                calls = u.calls + excluded.calls,
+                timed_calls = u.timed_calls + excluded.timed_calls,
+                total_seconds = u.total_seconds + excluded.total_seconds,
+                max_seconds = greatest(u.max_seconds, excluded.max_seconds),
+                cost = coalesce(u.cost + excluded.cost, u.cost, excluded.cost);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_rollups AFTER INSERT ON events REFERENCING NEW TABLE AS inserted
+        FOR EACH STATEMENT EXECUTE FUNCTION agentops_events_rollups();
+    """,
 ]
 
 # The columns a batch is copied into, in the order of a record (see _record); a batch of events
@@ -362,7 +446,7 @@ _STAGING_COLUMNS = (*_EVENT_COLUMNS, "ord")
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
     session_id text NOT NULL, id text NOT NULL, event_type text NOT NULL,
-    init_timestamp text, end_timestamp text, data json NOT NULL, model text,
+    init_timestamp text, end_timestamp text, data text NOT NULL, model text,
     prompt_tokens bigint, completion_tokens bigint, cost double precision, ord integer NOT NULL
 ) ON COMMIT DELETE ROWS
 """

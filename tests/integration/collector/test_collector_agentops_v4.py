@@ -319,7 +319,8 @@ async def test_update_session_token_cost_counts_tool_spans_of_its_trace(
 
 
 async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> None:
-    """Version 4 adds the index the tools' cost sum reads; older data keeps being summed."""
+    """Version 4 adds the index the tools' cost sum read (PostgreSQL's version 8 drops it: the
+    rollups have the costs); older data keeps being summed."""
     storage = open_storage(database)
     await storage.open()
     await storage.create_project("p", "p", "hash")
@@ -346,7 +347,8 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
         await storage.close()
     if database.startswith("postgresql://"):
         conn = await asyncpg.connect(database)
-        assert await conn.fetchval(index_sql.format("pg_indexes")) == 1
+        # version 8 dropped it again: the costs are read from the rollups (version 6)
+        assert await conn.fetchval(index_sql.format("pg_indexes")) == 0
         assert await conn.fetchval("SELECT count(*) FROM schema_version WHERE version = 4") == 1
         await conn.close()
     else:

@@ -223,6 +223,9 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
     monkeypatch.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:5])  # schema version 5
     if module is _sqlite:  # and its ingest, which kept no rollups
         monkeypatch.setattr(_sqlite, "_USAGE_OF_NEW_EVENTS", ())
+    else:  # and its staging table, whose JSON column was json until version 8
+        staging = _postgres._CREATE_STAGING.replace("data text", "data json")
+        monkeypatch.setattr(_postgres, "_CREATE_STAGING", staging)
     old = open_storage(database)
     await old.open()
     try:

@@ -1,0 +1,190 @@
+"""The rollups (events by type, LLM usage, tools) count every stored event exactly once: with two
+collectors racing the same batches on one database, and through PostgreSQL's schema 8 (``data``
+as text, one statement trigger for the three rollups) from a version 7 database with data.
+
+The expected figures are computed here from the distinct events sent; the rollups are read back
+from their tables and through the storage's reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+
+from agentops_async.collector import Storage, _postgres, open_storage
+from agentops_async.collector._auth import new_project
+from agentops_async.collector._storage import (
+    EventRow,
+    SessionWrite,
+    StorageUnavailable,
+    is_postgres_dsn,
+)
+
+pytestmark = pytest.mark.asyncio
+
+TOOL_NAMES = ("search", "caf\\u00e9", "fetch")  # as written in the JSON: an escape too
+
+
+def _event(session_id: str, n: int) -> EventRow:
+    """Event ``n`` of a session: an LLM call, a tool call (40 ms) or an action, by ``n``."""
+    event_id = f"e{n:06d}"
+    start, end = "2026-11-01T10:00:00.000000+00:00", "2026-11-01T10:00:00.040000+00:00"
+    if n % 3 == 0:
+        model = ("gpt-4o", "custom")[n % 2]
+        cost = 0.5 if model == "custom" else None
+        data = json.dumps({"id": event_id, "event_type": "llms", "model": model})
+        return (session_id, event_id, "llms", start, end, data, model, 10, n % 7, cost)
+    if n % 3 == 1:
+        name = TOOL_NAMES[n // 3 % len(TOOL_NAMES)]
+        data = f'{{"id": "{event_id}", "event_type": "tools", "name": "{name}"}}'
+        return (session_id, event_id, "tools", start, end, data)
+    data = json.dumps({"id": event_id, "event_type": "actions", "returns": n})
+    return (session_id, event_id, "actions", None, None, data)
+
+
+def _expected(rows: list[EventRow]) -> dict[str, Any]:
+    """What the rollups must hold for these distinct events."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    tokens: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    tools: dict[tuple[str, str], int] = Counter()
+    for row in rows:
+        counts[row[0]][row[2]] += 1
+        if row[2] == "llms":
+            tokens[row[0]][0] += int(row[7])  # type: ignore[misc, call-overload]
+            tokens[row[0]][1] += int(row[8])  # type: ignore[misc, call-overload]
+        elif row[2] == "tools":
+            tools[(row[0], json.loads(str(row[5]))["name"])] += 1
+    return {
+        "counts": {sid: dict(c) for sid, c in counts.items()},
+        "tokens": dict(tokens),
+        "tools": dict(tools),
+    }
+
+
+async def _sql(database: str, sql: str) -> list[tuple[Any, ...]]:
+    if is_postgres_dsn(database):
+        import asyncpg
+
+        conn = await asyncpg.connect(database)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    with sqlite3.connect(database) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+async def _stored(storage: Storage, database: str, session_ids: list[str]) -> dict[str, Any]:
+    """The rollups as stored."""
+    tokens: dict[str, list[int]] = {}
+    for usage in await storage.llm_usage(session_ids):
+        pair = tokens.setdefault(usage.session_id, [0, 0])
+        pair[0] += usage.prompt_tokens
+        pair[1] += usage.completion_tokens
+    tool_rows = await _sql(
+        database,
+        "SELECT session_id, name, calls, timed_calls, total_seconds FROM session_tool_usage",
+    )
+    for _, _, calls, timed, seconds in tool_rows:  # every tool call took 40 ms
+        assert timed == calls and seconds == pytest.approx(0.04 * calls, rel=1e-3)
+    return {
+        "counts": await storage.event_counts(session_ids),
+        "tokens": {sid: pair for sid, pair in tokens.items() if pair != [0, 0]},
+        "tools": {(sid, name): calls for sid, name, calls, _, _ in tool_rows},
+    }
+
+
+async def _insert(storage: Storage, batch: list[EventRow]) -> int:
+    """Insert a batch as a client would send it: again after a 503 (a deadlock, say)."""
+    for _ in range(20):
+        try:
+            return await storage.insert_events(batch)
+        except StorageUnavailable:
+            continue
+    raise AssertionError("the batch was refused 20 times")
+
+
+async def test_two_collectors_racing_the_same_batches_count_each_event_once(
+    database: str,
+) -> None:
+    first, second = open_storage(database), open_storage(database)
+    await first.open()
+    await second.open()
+    try:
+        project_id, _ = await new_project(first, "race")
+        session_ids = [str(uuid.uuid4()) for _ in range(2)]
+        for sid in session_ids:
+            await first.upsert_session(SessionWrite(session_id=sid, project_id=project_id))
+        # Batches of 60 events overlapping by half, each sent by both collectors at once (ids
+        # ascending in every batch, as clients send them): every event is sent four times.
+        events = {sid: [_event(sid, n) for n in range(600)] for sid in session_ids}
+        batches = [
+            events[sid][start : start + 60] for start in range(0, 600, 30) for sid in session_ids
+        ]
+        stored = await asyncio.gather(
+            *(_insert(storage, batch) for batch in batches for storage in (first, second))
+        )
+        assert sum(stored) == 1200  # each event stored once, by one of the two
+        expected = _expected([row for rows in events.values() for row in rows])
+        assert await _stored(first, database, session_ids) == expected
+        assert expected["tools"][(session_ids[0], "caf\u00e9")] == 67
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_version_8(
+    database: str, collector_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's schema 8")
+    monkeypatch.setattr(_postgres, "_MIGRATIONS", _postgres._MIGRATIONS[:7])
+    old = open_storage(database)
+    await old.open()
+    try:
+        project_id, _ = await new_project(old, "v7")
+        sid = str(uuid.uuid4())
+        await old.upsert_session(SessionWrite(session_id=sid, project_id=project_id))
+        before = [_event(sid, n) for n in range(90)]
+        before.append((sid, "odd", "actions", None, None, '{"z":1,  "a":[1.0, 1e3, "\\u0000"]}'))
+        assert await old.insert_events(before) == 91
+    finally:
+        await old.close()
+    monkeypatch.undo()
+    rollups = (
+        "SELECT * FROM session_event_counts ORDER BY 1, 2",
+        "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3",
+        "SELECT * FROM session_tool_usage ORDER BY 1, 2",
+    )
+    kept = [await _sql(database, sql) for sql in rollups]
+
+    new = open_storage(database)
+    await new.open()  # migrates to version 8
+    try:
+        assert await _sql(database, "SELECT max(version) FROM schema_version") == [(8,)]
+        assert await _sql(
+            database,
+            "SELECT column_name, data_type, collation_name FROM information_schema.columns"
+            " WHERE table_name = 'events' AND column_name IN ('data', 'session_id', 'id')"
+            " ORDER BY 1",
+        ) == [("data", "text", None), ("id", "text", "C"), ("session_id", "text", "C")]
+        triggers = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass"
+        assert await _sql(database, triggers + " AND NOT tgisinternal") == [("events_rollups",)]
+        assert [await _sql(database, sql) for sql in rollups] == kept
+        page = dict(await new.list_events(sid, None, 1000, None))
+        assert page["odd"] == '{"z":1,  "a":[1.0, 1e3, "\\u0000"]}'
+        assert [page[row[1]] for row in before] == [row[5] for row in before]
+
+        # The trigger of version 8 counts on: a retried batch once, new events once each.
+        after = [_event(sid, n) for n in range(60, 150)]
+        assert await new.insert_events(after) == 60
+        expected = _expected([*before, *after[30:]])
+        assert await _stored(new, database, [sid]) == expected
+    finally:
+        await new.close()
