@@ -630,21 +630,46 @@ class PostgresStorage:
         self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
     ) -> tuple[list[str], int]:
         """Upsert many sessions and store events, in one transaction (nothing when a session
-        is another project's); the owning projects in order, and how many events were new."""
+        is another project's); the owning projects in order, and how many events were new.
+
+        Four round trips: ``BEGIN``, one statement for every session row and tag
+        (:data:`_UPSERT_SESSIONS`), the events' ``COPY``, ``COMMIT``. A batch holding an event
+        id stored already (a re-sent request) aborts that first transaction; it is done again
+        with the events going through the staging table, which skips the stored ids.
+        """
         async with self.pool.acquire() as conn:
             if not writes:  # events of existing sessions only: one COPY, no transaction around
                 return [], await self._insert_on(conn, rows)
+            cleaned = [_clean_write(w) for w in writes]
             try:
-                async with conn.transaction():
-                    owners = [await _upsert_session(conn, _clean_write(w)) for w in writes]
-                    if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
-                        raise _Refused(owners)
-                    return owners, await self._insert_on(conn, rows)
-            except _Refused as refused:
-                return refused.owners, 0
+                return await self._store_sessions(conn, cleaned, rows, stage=False)
+            except _Restage:
+                # The staging table may be what was missing (a pooler handed us another server
+                # session): make it (if needed) outside the transaction, then do it all again.
+                await conn.execute(_CREATE_STAGING)
+                return await self._store_sessions(conn, cleaned, rows, stage=True)
 
-    async def _insert_on(self, conn: Any, rows: Sequence[EventRow]) -> int:
-        """:meth:`insert_events` on ``conn`` (inside its transaction, if it has one)."""
+    async def _store_sessions(
+        self, conn: Any, writes: list[SessionWrite], rows: Sequence[EventRow], *, stage: bool
+    ) -> tuple[list[str], int]:
+        """One attempt of :meth:`upsert_sessions`, in a transaction of its own."""
+        try:
+            async with conn.transaction():
+                owners = await _upsert_sessions(conn, writes)
+                if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
+                    raise _Refused(owners)
+                return owners, await self._insert_on(conn, rows, stage=stage)
+        except _Refused as refused:
+            return refused.owners, 0
+
+    async def _insert_on(self, conn: Any, rows: Sequence[EventRow], *, stage: bool = False) -> int:
+        """:meth:`insert_events` on ``conn``; inside the caller's transaction if it has one.
+
+        In a transaction, a COPY that meets a stored id raises :class:`_Restage` (the
+        transaction is aborted: the caller rolls it back and does its work again with
+        ``stage=True``, which goes through the staging table at once). No savepoint: it would
+        cost two round trips on every request for the rare re-sent one.
+        """
         if not rows:
             return 0
         import asyncpg
@@ -662,25 +687,27 @@ class PostgresStorage:
         if nul and any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in a string
             records = [_record_no_nul(record) for record in records]
         columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
-        try:
-            if conn.is_in_transaction():
-                # A savepoint: a failed COPY must not abort the caller's transaction.
-                async with conn.transaction():
-                    await conn.copy_records_to_table("events", records=records, columns=columns)
-            else:  # one statement, its own transaction: all of the batch or nothing
+        in_transaction = conn.is_in_transaction()
+        if not stage:
+            try:
+                # Alone, one statement in its own transaction: all of the batch or nothing.
                 await conn.copy_records_to_table("events", records=records, columns=columns)
-            return len(records)
-        except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-            # An id is stored already or twice in the batch (or a concurrent batch with the
-            # same ids deadlocked with this one): nothing of the COPY stayed.
-            pass
+                return len(records)
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as exc:
+                # An id is stored already or twice in the batch (or a concurrent batch with the
+                # same ids deadlocked with this one): nothing of the COPY stayed.
+                if in_transaction:
+                    raise _Restage from exc
         widen = _NO_USAGE if plain else ()
         staged = [(*record, *widen, n) for n, record in enumerate(records)]
         try:
             status = await _stage_and_insert(conn, staged)
-        except asyncpg.UndefinedTableError:
+        except asyncpg.UndefinedTableError as exc:
             # The staging table is gone (a pooler such as PgBouncer handed us another server
-            # session, or DISCARD TEMP ran): make it again and retry, once.
+            # session, or DISCARD TEMP ran): make it again and retry, once. The error aborted
+            # a caller's transaction: the caller makes it and starts again (upsert_sessions).
+            if in_transaction:
+                raise _Restage from exc
             await conn.execute(_CREATE_STAGING)
             status = await _stage_and_insert(conn, staged)
         return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
@@ -1103,6 +1130,134 @@ class _Refused(Exception):
     def __init__(self, owners: list[str]) -> None:
         super().__init__("a session of another project")
         self.owners = owners
+
+
+class _Restage(Exception):
+    """Rolls back a batch of sessions whose events' COPY met a stored id (a re-sent request):
+    it is done again, the events through the staging table."""
+
+
+# Every session of a create_sessions request in one statement (one round trip): new rows are
+# inserted in the request's order (their seq), rows of the same project updated with the fields
+# the write carries, and the tags of both replaced. The inserted rows are not visible to the
+# UPDATE (one snapshot), so each row is either inserted or updated, never both. The answer is
+# each session's owner, in order: the caller's project when inserted or updated, another's when
+# the session is another project's, NULL when a concurrent request inserted it after this
+# statement's snapshot (the caller handles those one at a time).
+_UPSERT_SESSIONS = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::text[])
+        WITH ORDINALITY AS v(id, project_id, trace_id, init_timestamp, init_ts, end_timestamp,
+                             end_ts, state, end_state, end_state_reason, tags, video, host_env,
+                             ord)
+),
+ins AS (
+    INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts, end_timestamp,
+                          end_ts, state, end_state, end_state_reason, tags, video, host_env)
+    SELECT id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts,
+           coalesce(state, 'RUNNING'), end_state, end_state_reason, coalesce(tags, '[]')::json,
+           video, host_env::json
+    FROM v ORDER BY ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+),
+upd AS (
+    UPDATE sessions s SET
+        updated_at = now(),
+        init_timestamp = coalesce(v.init_timestamp, s.init_timestamp),
+        init_ts = coalesce(v.init_ts, s.init_ts),
+        end_timestamp = coalesce(v.end_timestamp, s.end_timestamp),
+        end_ts = coalesce(v.end_ts, s.end_ts),
+        state = coalesce(v.state, s.state),
+        end_state = coalesce(v.end_state, s.end_state),
+        end_state_reason = coalesce(v.end_state_reason, s.end_state_reason),
+        video = coalesce(v.video, s.video),
+        trace_id = coalesce(v.trace_id, s.trace_id),
+        host_env = coalesce(v.host_env::json, s.host_env),
+        tags = coalesce(v.tags::json, s.tags)
+    FROM v WHERE s.id = v.id AND s.project_id = v.project_id
+    RETURNING s.id, v.tags IS NOT NULL AS retag
+),
+tag_rows AS (
+    SELECT * FROM unnest($14::text[], $15::text[]) AS t(session_id, tag)
+),
+retagged AS (
+    SELECT id FROM ins UNION ALL SELECT id FROM upd WHERE retag
+),
+dropped AS (
+    DELETE FROM session_tags t
+    WHERE t.session_id IN (SELECT id FROM upd WHERE retag)
+      AND NOT EXISTS (SELECT 1 FROM tag_rows r WHERE r.session_id = t.session_id
+                                                 AND r.tag = t.tag)
+),
+added AS (
+    INSERT INTO session_tags (session_id, tag)
+    SELECT session_id, tag FROM tag_rows WHERE session_id IN (SELECT id FROM retagged)
+    ON CONFLICT DO NOTHING
+)
+SELECT CASE WHEN ins.id IS NOT NULL OR upd.id IS NOT NULL THEN v.project_id
+            ELSE s.project_id END
+FROM v LEFT JOIN ins ON ins.id = v.id LEFT JOIN upd ON upd.id = v.id
+       LEFT JOIN sessions s ON s.id = v.id
+ORDER BY v.ord
+"""
+
+
+async def _upsert_sessions(conn: Any, writes: list[SessionWrite]) -> list[str]:
+    """:func:`_upsert_session` for each write, in order; their owners.
+
+    One statement for the batch (a create_sessions request names each session once); a session
+    written twice starts another statement, which sees the first write.
+    """
+    owners: list[str] = []
+    run: list[SessionWrite] = []
+    ids: set[str] = set()
+    for write in writes:
+        if write.session_id in ids:
+            owners += await _upsert_distinct(conn, run)
+            run, ids = [], set()
+        run.append(write)
+        ids.add(write.session_id)
+    return owners + await _upsert_distinct(conn, run)
+
+
+async def _upsert_distinct(conn: Any, writes: list[SessionWrite]) -> list[str]:
+    """Sessions with distinct ids, in one statement (:data:`_UPSERT_SESSIONS`); their owners."""
+    columns: list[list[object]] = [[] for _ in range(13)]
+    tag_sessions: list[str] = []
+    tags: list[str] = []
+    for write in writes:
+        values = (
+            write.session_id,
+            write.project_id,
+            write.trace_id,
+            write.init_timestamp,
+            write.init_ts,
+            write.end_timestamp,
+            write.end_ts,
+            write.state,
+            write.end_state,
+            write.end_state_reason,
+            None if write.tags is None else json.dumps(write.tags),
+            write.video,
+            write.host_env,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        for tag in write.tags or ():
+            tag_sessions.append(write.session_id)
+            tags.append(_no_nul(tag))
+    owners: list[str | None] = [
+        row[0] for row in await conn.fetch(_UPSERT_SESSIONS, *columns, tag_sessions, tags)
+    ]
+    # A session a concurrent request inserted after this statement's snapshot: one at a time,
+    # as create_session does (its insert waits for that request and sees the row).
+    return [
+        owner if owner is not None else await _upsert_session(conn, write)
+        for owner, write in zip(owners, writes, strict=True)
+    ]
 
 
 async def _upsert_session(conn: Any, write: SessionWrite) -> str:
