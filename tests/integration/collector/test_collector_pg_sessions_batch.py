@@ -1,0 +1,179 @@
+"""PostgreSQL: a create_sessions batch is one statement for all its sessions and tags, and one
+``COPY`` for its events, with no savepoint; a re-sent batch and concurrent batches of the same
+new sessions still store everything once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from _servers import PostgresServer
+
+from agentops_async.collector._auth import new_project
+from agentops_async.collector._postgres import PostgresStorage
+from agentops_async.collector._storage import EventRow, SessionFilter, SessionWrite
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgres]
+
+
+def _row(session_id: str, event_id: str) -> EventRow:
+    data = f'{{"id": "{event_id}", "event_type": "actions"}}'
+    return (session_id, event_id, "actions", None, None, data)
+
+
+@pytest_asyncio.fixture
+async def pg(postgres_server: PostgresServer) -> AsyncIterator[PostgresStorage]:
+    """A storage with one pool connection (what it sends can be logged on that connection)."""
+    storage = PostgresStorage(postgres_server.create_database(), pool_size=1)
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+async def _statements_of(storage: PostgresStorage) -> list[str]:
+    """A list that collects the statements (not COPY) the storage's connection sends."""
+    sent: list[str] = []
+    async with storage.pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query.strip()))
+    return sent
+
+
+async def _tags_of(storage: PostgresStorage, session_id: str) -> list[str]:
+    rows = await storage.pool.fetch(
+        "SELECT tag FROM session_tags WHERE session_id = $1 ORDER BY tag", session_id
+    )
+    return [row[0] for row in rows]
+
+
+async def test_a_batch_of_sessions_is_one_statement_and_no_savepoint(pg: PostgresStorage) -> None:
+    project, _ = await new_project(pg, "p")
+    known = [str(uuid.uuid4()) for _ in range(10)]
+    fresh = [str(uuid.uuid4()) for _ in range(10)]
+    for sid in known:
+        await pg.upsert_session(SessionWrite(session_id=sid, project_id=project, tags=["a", "b"]))
+    writes = [
+        SessionWrite(session_id=sid, project_id=project, tags=["t", "t", "u"]) for sid in fresh
+    ] + [
+        SessionWrite(
+            session_id=sid,
+            project_id=project,
+            state="SUCCEEDED",
+            end_state="Success",
+            tags=["b", "c"],
+        )
+        for sid in known
+    ]
+    rows = [_row(sid, f"e{i}") for sid in fresh + known for i in range(3)]
+    # A connection's first batch also looks up the array types once (asyncpg's type cache).
+    warm = str(uuid.uuid4())
+    await pg.upsert_sessions([SessionWrite(session_id=warm, project_id=project)], [_row(warm, "e")])
+    sent = await _statements_of(pg)
+
+    assert await pg.upsert_sessions(writes, rows) == ([project] * 20, 60)
+
+    # BEGIN, the sessions and tags, COMMIT (the COPY is not a logged statement); before: a
+    # statement or more per session and a savepoint around the COPY.
+    assert len(sent) == 3, sent
+    assert sent[0].startswith("BEGIN") and sent[2].startswith("COMMIT")
+    assert not [q for q in sent if "SAVEPOINT" in q]
+    for sid in fresh:
+        assert await _tags_of(pg, sid) == ["t", "u"]
+        row = await pg.get_session(sid)
+        assert row is not None and (row.state, row.tags) == ("RUNNING", ["t", "t", "u"])
+    for sid in known:
+        assert await _tags_of(pg, sid) == ["b", "c"]  # replaced: "a" went, "c" came
+        row = await pg.get_session(sid)
+        assert row is not None and (row.state, row.end_state) == ("SUCCEEDED", "Success")
+    listed = await pg.list_sessions(SessionFilter(project_id=project, limit=100))
+    assert [r.id for r in reversed(listed)] == [*known, warm, *fresh]  # the batch's order (seq)
+    counts = await pg.event_counts(fresh + known)
+    assert counts == {sid: {"actions": 3} for sid in fresh + known}
+
+
+async def test_a_resent_batch_stores_and_counts_nothing_twice(pg: PostgresStorage) -> None:
+    project, _ = await new_project(pg, "p")
+    sids = [str(uuid.uuid4()) for _ in range(4)]
+    writes = [SessionWrite(session_id=sid, project_id=project, tags=["x"]) for sid in sids]
+    rows = [_row(sid, f"e{i}") for sid in sids for i in range(5)]
+    assert await pg.upsert_sessions(writes, rows) == ([project] * 4, 20)
+    ended = [
+        SessionWrite(
+            session_id=sid, project_id=project, state="FAILED", end_state="Fail", tags=["y"]
+        )
+        for sid in sids
+    ]
+    # The same events again and one new: the COPY meets stored ids, the batch is redone through
+    # the staging table, and the sessions' update is kept exactly once.
+    assert await pg.upsert_sessions(ended, [*rows, _row(sids[0], "new")]) == ([project] * 4, 1)
+    assert await pg.event_counts(sids) == {
+        sid: {"actions": 6 if sid == sids[0] else 5} for sid in sids
+    }
+    for sid in sids:
+        row = await pg.get_session(sid)
+        assert row is not None and (row.state, row.tags) == ("FAILED", ["y"])
+        assert await _tags_of(pg, sid) == ["y"]
+    page = await pg.list_events(sids[0], None, 10, None)
+    assert [event_id for event_id, _ in page] == [f"e{i}" for i in range(5)] + ["new"]
+
+
+async def test_another_projects_session_in_a_batch_stores_nothing(pg: PostgresStorage) -> None:
+    mine, _ = await new_project(pg, "a")
+    theirs, _ = await new_project(pg, "b")
+    taken = str(uuid.uuid4())
+    await pg.upsert_session(SessionWrite(session_id=taken, project_id=theirs, tags=["keep"]))
+    fresh = str(uuid.uuid4())
+    writes = [
+        SessionWrite(session_id=fresh, project_id=mine, tags=["f"]),
+        SessionWrite(session_id=taken, project_id=mine, end_state="Success", tags=["steal"]),
+    ]
+    owners, stored = await pg.upsert_sessions(writes, [_row(fresh, "e1"), _row(taken, "e2")])
+    assert (owners, stored) == ([mine, theirs], 0)
+    assert await pg.get_session(fresh) is None
+    row = await pg.get_session(taken)
+    assert row is not None and (row.project_id, row.state, row.tags) == (
+        theirs,
+        "RUNNING",
+        ["keep"],
+    )
+    assert await _tags_of(pg, taken) == ["keep"]
+    assert await pg.event_counts([fresh, taken]) == {}
+
+
+async def test_concurrent_batches_of_the_same_new_sessions_store_them_once(
+    postgres_server: PostgresServer,
+) -> None:
+    dsn = postgres_server.create_database()
+    one, two = PostgresStorage(dsn, pool_size=2), PostgresStorage(dsn, pool_size=2)
+    await one.open()
+    await two.open()
+    try:
+        project, _ = await new_project(one, "p")
+        for round_ in range(20):
+            sids = [str(uuid.uuid4()) for _ in range(5)]
+
+            def batch(
+                name: str, sids: list[str] = sids
+            ) -> tuple[list[SessionWrite], list[EventRow]]:
+                writes = [SessionWrite(session_id=s, project_id=project, tags=[name]) for s in sids]
+                return writes, [_row(s, f"{name}-{i}") for s in sids for i in range(2)]
+
+            results = await asyncio.gather(
+                one.upsert_sessions(*batch("one")), two.upsert_sessions(*batch("two"))
+            )
+            assert results == [([project] * 5, 10), ([project] * 5, 10)], round_
+            counts = await one.event_counts(sids)
+            assert counts == {s: {"actions": 4} for s in sids}
+            for sid in sids:
+                assert await _tags_of(one, sid) in (["one"], ["two"])
+            listed = await one.pool.fetchval(
+                "SELECT count(*) FROM sessions WHERE id = ANY($1::text[])", sids
+            )
+            assert listed == 5
+    finally:
+        await one.close()
+        await two.close()
