@@ -177,3 +177,67 @@ async def test_concurrent_batches_of_the_same_new_sessions_store_them_once(
     finally:
         await one.close()
         await two.close()
+
+
+async def _until_waiting_for_a_lock(storage: PostgresStorage, timeout: float = 10.0) -> None:
+    """Return once a backend of the storage's database waits for a lock (another's insert)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await storage.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ):
+        assert loop.time() < deadline, "the batch never waited for the other insert"
+        await asyncio.sleep(0.005)  # polling the server's view of the wait, not a guess
+
+
+@pytest.mark.parametrize("same_project", [True, False])
+async def test_a_session_inserted_by_another_transaction_meanwhile_is_upserted_once(
+    postgres_server: PostgresServer, same_project: bool
+) -> None:
+    import asyncpg
+
+    dsn = postgres_server.create_database()
+    storage = PostgresStorage(dsn, pool_size=2)
+    await storage.open()
+    other = await asyncpg.connect(dsn)
+    try:
+        mine, _ = await new_project(storage, "a")
+        theirs, _ = await new_project(storage, "b")
+        owner = mine if same_project else theirs
+        raced, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+        async with other.transaction():
+            await other.execute(
+                "INSERT INTO sessions (id, project_id, state, tags) VALUES ($1, $2, 'RUNNING',"
+                " '[\"before\"]'::json)",
+                raced,
+                owner,
+            )
+            await other.execute("INSERT INTO session_tags VALUES ($1, 'before')", raced)
+            writes = [
+                SessionWrite(session_id=fresh, project_id=mine, tags=["f"]),
+                SessionWrite(session_id=raced, project_id=mine, state="SUCCEEDED", tags=["after"]),
+            ]
+            # The batch's statement takes its snapshot, then waits for this insert of `raced`.
+            batch = asyncio.create_task(
+                storage.upsert_sessions(writes, [_row(fresh, "e1"), _row(raced, "e2")])
+            )
+            await _until_waiting_for_a_lock(storage)
+        owners, stored = await batch
+        row = await storage.get_session(raced)
+        assert row is not None
+        if same_project:
+            assert (owners, stored) == ([mine, mine], 2)
+            assert (row.state, row.tags) == ("SUCCEEDED", ["after"])
+            assert await _tags_of(storage, raced) == ["after"]
+            assert await storage.event_counts([fresh, raced]) == {
+                fresh: {"actions": 1},
+                raced: {"actions": 1},
+            }
+        else:
+            assert (owners, stored) == ([mine, theirs], 0)
+            assert (row.project_id, row.state, row.tags) == (theirs, "RUNNING", ["before"])
+            assert await storage.get_session(fresh) is None
+    finally:
+        await other.close()
+        await storage.close()
