@@ -34,6 +34,7 @@ import cProfile
 import gc
 import os
 import pstats
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -48,7 +49,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 from _servers import CollectorProcess  # noqa: E402
 
-VARIANTS = ("untraced", "agentops", "otel", "otel-bare")
+VARIANTS = ("untraced", "agentops", "agentops-1lane", "otel", "otel-bare")
+# Settings of a variant's client, in the environment while its lifespan starts it.
+VARIANT_ENV = {"agentops-1lane": {"AGENTOPS_MAX_CONCURRENT_EXPORTS": "1"}}
 
 Message = dict[str, Any]
 App = Callable[..., Awaitable[None]]
@@ -73,6 +76,8 @@ class Variant:
     app: App
     flush: Callable[[], Awaitable[Any]]
     state: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # its client's settings (AGENTOPS_*)
+    project_id: str = ""
     samples: list[tuple[float, float, float]] = field(default_factory=list)  # total, loop, coll
     lifespan_task: asyncio.Task[None] | None = None
     shutdown: asyncio.Queue[Message] | None = None
@@ -81,6 +86,9 @@ class Variant:
 async def start_lifespan(variant: Variant) -> None:
     """Run the app's ASGI lifespan until ``startup.complete``; it stays open until stopped."""
     inbox: asyncio.Queue[Message] = asyncio.Queue()
+    settings = variant.env
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     started = asyncio.Event()
     failed: list[str] = []
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": variant.state}
@@ -94,7 +102,14 @@ async def start_lifespan(variant: Variant) -> None:
     await inbox.put({"type": "lifespan.startup"})
     variant.lifespan_task = asyncio.create_task(variant.app(scope, inbox.get, send))
     variant.shutdown = inbox
-    await asyncio.wait_for(started.wait(), 30)
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
     if failed:
         raise RuntimeError(f"{variant.name}: lifespan startup failed: {failed[0]}")
 
@@ -152,28 +167,33 @@ async def drive(variant: Variant, requests: int, concurrency: int) -> int:
     return errors
 
 
-def build(names: list[str], otlp_url: str) -> list[Variant]:
-    """The variants' apps, from ``_service_app.py``'s builders (all in this process)."""
+def build(names: list[str], collector: CollectorProcess) -> list[Variant]:
+    """The variants' apps, from ``_service_app.py``'s builders (all in this process), each
+    sending to a project of its own."""
     import _service_app as service
 
     variants = []
     for name in names:
+        project_id, api_key = collector.create_project(f"profile-{name}")
+        env = {"AGENTOPS_API_KEY": api_key, "AGENTOPS_API_ENDPOINT": collector.url}
+        env.update(VARIANT_ENV.get(name, {}))
+        os.environ.update(env)  # the OTel variant reads them as it is built
         if name == "untraced":
             app = service._untraced_app()
 
             async def nothing() -> None:
                 return None
 
-            variants.append(Variant(name, app, nothing))
-        elif name == "agentops":
+            variants.append(Variant(name, app, nothing, env=env, project_id=project_id))
+        elif name.startswith("agentops"):
             app = service._agentops_app()
 
             async def flush_agentops(app: Any = app) -> Any:
                 return await app.state.agentops_client.flush(60.0)
 
-            variants.append(Variant(name, app, flush_agentops))
+            variants.append(Variant(name, app, flush_agentops, env=env, project_id=project_id))
         else:
-            os.environ["BENCH_OTLP_URL"] = otlp_url
+            os.environ["BENCH_OTLP_URL"] = f"{collector.url}/v1/traces"
             before = len(service._flushers)
             app = service._otel_app(handler_spans=name == "otel")
             force_flush = service._flushers[before]
@@ -181,7 +201,7 @@ def build(names: list[str], otlp_url: str) -> list[Variant]:
             async def flush_otel(force_flush: Callable[[], bool] = force_flush) -> bool:
                 return await asyncio.to_thread(force_flush)
 
-            variants.append(Variant(name, app, flush_otel))
+            variants.append(Variant(name, app, flush_otel, env=env, project_id=project_id))
     return variants
 
 
@@ -199,6 +219,30 @@ async def measure(variant: Variant, args: argparse.Namespace, collector_pid: int
         raise RuntimeError(f"{variant.name}: {errors} requests did not answer 200")
     per = 1e6 / args.requests
     variant.samples.append((total * per, loop * per, coll * per))
+
+
+def stored(db: Path, variants: list[Variant], args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """Per agentops variant: what the collector stored for its project, and whether it is
+    every request's session with its three events."""
+    sent = args.rounds * (args.requests + args.warmup)
+    lines = []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        for v in variants:
+            if not v.name.startswith("agentops"):
+                continue
+            sessions, events = conn.execute(
+                "SELECT count(DISTINCT s.id), count(e.id) FROM sessions s "
+                "LEFT JOIN events e ON e.session_id = s.id WHERE s.project_id = ?",
+                (v.project_id,),
+            ).fetchone()
+            ok = sessions == sent and events == 3 * sent
+            lines.append(
+                (
+                    f"stored: {v.name} {sessions} sessions, {events} events (sent {sent} requests)",
+                    ok,
+                )
+            )
+    return lines
 
 
 def spread(values: list[float]) -> str:
@@ -231,11 +275,13 @@ def report(variants: list[Variant]) -> str:
     lines.append("")
     lines.append("Median (min-max) over rounds; overhead: minus the same round's untraced run.")
     for ref in ("otel", "otel-bare"):
-        if "agentops" in overheads and ref in overheads:
-            ratios = [a / o for a, o in zip(overheads["agentops"], overheads[ref], strict=True)]
+        for mine in (name for name in overheads if name.startswith("agentops")):
+            if ref not in overheads:
+                continue
+            ratios = [a / o for a, o in zip(overheads[mine], overheads[ref], strict=True)]
             quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             lines.append(
-                f"agentops overhead / {ref} overhead, per round: median "
+                f"{mine} overhead / {ref} overhead, per round: median "
                 f"{statistics.median(ratios):.3f}, quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}"
                 f", min-max {min(ratios):.3f}-{max(ratios):.3f}"
             )
@@ -243,11 +289,8 @@ def report(variants: list[Variant]) -> str:
 
 
 async def run(args: argparse.Namespace, collector: CollectorProcess) -> list[Variant]:
-    _, api_key = collector.create_project("profile-service")
-    os.environ["AGENTOPS_API_KEY"] = api_key
-    os.environ["AGENTOPS_API_ENDPOINT"] = collector.url
     assert collector.process is not None
-    variants = build(args.variants, f"{collector.url}/v1/traces")
+    variants = build(args.variants, collector)
     for variant in variants:
         await start_lifespan(variant)
     profiler = cProfile.Profile() if args.profile else None
@@ -274,6 +317,8 @@ async def run(args: argparse.Namespace, collector: CollectorProcess) -> list[Var
             await stop_lifespan(variant)
     if profiler is not None:
         stats = pstats.Stats(profiler).sort_stats(args.sort)
+        if args.profile_out:
+            stats.dump_stats(args.profile_out)
         stats.print_stats(args.top)
     return variants
 
@@ -288,6 +333,7 @@ def main() -> None:
     parser.add_argument("--profile", choices=VARIANTS, help="cProfile this variant's rounds")
     parser.add_argument("--sort", default="tottime", help="cProfile's sort key")
     parser.add_argument("--top", type=int, default=40, help="cProfile's lines shown")
+    parser.add_argument("--profile-out", type=Path, help="also write the cProfile stats here")
     parser.add_argument("--verbose", action="store_true", help="print each round")
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
@@ -301,6 +347,7 @@ def main() -> None:
         ).start()
         try:
             variants = asyncio.run(run(args, collector))
+            delivery = stored(Path(work) / "collector.db", variants, args)
         finally:
             collector.stop()
     print(
@@ -310,6 +357,9 @@ def main() -> None:
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end.\n"
     )
     print(report(variants))
+    print("\n" + "\n".join(line for line, _ in delivery))
+    if not all(ok for _, ok in delivery):
+        raise SystemExit("an agentops variant's sessions or events were not all stored")
 
 
 if __name__ == "__main__":
