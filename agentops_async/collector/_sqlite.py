@@ -14,6 +14,7 @@ the writer; from the writer thread only when the WAL has grown large (see
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -78,17 +79,26 @@ _COUNTS_OF = """
     FROM events NOT INDEXED WHERE seq > {floor} GROUP BY 1, 2
 """
 _COUNTS_FROM_EVENTS = "INSERT INTO session_event_counts" + _COUNTS_OF.format(floor=0)
-_USAGE_OF_NEW_EVENTS = (
-    "INSERT INTO session_event_counts"
-    + _COUNTS_OF.format(floor="?1")
-    + "ON CONFLICT DO UPDATE SET events = events + excluded.events",
+_ADD_COUNTS = "ON CONFLICT DO UPDATE SET events = events + excluded.events"
+_COUNTS_OF_NEW_EVENTS = (
+    "INSERT INTO session_event_counts" + _COUNTS_OF.format(floor="?1") + _ADD_COUNTS
+)
+# A transaction that stored every row it was given adds their counts by type, summed here
+# (a few rows), instead of reading its rows back.
+_ADD_EVENT_COUNTS = (
+    "INSERT INTO session_event_counts (session_id, event_type, events) VALUES (?, ?, ?)"
+    + _ADD_COUNTS
+)
+_LLM_USAGE_OF_NEW_EVENTS = (
     "INSERT INTO session_llm_usage"
     + _LLM_USAGE_OF.format(floor="?1")
     + """ON CONFLICT DO UPDATE SET
         calls = calls + excluded.calls,
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
-        cost = cost + excluded.cost""",
+        cost = cost + excluded.cost"""
+)
+_TOOL_USAGE_OF_NEW_EVENTS = (
     "INSERT INTO session_tool_usage"
     + _TOOL_USAGE_OF.format(floor="?1")
     + """ON CONFLICT DO UPDATE SET
@@ -97,7 +107,7 @@ _USAGE_OF_NEW_EVENTS = (
         total_seconds = total_seconds + excluded.total_seconds,
         max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
             THEN excluded.max_seconds ELSE max_seconds END,
-        cost = coalesce(cost + excluded.cost, cost, excluded.cost)""",
+        cost = coalesce(cost + excluded.cost, cost, excluded.cost)"""
 )
 
 _MIGRATIONS: list[str] = [
@@ -1080,10 +1090,11 @@ def _store_jobs(conn: sqlite3.Connection, jobs: Sequence[_Job]) -> list[tuple[li
     before its events) and does not fail the others. The rows this transaction stores are
     exactly those with a seq above the largest before it (a new rowid is the largest plus one,
     and this connection is the only writer), so the rollups are summed from that range by
-    three statements at the end: an id stored before, or given twice, was not inserted and is
-    not counted.
+    statements at the end (see :func:`_add_rollups`): an id stored before, or given twice, was
+    not inserted and is not counted.
     """
     results: list[tuple[list[str], int]] = []
+    stored: list[Sequence[EventRow]] = []
     with _transaction(conn):
         before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         for job in jobs:
@@ -1099,10 +1110,34 @@ def _store_jobs(conn: sqlite3.Connection, jobs: Sequence[_Job]) -> list[tuple[li
                     results.append((owners, 0))
                     continue
             results.append((owners, _insert_events(conn, job.rows)))
-        if any(count for _, count in results):
-            for statement in _USAGE_OF_NEW_EVENTS:
-                conn.execute(statement, (before,))
+            stored.append(job.rows)
+        inserted = sum(count for _, count in results)
+        if inserted:
+            _add_rollups(conn, before, stored, inserted)
     return results
+
+
+def _add_rollups(
+    conn: sqlite3.Connection, before: int, batches: list[Sequence[EventRow]], inserted: int
+) -> None:
+    """Add this transaction's new events (seq above ``before``) to the rollups.
+
+    The counts by type are summed from the rows given when all of them were inserted (the usual
+    case), else read back from the new rows; the LLM and tool usage are read back only when
+    some row given is of that type (no other row can change them).
+    """
+    types: collections.Counter[tuple[str, str]] = collections.Counter()
+    for rows in batches:
+        types.update((row[0], row[2]) for row in rows)
+    if inserted == types.total():
+        conn.executemany(_ADD_EVENT_COUNTS, [(*key, n) for key, n in types.items()])
+    else:
+        conn.execute(_COUNTS_OF_NEW_EVENTS, (before,))
+    kinds = {event_type for _, event_type in types}
+    if "llms" in kinds:
+        conn.execute(_LLM_USAGE_OF_NEW_EVENTS, (before,))
+    if "tools" in kinds:
+        conn.execute(_TOOL_USAGE_OF_NEW_EVENTS, (before,))
 
 
 def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
