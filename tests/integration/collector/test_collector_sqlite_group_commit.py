@@ -160,3 +160,46 @@ async def test_a_failing_batch_fails_alone_in_a_group(sqlite_storage: SqliteStor
     assert isinstance(results[1], sqlite3.IntegrityError)  # NOT NULL event_type
     assert results[2] == 1
     assert await storage.event_counts([session_id]) == {session_id: {"actions": 2}}
+
+
+async def test_a_group_of_new_rows_adds_exact_counts_and_usage(
+    sqlite_storage: SqliteStorage,
+) -> None:
+    storage = sqlite_storage
+    project, _ = await new_project(storage, "p")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    gate = _WriterGate(storage)
+    await gate.hold()
+    tasks: list[asyncio.Task[object]] = [
+        asyncio.ensure_future(
+            storage.upsert_sessions(
+                [SessionWrite(session_id=first, project_id=project)],
+                [_row(first, "a1"), _llm_row(first, "l1"), _row(first, "t1", "tools")],
+            )
+        ),
+        asyncio.ensure_future(
+            storage.upsert_sessions(
+                [SessionWrite(session_id=second, project_id=project)],
+                [_llm_row(second, "l2"), _row(second, "a2")],
+            )
+        ),
+        asyncio.ensure_future(storage.insert_events([_llm_row(first, "l3"), _row(second, "a3")])),
+    ]
+    await _queued(tasks)
+    gate.release.set()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=10)
+    assert results == [([project], 3), ([project], 2), 2]
+    assert gate.commits == 1
+    assert await storage.event_counts([first, second]) == {
+        first: {"actions": 1, "llms": 2, "tools": 1},
+        second: {"actions": 2, "llms": 1},
+    }
+    usage = sorted(
+        (u.session_id, u.prompt_tokens, u.completion_tokens)
+        for u in await storage.llm_usage([first, second])
+        if u.model is not None
+    )
+    assert usage == sorted([(first, 20, 10), (second, 10, 5)])
+    # the same rows again store nothing and change no rollup
+    assert await storage.insert_events([_llm_row(first, "l3"), _row(second, "a3")]) == 0
+    assert (await storage.event_counts([first]))[first] == {"actions": 1, "llms": 2, "tools": 1}
