@@ -14,6 +14,7 @@ the writer; from the writer thread only when the WAL has grown large (see
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ._prices import Usage, usage_row
 from ._storage import (
@@ -78,17 +79,26 @@ _COUNTS_OF = """
     FROM events NOT INDEXED WHERE seq > {floor} GROUP BY 1, 2
 """
 _COUNTS_FROM_EVENTS = "INSERT INTO session_event_counts" + _COUNTS_OF.format(floor=0)
-_USAGE_OF_NEW_EVENTS = (
-    "INSERT INTO session_event_counts"
-    + _COUNTS_OF.format(floor="?1")
-    + "ON CONFLICT DO UPDATE SET events = events + excluded.events",
+_ADD_COUNTS = "ON CONFLICT DO UPDATE SET events = events + excluded.events"
+_COUNTS_OF_NEW_EVENTS = (
+    "INSERT INTO session_event_counts" + _COUNTS_OF.format(floor="?1") + _ADD_COUNTS
+)
+# A transaction that stored every row it was given adds their counts by type, summed here
+# (a few rows), instead of reading its rows back.
+_ADD_EVENT_COUNTS = (
+    "INSERT INTO session_event_counts (session_id, event_type, events) VALUES (?, ?, ?)"
+    + _ADD_COUNTS
+)
+_LLM_USAGE_OF_NEW_EVENTS = (
     "INSERT INTO session_llm_usage"
     + _LLM_USAGE_OF.format(floor="?1")
     + """ON CONFLICT DO UPDATE SET
         calls = calls + excluded.calls,
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens,
-        cost = cost + excluded.cost""",
+        cost = cost + excluded.cost"""
+)
+_TOOL_USAGE_OF_NEW_EVENTS = (
     "INSERT INTO session_tool_usage"
     + _TOOL_USAGE_OF.format(floor="?1")
     + """ON CONFLICT DO UPDATE SET
@@ -97,7 +107,7 @@ _USAGE_OF_NEW_EVENTS = (
         total_seconds = total_seconds + excluded.total_seconds,
         max_seconds = CASE WHEN max_seconds IS NULL OR excluded.max_seconds > max_seconds
             THEN excluded.max_seconds ELSE max_seconds END,
-        cost = coalesce(cost + excluded.cost, cost, excluded.cost)""",
+        cost = coalesce(cost + excluded.cost, cost, excluded.cost)"""
 )
 
 _MIGRATIONS: list[str] = [
@@ -207,7 +217,7 @@ _MIGRATIONS: list[str] = [
     """,
     # 6: the overview's rollups: per session, the LLM usage by model and the tools by name. The
     # writer keeps them in the transaction that inserts the events, from the rows each INSERT
-    # actually stored (see _insert_batches); here they are filled from the events stored before.
+    # actually stored (see _store_jobs); here they are filled from the events stored before.
     # The overview reads these and the sessions (by project and start), never the events.
     """
     CREATE TABLE session_llm_usage (
@@ -380,7 +390,7 @@ class SqliteStorage:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._dirty = asyncio.Event()
-        self._pending: list[tuple[Sequence[EventRow], asyncio.Future[int]]] = []
+        self._pending: list[_Job] = []
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
         self._checkpointer: asyncio.Task[None] | None = None
@@ -565,19 +575,10 @@ class SqliteStorage:
         self, writes: Sequence[SessionWrite], rows: Sequence[EventRow] = ()
     ) -> tuple[list[str], int]:
         """Upsert many sessions and store events, in one transaction (nothing when a session
-        is another project's); the owning projects in order, and how many events were new."""
+        is another project's); the owning projects in order, and how many events were new.
 
-        def run(conn: sqlite3.Connection) -> tuple[list[str], int]:
-            try:
-                with _transaction(conn):
-                    owners = _upsert_sessions(conn, writes)
-                    if any(o != w.project_id for o, w in zip(owners, writes, strict=True)):
-                        raise _Refused(owners)
-                    return owners, _insert_rows(conn, rows)
-            except _Refused as refused:
-                return refused.owners, 0
-
-        return await self._write(run)
+        Committed with the other batches that arrive meanwhile, as :meth:`insert_events`."""
+        return await self._store(writes, rows)
 
     async def update_session(self, write: SessionWrite) -> bool:
         """Update a session of the same project."""
@@ -617,23 +618,35 @@ class SqliteStorage:
         return await self._read(run)
 
     async def insert_events(self, rows: Sequence[EventRow]) -> int:
-        """Store a batch (one executemany); returns the number of new events.
+        """Store a batch (a few multi-row INSERTs); returns the number of new events.
 
-        Batches that arrive while the writer is busy are committed together: each keeps its own
-        executemany, but they share one transaction (group commit), which halves the cost of
-        commits under load.
+        Batches that arrive while the writer is busy are committed together (see
+        :meth:`_store`).
+        """
+        return (await self._store((), rows))[1]
+
+    async def _store(
+        self, writes: Sequence[SessionWrite], rows: Sequence[EventRow]
+    ) -> tuple[list[str], int]:
+        """Queue sessions to upsert and events to insert for the writer; their owners and how
+        many events were new.
+
+        Every batch queued while the writer is busy (``create_events`` and
+        ``create_sessions`` alike) shares one transaction (group commit): a commit, and the
+        rollups' statements, cost the same for one batch or many, so under load they are paid
+        once for all of them.
         """
         conn = self._writer
         if conn is None:
             raise RuntimeError("storage is not open")
         loop = asyncio.get_running_loop()
-        stored: asyncio.Future[int] = loop.create_future()
+        stored: asyncio.Future[tuple[list[str], int]] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((rows, stored))
+            self._pending.append(_Job(writes, rows, stored))
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            self._writer_pool.submit(self._flush_events, conn, loop)
+            self._writer_pool.submit(self._flush_jobs, conn, loop)
         try:
             return await stored
         except sqlite3.Error as exc:
@@ -644,31 +657,31 @@ class SqliteStorage:
         finally:
             self._dirty.set()
 
-    def _flush_events(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """Writer thread: commit every pending batch in one transaction."""
+    def _flush_jobs(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: commit every pending job in one transaction."""
         with self._pending_lock:
             jobs, self._pending = self._pending, []
             self._flush_scheduled = False
         try:
-            counts = _insert_batches(conn, [rows for rows, _ in jobs])
+            results = _store_jobs(conn, jobs)
         except Exception as exc:
             if len(jobs) == 1 or (isinstance(exc, sqlite3.Error) and unavailable(exc)):
-                # One batch, or the database is unavailable (locked, disk full): each would fail
+                # One job, or the database is unavailable (locked, disk full): each would fail
                 # alike, after as long a wait; they all get this error at once.
-                for _, future in jobs:
-                    loop.call_soon_threadsafe(_settle, future, None, exc)
+                for job in jobs:
+                    loop.call_soon_threadsafe(_settle, job.future, None, exc)
                 return
-            # One bad batch must not fail the others: retry them one by one.
-            for rows, future in jobs:
+            # One bad job must not fail the others: retry them one by one.
+            for job in jobs:
                 try:
-                    (count,) = _insert_batches(conn, [rows])
+                    (result,) = _store_jobs(conn, [job])
                 except Exception as one_exc:
-                    loop.call_soon_threadsafe(_settle, future, None, one_exc)
+                    loop.call_soon_threadsafe(_settle, job.future, None, one_exc)
                 else:
-                    loop.call_soon_threadsafe(_settle, future, count, None)
+                    loop.call_soon_threadsafe(_settle, job.future, result, None)
             return
-        for (_, future), count in zip(jobs, counts, strict=True):
-            loop.call_soon_threadsafe(_settle, future, count, None)
+        for job, result in zip(jobs, results, strict=True):
+            loop.call_soon_threadsafe(_settle, job.future, result, None)
 
     async def create_agent(self, session_id: str, agent_id: str, name: str | None) -> None:
         """Store an agent (ignored if known)."""
@@ -1060,48 +1073,80 @@ def _incremental_vacuum_step(conn: sqlite3.Connection) -> bool:
     return int(conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0
 
 
-def _insert_batches(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
-    """Insert each batch, all in one transaction, with the usage rollups; new rows per batch."""
-    with _transaction(conn):
-        return _insert_with_usage(conn, batches)
+class _Job(NamedTuple):
+    """Sessions to upsert and events to insert, and the future of their owners and new-event
+    count (a ``create_events`` batch has no sessions)."""
+
+    writes: Sequence[SessionWrite]
+    rows: Sequence[EventRow]
+    future: asyncio.Future[tuple[list[str], int]]
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
-    """Insert one batch, with the usage rollups, in the caller's transaction; new rows."""
-    return _insert_with_usage(conn, [rows])[0]
+def _store_jobs(conn: sqlite3.Connection, jobs: Sequence[_Job]) -> list[tuple[list[str], int]]:
+    """Each job's sessions and events, and the rollups, in one transaction; per job its
+    sessions' owners and how many events were new.
 
-
-def _insert_with_usage(conn: sqlite3.Connection, batches: list[Sequence[EventRow]]) -> list[int]:
-    """Insert each batch and sum the usage rollups, in the caller's transaction; new rows per
-    batch.
-
-    The rows this transaction stores are exactly those with a seq above the largest before it
-    (a new rowid is the largest plus one, and this connection is the only writer), so the
-    rollups are summed from that range by two statements at the end: an id stored before, or
-    given twice, was not inserted and is not counted.
+    A job with a session of another project stores nothing (its savepoint is rolled back
+    before its events) and does not fail the others. The rows this transaction stores are
+    exactly those with a seq above the largest before it (a new rowid is the largest plus one,
+    and this connection is the only writer), so the rollups are summed from that range by
+    statements at the end (see :func:`_add_rollups`): an id stored before, or given twice, was
+    not inserted and is not counted.
     """
-    counts = []
-    before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    results: list[tuple[list[str], int]] = []
+    stored: list[Sequence[EventRow]] = []
+    with _transaction(conn):
+        before = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        for job in jobs:
+            owners: list[str] = []
+            if job.writes:
+                conn.execute("SAVEPOINT job")
+                owners = _upsert_sessions(conn, job.writes)
+                refused = any(o != w.project_id for o, w in zip(owners, job.writes, strict=True))
+                if refused:
+                    conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                if refused:
+                    results.append((owners, 0))
+                    continue
+            results.append((owners, _insert_events(conn, job.rows)))
+            stored.append(job.rows)
+        inserted = sum(count for _, count in results)
+        if inserted:
+            _add_rollups(conn, before, stored, inserted)
+    return results
+
+
+def _add_rollups(
+    conn: sqlite3.Connection, before: int, batches: list[Sequence[EventRow]], inserted: int
+) -> None:
+    """Add this transaction's new events (seq above ``before``) to the rollups.
+
+    The counts by type are summed from the rows given when all of them were inserted (the usual
+    case), else read back from the new rows; the LLM and tool usage are read back only when
+    some row given is of that type (no other row can change them).
+    """
+    types: collections.Counter[tuple[str, str]] = collections.Counter()
     for rows in batches:
-        # Runs of rows of one width, in order, so arrival order (seq) holds.
-        counts.append(
-            sum(
-                _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
-                for width, run in itertools.groupby(rows, len)
-            )
-        )
-    if any(counts):
-        for statement in _USAGE_OF_NEW_EVENTS:
-            conn.execute(statement, (before,))
-    return counts
+        types.update((row[0], row[2]) for row in rows)
+    if inserted == types.total():
+        conn.executemany(_ADD_EVENT_COUNTS, [(*key, n) for key, n in types.items()])
+    else:
+        conn.execute(_COUNTS_OF_NEW_EVENTS, (before,))
+    kinds = {event_type for _, event_type in types}
+    if "llms" in kinds:
+        conn.execute(_LLM_USAGE_OF_NEW_EVENTS, (before,))
+    if "tools" in kinds:
+        conn.execute(_TOOL_USAGE_OF_NEW_EVENTS, (before,))
 
 
-class _Refused(Exception):
-    """Rolls back a batch of sessions that holds another project's session."""
-
-    def __init__(self, owners: list[str]) -> None:
-        super().__init__("a session of another project")
-        self.owners = owners
+def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
+    """Insert rows in order (runs of one width, so arrival order, seq, holds); how many were
+    new."""
+    return sum(
+        _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
+        for width, run in itertools.groupby(rows, len)
+    )
 
 
 def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
@@ -1116,14 +1161,18 @@ def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> i
     return inserted
 
 
-def _settle(future: asyncio.Future[int], count: int | None, exc: BaseException | None) -> None:
+def _settle(
+    future: asyncio.Future[tuple[list[str], int]],
+    result: tuple[list[str], int] | None,
+    exc: BaseException | None,
+) -> None:
     if future.done():  # the request was cancelled meanwhile
         return
     if exc is not None:
         future.set_exception(exc)
     else:
-        assert count is not None
-        future.set_result(count)
+        assert result is not None
+        future.set_result(result)
 
 
 def _checkpoint_passive(conn: sqlite3.Connection) -> int:

@@ -222,7 +222,7 @@ async def test_overview_rollups_are_filled_for_events_stored_before_them(
     module: Any = _postgres if is_postgres_dsn(database) else _sqlite
     monkeypatch.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:5])  # schema version 5
     if module is _sqlite:  # and its ingest, which kept no rollups
-        monkeypatch.setattr(_sqlite, "_USAGE_OF_NEW_EVENTS", ())
+        monkeypatch.setattr(_sqlite, "_add_rollups", lambda *args: None)
     else:  # and its staging table, whose JSON column was json until version 8
         staging = _postgres._CREATE_STAGING.replace("data text", "data json")
         monkeypatch.setattr(_postgres, "_CREATE_STAGING", staging)
