@@ -52,19 +52,10 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from _schema import downgrade  # noqa: E402
 from _servers import PostgresServer  # noqa: E402
+from bench_ingest import _cpu_seconds  # noqa: E402
+from bench_ingest import _server_cpu as _cluster_cpu  # noqa: E402
 
-_COLUMNS = (
-    "session_id",
-    "id",
-    "event_type",
-    "init_timestamp",
-    "end_timestamp",
-    "data",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-)
+from agentops_async.collector._postgres import _EVENT_COLUMNS as _COLUMNS  # noqa: E402
 
 _NO_TRIGGER = "DROP TRIGGER events_rollups ON events;"
 _INDEXES = "ALTER TABLE events DROP CONSTRAINT events_pkey; DROP INDEX events_by_session;"
@@ -86,31 +77,6 @@ VARIANTS: dict[str, str] = {
     "default-collation": _DEFAULT_COLLATION,
     "bare": _NO_TRIGGER + _INDEXES + _NO_SEQ,
 }
-
-
-def _cpu_seconds(pid: int, children: bool = False) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    if children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _cluster_cpu(pg: PostgresServer) -> float:
-    postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
-    total = _cpu_seconds(postmaster, children=True)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == postmaster:
-                total += _cpu_seconds(int(entry.name))
-    return total
 
 
 def batches(

@@ -103,3 +103,17 @@ async def downgrade(database: str, to_version: int) -> None:
         with sqlite3.connect(database) as conn:
             for statement in statements:
                 conn.execute(statement)
+
+
+async def query(database: str, sql: str) -> list[tuple[object, ...]]:
+    """The rows of ``sql`` on ``database`` (a PostgreSQL DSN or a SQLite path), as tuples."""
+    if database.startswith(("postgresql://", "postgres://")):
+        import asyncpg
+
+        conn = await asyncpg.connect(database)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    with sqlite3.connect(database) as conn:
+        return list(conn.execute(sql).fetchall())

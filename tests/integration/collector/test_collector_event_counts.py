@@ -9,12 +9,11 @@ plans; benchmarks/bench_reads.py measures them).
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from collections import Counter
 
 import pytest
-from _schema import downgrade
+from _schema import downgrade, query
 
 from agentops_async.collector import Storage, _postgres, _sqlite, open_storage, prune
 from agentops_async.collector._auth import new_project
@@ -47,19 +46,6 @@ async def _stored_by_type(storage: Storage, session_id: str) -> dict[str, int]:
     """The session's events by type, counted from the events themselves."""
     events = await storage.list_events(session_id, None, 100_000, None)
     return dict(Counter(json.loads(data)["event_type"] for _, data in events))
-
-
-async def _sql(database: str, sql: str) -> list[tuple[object, ...]]:
-    if is_postgres_dsn(database):
-        import asyncpg
-
-        conn = await asyncpg.connect(database)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-    with sqlite3.connect(database) as conn:
-        return list(conn.execute(sql).fetchall())
 
 
 async def test_counts_by_type_are_exact_through_batches_and_retries(storage: Storage) -> None:
@@ -96,7 +82,7 @@ async def test_a_version_6_database_counts_the_events_stored_before(database: st
     await storage.open()  # migrates (through 7: the counts of the events stored before)
     try:
         latest = len((_postgres if is_postgres_dsn(database) else _sqlite)._MIGRATIONS)
-        assert await _sql(database, "SELECT max(version) FROM schema_version") == [(latest,)]
+        assert await query(database, "SELECT max(version) FROM schema_version") == [(latest,)]
         await storage.insert_events(_rows(session_id, 100, 50))  # 30 new, 20 stored before
         counts = await storage.event_counts([session_id])
         assert counts == {session_id: await _stored_by_type(storage, session_id)}
@@ -111,8 +97,8 @@ async def test_a_prune_deletes_the_sessions_counts_with_them(
     project_id, _ = await new_project(storage, "counts")
     session_id = await _session(storage, project_id)
     await storage.insert_events(_rows(session_id, 0, 30))
-    assert len(await _sql(database, "SELECT * FROM session_event_counts")) == len(KINDS)
+    assert len(await query(database, "SELECT * FROM session_event_counts")) == len(KINDS)
     pruned = await prune(storage, 0, now=2**40)
     assert pruned.sessions == 1
-    assert await _sql(database, "SELECT * FROM session_event_counts") == []
+    assert await query(database, "SELECT * FROM session_event_counts") == []
     assert await storage.event_counts([session_id]) == {}

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
+from _schema import query
 
 from agentops_async.collector import Storage, _postgres, open_storage
 from agentops_async.collector._auth import new_project
@@ -23,7 +23,6 @@ from agentops_async.collector._storage import (
     EventRow,
     SessionWrite,
     StorageUnavailable,
-    is_postgres_dsn,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -67,19 +66,6 @@ def _expected(rows: list[EventRow]) -> dict[str, Any]:
     }
 
 
-async def _sql(database: str, sql: str) -> list[tuple[Any, ...]]:
-    if is_postgres_dsn(database):
-        import asyncpg
-
-        conn = await asyncpg.connect(database)
-        try:
-            return [tuple(r) for r in await conn.fetch(sql)]
-        finally:
-            await conn.close()
-    with sqlite3.connect(database) as conn:
-        return list(conn.execute(sql).fetchall())
-
-
 async def _stored(storage: Storage, database: str, session_ids: list[str]) -> dict[str, Any]:
     """The rollups as stored."""
     tokens: dict[str, list[int]] = {}
@@ -87,7 +73,7 @@ async def _stored(storage: Storage, database: str, session_ids: list[str]) -> di
         pair = tokens.setdefault(usage.session_id, [0, 0])
         pair[0] += usage.prompt_tokens
         pair[1] += usage.completion_tokens
-    tool_rows = await _sql(
+    tool_rows = await query(
         database,
         "SELECT session_id, name, calls, timed_calls, total_seconds FROM session_tool_usage",
     )
@@ -162,21 +148,21 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
         "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3",
         "SELECT * FROM session_tool_usage ORDER BY 1, 2",
     )
-    kept = [await _sql(database, sql) for sql in rollups]
+    kept = [await query(database, sql) for sql in rollups]
 
     new = open_storage(database)
     await new.open()  # migrates to version 8
     try:
-        assert await _sql(database, "SELECT max(version) FROM schema_version") == [(8,)]
-        assert await _sql(
+        assert await query(database, "SELECT max(version) FROM schema_version") == [(8,)]
+        assert await query(
             database,
             "SELECT column_name, data_type, collation_name FROM information_schema.columns"
             " WHERE table_name = 'events' AND column_name IN ('data', 'session_id', 'id')"
             " ORDER BY 1",
         ) == [("data", "text", None), ("id", "text", "C"), ("session_id", "text", "C")]
         triggers = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass"
-        assert await _sql(database, triggers + " AND NOT tgisinternal") == [("events_rollups",)]
-        assert [await _sql(database, sql) for sql in rollups] == kept
+        assert await query(database, triggers + " AND NOT tgisinternal") == [("events_rollups",)]
+        assert [await query(database, sql) for sql in rollups] == kept
         page = dict(await new.list_events(sid, None, 1000, None))
         assert page["odd"] == '{"z":1,  "a":[1.0, 1e3, "\\u0000"]}'
         assert [page[row[1]] for row in before] == [row[5] for row in before]
