@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from time import time as _now
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from opentelemetry import context as otel_context
@@ -643,28 +643,29 @@ class AsyncSession:
 # of a new pair per request, which would stay alive until exported and count towards the
 # garbage collector's young collections. Bounded; past the bound, snapshots get their own.
 _INTERNED_MAX = 1024
+_V = TypeVar("_V")
 _interned_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
 _interned_counts: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
 
 
 def _shared_tags(tags: list[str]) -> tuple[str, ...]:
     key = tuple(tags)
-    shared = _interned_tags.get(key)
-    if shared is not None:
-        return shared
-    if len(_interned_tags) < _INTERNED_MAX:
-        _interned_tags[key] = key
-    return key
+    return _interned(_interned_tags, key, key)
 
 
 def _shared_counts(counts: dict[str, int]) -> dict[str, int]:
-    key = tuple(counts.items())
-    shared = _interned_counts.get(key)
+    return _interned(_interned_counts, tuple(counts.items()), counts)
+
+
+def _interned(table: dict[Any, _V], key: Any, value: _V) -> _V:
+    """The value ``table`` holds for ``key``, else ``value`` (kept while the table has room):
+    snapshots of sessions alike (a route's requests) share one object instead of one each."""
+    shared = table.get(key)
     if shared is not None:
         return shared
-    if len(_interned_counts) < _INTERNED_MAX:
-        _interned_counts[key] = counts
-    return counts
+    if len(table) < _INTERNED_MAX:
+        table[key] = value
+    return value
 
 
 def _log_stats(stats: SessionStats) -> None:
