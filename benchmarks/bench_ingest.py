@@ -30,9 +30,19 @@ of one collector, and ``NAME=value`` environment variables for its SDK client (u
     python benchmarks/bench_ingest.py --code k1=.,k2=.+AGENTOPS_MAX_CONCURRENT_EXPORTS=2
 
 The PostgreSQL server runs with its durability defaults (fsync, full_page_writes and
-synchronous_commit on), like a deployment's. Each run prints the CPU the collector, the database
-server and this client used, and how idle the machine's CPUs were (all processes: read it with
-the load average printed beside it).
+synchronous_commit on), like a deployment's, and like a server that has been running: before the
+runs it writes ~1.5 GB of WAL once, and each run starts from a ``CHECKPOINT``, so that every run,
+whichever ran before it, fills recycled WAL segments with a checkpoint just behind it. A fresh
+cluster instead creates, zero-fills and fsyncs a new 16 MB segment for every 16 MB of WAL while
+every commit waits (``--cold-wal`` skips the warm-up and the checkpoints, as this benchmark did
+before; both gave the same ratios in the runs of benchmarks/README.md). Each run prints the CPU
+the collector, the database server and this client used, and how idle the machine's CPUs were
+(all processes: read it with the load average printed beside it); for the ``raw`` client all of
+these are read over the timed window alone (the bodies are built before it).
+
+``--pg-waits`` samples what the database's sessions do during each run (``pg_stat_activity``,
+every 5 ms) and prints, per row, the mean number of sessions on CPU and in each wait event: where
+a run is not CPU-bound, this says why.
 """
 
 from __future__ import annotations
@@ -48,9 +58,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +125,16 @@ async def run_sdk(
     return recorded / elapsed
 
 
-async def run_raw(url: str, api_key: str, events: int, batch: int, connections: int) -> float:
-    """Post pre-encoded batches with aiohttp; returns events/s."""
+async def run_raw(
+    url: str,
+    api_key: str,
+    events: int,
+    batch: int,
+    connections: int,
+    mark: Callable[[str], None] | None = None,
+) -> float:
+    """Post pre-encoded batches with aiohttp; returns events/s. ``mark("start")`` and
+    ``mark("end")`` are called at the edges of the timed window (the bodies are built before)."""
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -154,9 +175,13 @@ async def run_raw(url: str, api_key: str, events: int, batch: int, connections: 
                     if response.status != 200:
                         raise AssertionError(f"{response.status}: {await response.text()}")
 
+        if mark is not None:
+            mark("start")
         started = time.perf_counter()
         await asyncio.gather(*(post_batches() for _ in range(connections)))
         elapsed = time.perf_counter() - started
+        if mark is not None:
+            mark("end")
     sent = batch * len(bodies)
     stored = await _stored_total(url, api_key, [session_id])
     if stored != sent:
@@ -212,6 +237,67 @@ class Sample:
     database_cpu: float
     client_cpu: float
     idle: float  # the machine's idle share of its CPUs during the run (all processes)
+    waits: dict[str, float] = field(default_factory=dict)  # --pg-waits: mean sessions per state
+
+
+# WAL that a server which has been running has recycled segments for (see the module docstring).
+_WARM_WAL = (
+    "CREATE TABLE agentops_warm_wal AS"
+    " SELECT repeat('x', 900) AS t FROM generate_series(1, 1500000)"
+)
+
+
+def _psql(pg: PostgresServer, dsn: str, *statements: str) -> None:
+    """Run statements on ``dsn`` (a connection of its own, outside any timed window)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+class _WaitSampler:
+    """Samples what the database's client sessions are doing, every 5 ms, in a thread of its own
+    (``pg_stat_activity``: on CPU, or the wait event), between :meth:`start` and :meth:`stop`."""
+
+    _QUERY = (
+        "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND state <> 'idle' AND pid <> pg_backend_pid()"
+    )
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self._stop.is_set():
+                for (state,) in await conn.fetch(self._QUERY):
+                    self.counts[state] += 1
+                self.samples += 1
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return {state: n / max(1, self.samples) for state, n in self.counts.items()}
 
 
 class Unsupported(Exception):
@@ -257,34 +343,57 @@ def _one_run(
     client_env: dict[str, str],
 ) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
+    if pg is not None and not args.cold_wal:
+        _psql(pg, database, "CHECKPOINT")  # the WAL segments of the run before are recycled
     process = CollectorProcess(
         database, backend, work / "collector.log", extra_args=serve_args, code_dir=code_dir
     )
     process.start()
+    sampler = _WaitSampler(database) if pg is not None and args.pg_waits else None
     try:
         _, api_key = process.create_project("bench")
         assert process.process is not None
         pid = process.process.pid
-        collector_before = _cpu_seconds(pid)
-        database_before = _server_cpu(pg) if pg else 0.0
-        client_before = time.process_time()
-        idle_before = _idle_ticks()
+        marks: dict[str, tuple[float, float, float, tuple[int, int]]] = {}
+
+        def mark(name: str) -> None:
+            if name == "start" and sampler is not None:
+                sampler.start()
+            if name == "end" and sampler is not None:
+                waits.update(sampler.stop())
+            marks[name] = (
+                _cpu_seconds(pid),
+                _server_cpu(pg) if pg else 0.0,
+                time.process_time(),
+                _idle_ticks(),
+            )
+
+        waits: dict[str, float] = {}
+        mark("before")
         if client in ("sdk", "sdk-otlp"):
             protocol = "otlp" if client == "sdk-otlp" else "agentops_v2"
             job = {"events": args.events, "sessions": args.sessions, "protocol": protocol}
+            if sampler is not None:
+                sampler.start()
             rate, client_cpu = _run_sdk_client(code_dir, client_env, process.url, api_key, job)
+            if sampler is not None:
+                waits.update(sampler.stop())
+            mark("after")
+            first, last = marks["before"], marks["after"]
         else:
             rate = asyncio.run(
-                run_raw(process.url, api_key, args.events, args.batch_size, args.connections)
+                run_raw(process.url, api_key, args.events, args.batch_size, args.connections, mark)
             )
-            client_cpu = time.process_time() - client_before
-        idle = _idle_ticks()
+            first, last = marks["start"], marks["end"]
+            client_cpu = last[2] - first[2]
+        idle_before, idle = first[3], last[3]
         return Sample(
             rate,
-            _cpu_seconds(pid) - collector_before,
-            (_server_cpu(pg) - database_before) if pg else 0.0,
+            last[0] - first[0],
+            last[1] - first[1],
             client_cpu,
             (idle[0] - idle_before[0]) / max(1, idle[1] - idle_before[1]),
+            waits,
         )
     finally:
         process.stop()
@@ -326,6 +435,17 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1000, help="raw client batch size")
     parser.add_argument("--connections", type=int, default=4, help="raw client connections")
     parser.add_argument(
+        "--cold-wal",
+        action="store_true",
+        help="PostgreSQL: no WAL warm-up and no CHECKPOINT before each run (a fresh cluster's"
+        " new WAL segments stall commits)",
+    )
+    parser.add_argument(
+        "--pg-waits",
+        action="store_true",
+        help="PostgreSQL: sample what the database's sessions wait for during each run",
+    )
+    parser.add_argument(
         "--code",
         default=f"current={REPO}",
         help="NAME=DIR,...: the checkouts (collector and SDK client) compared (default: this one)",
@@ -334,6 +454,7 @@ def main() -> int:
     checkouts = _checkouts(args.code)
 
     rows = []
+    waits: dict[tuple[str, str, str], dict[str, float]] = {}
     work = Path(tempfile.mkdtemp(prefix="agentops-bench-"))
     for backend in args.backends.split(","):
         pg = None
@@ -346,6 +467,10 @@ def main() -> int:
             pg = PostgresServer.start(
                 settings={"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
             )
+            if not args.cold_wal:
+                warm = pg.create_database()
+                _psql(pg, warm, _WARM_WAL, "DROP TABLE agentops_warm_wal", "CHECKPOINT")
+                pg.drop_database(warm)
         try:
             for client in args.clients.split(","):
                 runs: dict[str, list[Sample]] = {name: [] for name, *_ in checkouts}
@@ -379,6 +504,13 @@ def main() -> int:
                     database_us = statistics.median(s.database_cpu for s in samples) * per_event
                     client_us = statistics.median(s.client_cpu for s in samples) * per_event
                     idle = statistics.median(s.idle for s in samples)
+                    if args.pg_waits and backend == "postgres":
+                        states = Counter[str]()
+                        for sample in samples:
+                            states.update(sample.waits)
+                        waits[(backend, client, name)] = {
+                            state: total / len(samples) for state, total in states.items()
+                        }
                     rows.append(
                         (
                             backend,
@@ -415,6 +547,14 @@ def main() -> int:
             f"| {backend} | {client} | {name} | {median:,.0f} | {low:,.0f} | {high:,.0f}"
             f" | {ratio:.2f}x | {collector_us:.1f} | {database} | {client_us:.1f} | {idle:.0%} |"
         )
+    if waits:
+        print("\nDatabase sessions by state, mean over the run (CPU, or what they wait for):\n")
+        print("| backend | client | collector | states (sessions) |")
+        print("|---|---|---|---|")
+        for (backend, client, name), means in waits.items():
+            top = sorted(means.items(), key=lambda item: -item[1])[:8]
+            listed = ", ".join(f"{state} {mean:.2f}" for state, mean in top)
+            print(f"| {backend} | {client} | {name} | {listed} |")
     return 0
 
 
