@@ -247,7 +247,7 @@ _WARM_WAL = (
 )
 
 
-def _psql(pg: PostgresServer, dsn: str, *statements: str) -> None:
+def _execute(dsn: str, *statements: str) -> None:
     """Run statements on ``dsn`` (a connection of its own, outside any timed window)."""
     import asyncpg
 
@@ -295,8 +295,10 @@ class _WaitSampler:
         self._thread.start()
 
     def stop(self) -> dict[str, float]:
+        """Stop sampling (if it runs); the mean number of sessions in each state."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
         return {state: n / max(1, self.samples) for state, n in self.counts.items()}
 
 
@@ -344,7 +346,7 @@ def _one_run(
 ) -> Sample:
     database = pg.create_database() if pg else str(work / f"bench-{uuid.uuid4().hex[:8]}.db")
     if pg is not None and not args.cold_wal:
-        _psql(pg, database, "CHECKPOINT")  # the WAL segments of the run before are recycled
+        _execute(database, "CHECKPOINT")  # the WAL segments of the run before are recycled
     process = CollectorProcess(
         database, backend, work / "collector.log", extra_args=serve_args, code_dir=code_dir
     )
@@ -396,6 +398,8 @@ def _one_run(
             waits,
         )
     finally:
+        if sampler is not None:
+            sampler.stop()  # a run that failed midway
         process.stop()
         if pg is None:
             for suffix in ("", "-wal", "-shm"):
@@ -469,7 +473,7 @@ def main() -> int:
             )
             if not args.cold_wal:
                 warm = pg.create_database()
-                _psql(pg, warm, _WARM_WAL, "DROP TABLE agentops_warm_wal", "CHECKPOINT")
+                _execute(warm, _WARM_WAL, "DROP TABLE agentops_warm_wal", "CHECKPOINT")
                 pg.drop_database(warm)
         try:
             for client in args.clients.split(","):
