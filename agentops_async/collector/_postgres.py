@@ -1138,28 +1138,34 @@ class _Restage(Exception):
 
 
 # Every session of a create_sessions request in one statement (one round trip): new rows are
-# inserted in the request's order (their seq), rows of the same project updated with the fields
+# inserted with seqs in the request's order, rows of the same project updated with the fields
 # the write carries, and the tags of both replaced. The inserted rows are not visible to the
 # UPDATE (one snapshot), so each row is either inserted or updated, never both. The answer is
 # each session's owner, in order: the caller's project when inserted or updated, another's when
 # the session is another project's, NULL when a concurrent request inserted it after this
 # statement's snapshot (the caller handles those one at a time).
+# Rows are inserted, updated and tagged in key order: an insert waits for a concurrent transaction
+# that inserted the same key, an update for one that holds the row, so two requests writing the
+# same sessions in different orders would each wait for the other (a deadlock: one answered 503
+# after deadlock_timeout); in one order the second waits for the first, then goes on. The new
+# rows' seqs are drawn in the request's order first.
 _UPSERT_SESSIONS = """
 WITH v AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
-                         $6::text[], $7::float8[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::text[])
+    SELECT *, nextval('sessions_seq_seq') AS new_seq FROM unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[],
+            $7::float8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[])
         WITH ORDINALITY AS v(id, project_id, trace_id, init_timestamp, init_ts, end_timestamp,
                              end_ts, state, end_state, end_state_reason, tags, video, host_env,
                              ord)
 ),
 ins AS (
-    INSERT INTO sessions (id, project_id, trace_id, init_timestamp, init_ts, end_timestamp,
+    INSERT INTO sessions (seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp,
                           end_ts, state, end_state, end_state_reason, tags, video, host_env)
-    SELECT id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts,
+    SELECT new_seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts,
            coalesce(state, 'RUNNING'), end_state, end_state_reason, coalesce(tags, '[]')::json,
            video, host_env::json
-    FROM v ORDER BY ord
+    FROM v ORDER BY id COLLATE "C"
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ),
@@ -1177,7 +1183,8 @@ upd AS (
         trace_id = coalesce(v.trace_id, s.trace_id),
         host_env = coalesce(v.host_env::json, s.host_env),
         tags = coalesce(v.tags::json, s.tags)
-    FROM v WHERE s.id = v.id AND s.project_id = v.project_id
+    FROM (SELECT * FROM v ORDER BY id COLLATE "C") v
+    WHERE s.id = v.id AND s.project_id = v.project_id
     RETURNING s.id, v.tags IS NOT NULL AS retag
 ),
 tag_rows AS (
@@ -1195,6 +1202,7 @@ dropped AS (
 added AS (
     INSERT INTO session_tags (session_id, tag)
     SELECT session_id, tag FROM tag_rows WHERE session_id IN (SELECT id FROM retagged)
+    ORDER BY session_id COLLATE "C", tag COLLATE "C"
     ON CONFLICT DO NOTHING
 )
 SELECT CASE WHEN ins.id IS NOT NULL OR upd.id IS NOT NULL THEN v.project_id
@@ -1253,11 +1261,12 @@ async def _upsert_distinct(conn: Any, writes: list[SessionWrite]) -> list[str]:
         row[0] for row in await conn.fetch(_UPSERT_SESSIONS, *columns, tag_sessions, tags)
     ]
     # A session a concurrent request inserted after this statement's snapshot: one at a time,
-    # as create_session does (its insert waits for that request and sees the row).
-    return [
-        owner if owner is not None else await _upsert_session(conn, write)
-        for owner, write in zip(owners, writes, strict=True)
-    ]
+    # as create_session does (its insert waits for that request and sees the row), in key order
+    # like the statement's own writes (two requests doing this in other orders would deadlock).
+    late = sorted((w.session_id, i) for i, w in enumerate(writes) if owners[i] is None)
+    for _, index in late:
+        owners[index] = await _upsert_session(conn, writes[index])
+    return cast(list[str], owners)
 
 
 async def _upsert_session(conn: Any, write: SessionWrite) -> str:
