@@ -5,6 +5,7 @@ new sessions, in any order, still store everything once and never deadlock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -41,6 +42,22 @@ async def _statements_of(storage: PostgresStorage) -> list[str]:
     async with storage.pool.acquire() as conn:
         conn.add_query_logger(lambda record: sent.append(record.query.strip()))
     return sent
+
+
+@contextlib.asynccontextmanager
+async def _two_collectors(
+    server: PostgresServer,
+) -> AsyncIterator[tuple[PostgresStorage, PostgresStorage]]:
+    """Two storages (two collectors' pools) on one new database."""
+    dsn = server.create_database()
+    one, two = PostgresStorage(dsn, pool_size=2), PostgresStorage(dsn, pool_size=2)
+    await one.open()
+    await two.open()
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
 
 
 async def _tags_of(storage: PostgresStorage, session_id: str) -> list[str]:
@@ -147,11 +164,7 @@ async def test_another_projects_session_in_a_batch_stores_nothing(pg: PostgresSt
 async def test_concurrent_batches_of_the_same_new_sessions_store_them_once(
     postgres_server: PostgresServer,
 ) -> None:
-    dsn = postgres_server.create_database()
-    one, two = PostgresStorage(dsn, pool_size=2), PostgresStorage(dsn, pool_size=2)
-    await one.open()
-    await two.open()
-    try:
+    async with _two_collectors(postgres_server) as (one, two):
         project, _ = await new_project(one, "p")
         for round_ in range(20):
             sids = [str(uuid.uuid4()) for _ in range(5)]
@@ -174,9 +187,6 @@ async def test_concurrent_batches_of_the_same_new_sessions_store_them_once(
                 "SELECT count(*) FROM sessions WHERE id = ANY($1::text[])", sids
             )
             assert listed == 5
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def test_concurrent_batches_creating_the_same_sessions_in_other_orders_never_deadlock(
@@ -186,11 +196,7 @@ async def test_concurrent_batches_creating_the_same_sessions_in_other_orders_nev
     in its own order. Each waits for the other's inserts of the same keys; inserted in the
     requests' orders they waited for each other, and PostgreSQL answered one with a deadlock
     (a 503 after deadlock_timeout, 1 s) in ~4% of such pairs. Every request must succeed."""
-    dsn = postgres_server.create_database()
-    one, two = PostgresStorage(dsn, pool_size=2), PostgresStorage(dsn, pool_size=2)
-    await one.open()
-    await two.open()
-    try:
+    async with _two_collectors(postgres_server) as (one, two):
         project, _ = await new_project(one, "p")
         for round_ in range(40):
             sids = [str(uuid.uuid4()) for _ in range(8)]
@@ -209,9 +215,6 @@ async def test_concurrent_batches_creating_the_same_sessions_in_other_orders_nev
                 "SELECT id FROM sessions WHERE id = ANY($1::text[]) ORDER BY seq", sids
             )
             assert sorted(row[0] for row in stored) == sorted(sids)  # each once
-    finally:
-        await one.close()
-        await two.close()
 
 
 async def _until_waiting_for_a_lock(storage: PostgresStorage, timeout: float = 10.0) -> None:
