@@ -20,13 +20,15 @@ Variants (each applied to a database the collector migrated to its current schem
 
 - ``schema-7``: the database taken back to schema version 7 (``events.data`` as ``json``, two
   statement triggers), with tests/_schema.py: the schema before this benchmark's changes.
+- ``schema-8``: taken back to schema version 8 (``events.session_id`` as ``text``, not ``uuid``).
 - ``current``: the schema as the collector makes it.
 - ``no-triggers``: without the statement trigger that keeps the rollups.
 - ``no-seq-default``: ``seq`` not filled from its sequence (no ``nextval`` per row).
 - ``no-pkey``, ``no-by-session``: without that index (schema 7 also had ``events_llm_by_session``
   and ``events_tool_cost_by_session``, partial: see ``schema-7``).
-- ``default-collation``: the key ids with the database's default collation, as before schema 8
-  (schema 8 compares them byte by byte, collation ``"C"``).
+- ``default-collation``: the key ids as text with the database's default collation, as before
+  schema 8 (schema 8 compares them byte by byte, collation ``"C"``; schema 9 keeps the session's
+  id as a ``uuid``).
 - ``bare``: no trigger, index or sequence (the heap and its WAL alone).
 
 Results (2 cores shared with other work; 200,000 events, 1000-event COPYs, medians of 5):
@@ -65,10 +67,11 @@ _DEFAULT_COLLATION = (
     ' ALTER COLUMN id TYPE text COLLATE "default";'
 )
 
-# The variants: DDL run on a database the collector migrated (``schema-7`` is taken back to
-# schema version 7 first, with tests/_schema.py).
+# The variants: DDL run on a database the collector migrated (``schema-N`` is taken back to
+# schema version N first, with tests/_schema.py).
 VARIANTS: dict[str, str] = {
     "schema-7": "",
+    "schema-8": "",
     "current": "",
     "no-triggers": _NO_TRIGGER,
     "no-seq-default": _NO_SEQ,
@@ -136,8 +139,8 @@ async def measure(
         await storage.close()
         conn = await asyncpg.connect(dsn)
         try:
-            if variant == "schema-7":
-                await downgrade(dsn, 7)
+            if variant.startswith("schema-"):
+                await downgrade(dsn, int(variant.removeprefix("schema-")))
             if VARIANTS[variant]:
                 await conn.execute(VARIANTS[variant])
             await conn.execute("CHECKPOINT")

@@ -27,6 +27,18 @@ def _pg_created(version: int, *names: str) -> list[str]:
 
 # version -> (statements on PostgreSQL only, run first; statements on both backends)
 _UNDO: dict[int, tuple[list[str], list[str]]] = {
+    9: (  # PostgreSQL: events.session_id as a uuid, events_by_session without event_type,
+        # seq drawn in blocks
+        [
+            "DROP TRIGGER events_fresh_seq ON events",
+            "DROP FUNCTION agentops_fresh_seq()",
+            "ALTER SEQUENCE events_seq_seq CACHE 1",
+            "DROP INDEX events_by_session",
+            'ALTER TABLE events ALTER COLUMN session_id TYPE text COLLATE "C"',
+            "CREATE INDEX events_by_session ON events(session_id, seq) INCLUDE (event_type)",
+        ],
+        [],
+    ),
     8: (  # PostgreSQL: events.data as text, one statement trigger for the three rollups, no
         # partial indexes of LLM and tool events
         [

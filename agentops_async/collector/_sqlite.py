@@ -39,6 +39,7 @@ from ._storage import (
     SessionRow,
     SessionWrite,
     StorageUnavailable,
+    newer_schema,
     session_page_sql,
 )
 
@@ -360,6 +361,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current = int(row[0] or 0)
+        if current > len(_MIGRATIONS):
+            raise newer_schema(current, len(_MIGRATIONS))
         for version, script in enumerate(_MIGRATIONS, start=1):
             if version > current:
                 for statement in script.split(";"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,9 +74,13 @@ class StorageUnavailable(Exception):
         self.retry_after = retry_after
 
 
+# A session id as the collector stores it: a UUID in the form canonical_uuid gives (lowercase,
+# hyphenated), which is also how PostgreSQL's uuid type prints one.
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 EventRow = (
     tuple[
-        str,  # session_id
+        str,  # session_id: a canonical UUID (CANONICAL_UUID)
         str,  # id
         str,  # event_type
         str | None,  # init_timestamp
@@ -95,8 +100,9 @@ EventRow = (
         float | None,  # cost
     ]
 )
-"""One event as stored: the indexed columns, the JSON, then the LLM usage columns if it has any
-(a 6-tuple means they are all NULL). A plain tuple: building it is the only per-event work of the
+"""One event as stored: the indexed columns (its session's id in canonical form, which PostgreSQL
+keeps as a ``uuid``), the JSON, then the LLM usage columns if it has any (a 6-tuple means they
+are all NULL). A plain tuple: building it is the only per-event work of the
 ingest path, so it must be cheap; and most events have no usage, so their rows do not carry (and
 SQLite does not bind) four NULLs."""
 
@@ -156,6 +162,16 @@ class SessionWrite:
             self.video,
             self.host_env,
         )
+
+
+def newer_schema(current: int, known: int) -> RuntimeError:
+    """The error of a collector that finds its database migrated by a newer one: its statements
+    may no longer fit the schema (a column of another type refuses its binary COPY), so it does
+    not start."""
+    return RuntimeError(
+        f"the database's schema is version {current}, newer than this collector's ({known}):"
+        " run the agentops-async version that migrated it, or a newer one"
+    )
 
 
 # Scalar columns of a session that an update overwrites when the write carries them (host_env and

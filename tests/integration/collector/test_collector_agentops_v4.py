@@ -321,12 +321,13 @@ async def test_update_session_token_cost_counts_tool_spans_of_its_trace(
 async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> None:
     """Version 4 adds the index the tools' cost sum read (PostgreSQL's version 8 drops it: the
     rollups have the costs); older data keeps being summed."""
+    sid = str(uuid.uuid4())
     storage = open_storage(database)
     await storage.open()
     await storage.create_project("p", "p", "hash")
-    await storage.upsert_session(SessionWrite(session_id="s1", project_id="p"))
+    await storage.upsert_session(SessionWrite(session_id=sid, project_id="p"))
     await storage.insert_events(
-        [("s1", "t1", "tools", None, None, '{"id": "t1"}', None, None, None, 0.5)]
+        [(sid, "t1", "tools", None, None, '{"id": "t1"}', None, None, None, 0.5)]
     )
     await storage.close()
     await downgrade(database, 3)
@@ -340,8 +341,8 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
     storage = open_storage(database)
     await storage.open()
     try:
-        assert [(u.session_id, u.explicit_cost) for u in await storage.llm_usage(["s1"])] == [
-            ("s1", 0.5)
+        assert [(u.session_id, u.explicit_cost) for u in await storage.llm_usage([sid])] == [
+            (sid, 0.5)
         ]
     finally:
         await storage.close()
@@ -360,6 +361,6 @@ async def test_a_version_3_database_is_migrated_to_version_4(database: str) -> N
                 "EXPLAIN QUERY PLAN SELECT session_id, sum(cost) FROM events"
                 " WHERE session_id IN (?) AND event_type = 'tools' AND cost IS NOT NULL"
                 " GROUP BY session_id",
-                ("s1",),
+                (sid,),
             ).fetchall()
             assert "USING INDEX events_tool_cost_by_session (session_id=?" in str(plan), plan

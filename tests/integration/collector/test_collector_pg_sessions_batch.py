@@ -279,3 +279,33 @@ async def test_a_session_inserted_by_another_transaction_meanwhile_is_upserted_o
     finally:
         await other.close()
         await storage.close()
+
+
+async def test_a_sessions_batches_through_two_collectors_read_in_the_order_they_were_stored(
+    postgres_server: PostgresServer,
+) -> None:
+    """Events are numbered (``seq``) from blocks of the sequence that a backend draws at once;
+    a block left over from an earlier statement would number a later batch below a batch that
+    another connection stored in between. Batches of one session alternate between two
+    collectors (each with two connections), through ``create_events``, ``create_sessions`` and a
+    re-sent batch's staging path, in sizes below, at and above a block: the session's page reads
+    them in the order they were stored."""
+    async with _two_collectors(postgres_server) as (one, two):
+        project, _ = await new_project(one, "p")
+        sid = str(uuid.uuid4())
+        await one.upsert_session(SessionWrite(session_id=sid, project_id=project))
+        sizes = [1, 2, 999, 1, 1000, 3, 1500, 1, 700, 2, 1, 1, 5, 1001, 1, 1]
+        stored: list[str] = []
+        for n, size in enumerate(sizes):
+            storage = (one, two)[n % 2]
+            fresh = [_row(sid, f"b{n:02d}-{i:04d}") for i in range(size)]
+            if n % 3 == 0:
+                assert await storage.insert_events(fresh) == size
+            elif n % 3 == 1:
+                write = SessionWrite(session_id=sid, project_id=project)
+                assert await storage.upsert_sessions([write], fresh) == ([project], size)
+            else:  # re-sent with the previous batch's last event: through the staging table
+                assert await storage.insert_events([_row(sid, stored[-1]), *fresh]) == size
+            stored += [row[1] for row in fresh]
+        page = await two.list_events(sid, None, len(stored) + 1, None)
+        assert [event_id for event_id, _ in page] == stored

@@ -39,7 +39,7 @@ async def _rows_of(database: str, session_ids: list[str]) -> dict[str, int]:
         try:
             for table in _TABLES:
                 counts[table] = await conn.fetchval(
-                    f"SELECT count(*) FROM {table} WHERE session_id = ANY($1::text[])",
+                    f"SELECT count(*) FROM {table} WHERE session_id::text = ANY($1::text[])",
                     session_ids,
                 )
             counts["sessions"] = await conn.fetchval(

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from _schema import query
+from _schema import downgrade, query
 
 from agentops_async.collector import Storage, _postgres, open_storage
 from agentops_async.collector._auth import new_project
@@ -86,6 +86,12 @@ async def _stored(storage: Storage, database: str, session_ids: list[str]) -> di
     }
 
 
+_KEY_COLUMNS = (
+    "SELECT column_name, data_type, collation_name FROM information_schema.columns"
+    " WHERE table_name = 'events' AND column_name IN ('data', 'session_id', 'id') ORDER BY 1"
+)
+
+
 async def _insert(storage: Storage, batch: list[EventRow]) -> int:
     """Insert a batch as a client would send it: again after a 503 (a deadlock, say)."""
     for _ in range(20):
@@ -151,17 +157,20 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
     kept = [await query(database, sql) for sql in rollups]
 
     new = open_storage(database)
-    await new.open()  # migrates to version 8
+    await new.open()  # migrates to version 8, and on
     try:
-        assert await query(database, "SELECT max(version) FROM schema_version") == [(8,)]
-        assert await query(
-            database,
-            "SELECT column_name, data_type, collation_name FROM information_schema.columns"
-            " WHERE table_name = 'events' AND column_name IN ('data', 'session_id', 'id')"
-            " ORDER BY 1",
-        ) == [("data", "text", None), ("id", "text", "C"), ("session_id", "text", "C")]
+        latest = len(_postgres._MIGRATIONS)
+        assert await query(database, "SELECT max(version) FROM schema_version") == [(latest,)]
+        assert await query(database, _KEY_COLUMNS) == [
+            ("data", "text", None),
+            ("id", "text", "C"),
+            ("session_id", "uuid", None),  # version 9
+        ]
         triggers = "SELECT tgname FROM pg_trigger WHERE tgrelid = 'events'::regclass"
-        assert await query(database, triggers + " AND NOT tgisinternal") == [("events_rollups",)]
+        assert await query(database, triggers + " AND NOT tgisinternal ORDER BY 1") == [
+            ("events_fresh_seq",),  # version 9
+            ("events_rollups",),
+        ]
         assert [await query(database, sql) for sql in rollups] == kept
         page = dict(await new.list_events(sid, None, 1000, None))
         assert page["odd"] == '{"z":1,  "a":[1.0, 1e3, "\\u0000"]}'
@@ -174,3 +183,111 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
         assert await _stored(new, database, [sid]) == expected
     finally:
         await new.close()
+
+
+async def test_a_version_8_postgres_database_keeps_its_events_in_version_9(
+    database: str, collector_backend: str
+) -> None:
+    """Version 9 keeps events' session ids as a uuid: every event, its JSON, its session's
+    order and the rollups are the same after it, and a re-sent batch is still stored once."""
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's schema 9")
+    old = open_storage(database)
+    await old.open()
+    project_id, _ = await new_project(old, "v8")
+    sids = [str(uuid.uuid4()) for _ in range(3)]
+    for sid in sids:
+        await old.upsert_session(SessionWrite(session_id=sid, project_id=project_id))
+    before = [_event(sids[n % 3], n) for n in range(150)]
+    before.append((sids[0], "odd", "actions", None, None, '{"z":1,  "a":[1.0, "\\u0000"]}'))
+    assert await old.insert_events(before) == 151
+    await old.close()
+    await downgrade(database, 8)
+    assert await query(database, _KEY_COLUMNS) == [
+        ("data", "text", None),
+        ("id", "text", "C"),
+        ("session_id", "text", "C"),
+    ]
+    rollups = (
+        "SELECT * FROM session_event_counts ORDER BY 1, 2",
+        "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3",
+        "SELECT * FROM session_tool_usage ORDER BY 1, 2",
+    )
+    kept = [await query(database, sql) for sql in rollups]
+
+    new = open_storage(database)
+    await new.open()  # migrates to version 9
+    try:
+        assert await query(database, "SELECT max(version) FROM schema_version") == [(9,)]
+        assert (await query(database, _KEY_COLUMNS))[2] == ("session_id", "uuid", None)
+        assert await query(
+            database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'events_by_session'"
+        ) == [("CREATE INDEX events_by_session ON public.events USING btree (session_id, seq)",)]
+        assert [await query(database, sql) for sql in rollups] == kept
+        for sid in sids:
+            page = await new.list_events(sid, None, 1000, None)
+            assert page == [(row[1], row[5]) for row in before if row[0] == sid]
+        tools = [(row[1], row[5]) for row in before if row[0] == sids[1] and row[2] == "tools"]
+        assert tools[1][0] == "e000004"
+        assert await new.list_events(sids[1], "e000004", 2, "tools") == tools[2:4]
+        # A session id that is no canonical UUID has no events (and is no error).
+        assert await new.list_events(sids[0].upper(), None, 10, None) == []
+        assert await new.list_events("s1", None, 10, None) == []
+
+        # A re-sent batch is stored once and counted once; new events are stored.
+        after = [_event(sids[n % 3], n) for n in range(120, 200)]
+        assert await new.insert_events(after) == 50
+        expected = _expected([*before, *after[30:]])
+        assert await _stored(new, database, sids) == expected
+    finally:
+        await new.close()
+
+
+async def test_version_9_refuses_a_database_with_an_event_of_an_odd_session_id(
+    database: str, collector_backend: str
+) -> None:
+    """An id that a uuid would print otherwise stops the migration, named, and changes nothing."""
+    if collector_backend != "postgres":
+        pytest.skip("PostgreSQL's schema 9")
+    import asyncpg
+
+    sid = str(uuid.uuid4())
+    storage = open_storage(database)
+    await storage.open()
+    await storage.insert_events([_event(sid, 2)])
+    await storage.close()
+    await downgrade(database, 8)
+    odd = sid.upper()
+    await query(
+        database,
+        "INSERT INTO events (session_id, id, event_type, data)"
+        f" VALUES ('{odd}', 'x', 'actions', '{{}}') RETURNING 1",
+    )
+
+    storage = open_storage(database)
+    with pytest.raises(asyncpg.RaiseError, match=f"events.session_id '{odd}' is not a canon"):
+        await storage.open()
+    await storage.close()
+    assert await query(database, "SELECT max(version) FROM schema_version") == [(8,)]
+    assert await query(database, "SELECT session_id, id FROM events ORDER BY id") == [
+        (sid, "e000002"),
+        (odd, "x"),
+    ]
+
+
+async def test_a_collector_does_not_start_on_a_schema_newer_than_it_knows(database: str) -> None:
+    """A database a newer collector migrated (a column's type may have changed under this one's
+    statements): ``open`` refuses, naming both versions and the fix, and changes nothing."""
+    storage = open_storage(database)
+    await storage.open()
+    await storage.close()
+    known = (await query(database, "SELECT max(version) FROM schema_version"))[0][0]
+    assert isinstance(known, int)
+    await query(database, f"INSERT INTO schema_version VALUES ({known + 1}) RETURNING version")
+
+    storage = open_storage(database)
+    newer = f"schema is version {known + 1}, newer than this collector's \\({known}\\): run the"
+    with pytest.raises(RuntimeError, match=newer):
+        await storage.open()
+    await storage.close()
+    assert await query(database, "SELECT max(version) FROM schema_version") == [(known + 1,)]
