@@ -92,6 +92,15 @@ _KEY_COLUMNS = (
 )
 
 
+async def _rollups_of(database: str) -> list[list[tuple[object, ...]]]:
+    """Every row of the three rollup tables, read directly, in key order."""
+    return [
+        await query(database, "SELECT * FROM session_event_counts ORDER BY 1, 2"),
+        await query(database, "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3"),
+        await query(database, "SELECT * FROM session_tool_usage ORDER BY 1, 2"),
+    ]
+
+
 async def _insert(storage: Storage, batch: list[EventRow]) -> int:
     """Insert a batch as a client would send it: again after a 503 (a deadlock, say)."""
     for _ in range(20):
@@ -149,12 +158,7 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
     finally:
         await old.close()
     monkeypatch.undo()
-    rollups = (
-        "SELECT * FROM session_event_counts ORDER BY 1, 2",
-        "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3",
-        "SELECT * FROM session_tool_usage ORDER BY 1, 2",
-    )
-    kept = [await query(database, sql) for sql in rollups]
+    kept = await _rollups_of(database)
 
     new = open_storage(database)
     await new.open()  # migrates to version 8, and on
@@ -171,7 +175,7 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
             ("events_fresh_seq",),  # version 9
             ("events_rollups",),
         ]
-        assert [await query(database, sql) for sql in rollups] == kept
+        assert await _rollups_of(database) == kept
         page = dict(await new.list_events(sid, None, 1000, None))
         assert page["odd"] == '{"z":1,  "a":[1.0, 1e3, "\\u0000"]}'
         assert [page[row[1]] for row in before] == [row[5] for row in before]
@@ -208,12 +212,7 @@ async def test_a_version_8_postgres_database_keeps_its_events_in_version_9(
         ("id", "text", "C"),
         ("session_id", "text", "C"),
     ]
-    rollups = (
-        "SELECT * FROM session_event_counts ORDER BY 1, 2",
-        "SELECT * FROM session_llm_usage ORDER BY 1, 2, 3",
-        "SELECT * FROM session_tool_usage ORDER BY 1, 2",
-    )
-    kept = [await query(database, sql) for sql in rollups]
+    kept = await _rollups_of(database)
 
     new = open_storage(database)
     await new.open()  # migrates to version 9
@@ -223,7 +222,7 @@ async def test_a_version_8_postgres_database_keeps_its_events_in_version_9(
         assert await query(
             database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'events_by_session'"
         ) == [("CREATE INDEX events_by_session ON public.events USING btree (session_id, seq)",)]
-        assert [await query(database, sql) for sql in rollups] == kept
+        assert await _rollups_of(database) == kept
         for sid in sids:
             page = await new.list_events(sid, None, 1000, None)
             assert page == [(row[1], row[5]) for row in before if row[0] == sid]
