@@ -440,7 +440,7 @@ _MIGRATIONS: list[str] = [
     # out of order: each INSERT or COPY first discards the backend's blocks (a statement
     # trigger: every collector version gets it), so a statement's numbers come from the
     # sequence as it stands when it starts, after every batch that committed before.
-    # Together ~15% less CPU per stored event for PostgreSQL (benchmarks/README.md).
+    # Together 12-17% less CPU per stored event for PostgreSQL (benchmarks/README.md).
     """
     DO $$
     DECLARE

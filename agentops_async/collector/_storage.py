@@ -102,9 +102,9 @@ EventRow = (
 )
 """One event as stored: the indexed columns (its session's id in canonical form, which PostgreSQL
 keeps as a ``uuid``), the JSON, then the LLM usage columns if it has any (a 6-tuple means they
-are all NULL). A plain tuple: building it is the only per-event work of the
-ingest path, so it must be cheap; and most events have no usage, so their rows do not carry (and
-SQLite does not bind) four NULLs."""
+are all NULL). A plain tuple: building it is the only per-event work of the ingest path, so it
+must be cheap; and most events have no usage, so their rows do not carry (and SQLite does not
+bind) four NULLs."""
 
 
 class EventBatch(list[EventRow]):
