@@ -101,6 +101,15 @@ async def _rollups_of(database: str) -> list[list[tuple[object, ...]]]:
     ]
 
 
+async def _migrated(database: str) -> Storage:
+    """A storage opened on ``database``, which it migrated to the latest PostgreSQL version."""
+    storage = open_storage(database)
+    await storage.open()
+    latest = len(_postgres._MIGRATIONS)
+    assert await query(database, "SELECT max(version) FROM schema_version") == [(latest,)]
+    return storage
+
+
 async def _insert(storage: Storage, batch: list[EventRow]) -> int:
     """Insert a batch as a client would send it: again after a 503 (a deadlock, say)."""
     for _ in range(20):
@@ -160,11 +169,8 @@ async def test_a_version_7_postgres_database_keeps_its_rollups_and_json_in_versi
     monkeypatch.undo()
     kept = await _rollups_of(database)
 
-    new = open_storage(database)
-    await new.open()  # migrates to version 8, and on
+    new = await _migrated(database)  # to version 8, and on
     try:
-        latest = len(_postgres._MIGRATIONS)
-        assert await query(database, "SELECT max(version) FROM schema_version") == [(latest,)]
         assert await query(database, _KEY_COLUMNS) == [
             ("data", "text", None),
             ("id", "text", "C"),
@@ -214,11 +220,8 @@ async def test_a_version_8_postgres_database_keeps_its_events_in_version_9(
     ]
     kept = await _rollups_of(database)
 
-    new = open_storage(database)
-    await new.open()  # migrates to version 9, and on
+    new = await _migrated(database)  # to version 9, and on
     try:
-        latest = len(_postgres._MIGRATIONS)
-        assert await query(database, "SELECT max(version) FROM schema_version") == [(latest,)]
         assert (await query(database, _KEY_COLUMNS))[2] == ("session_id", "uuid", None)
         assert await query(
             database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'events_by_session'"
