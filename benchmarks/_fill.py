@@ -39,7 +39,7 @@ from agentops_async.collector import open_storage
 from agentops_async.collector._auth import new_project
 from agentops_async.collector._postgres import _EVENT_COLUMNS  # the columns of a stored event
 from agentops_async.collector._sqlite import _COUNTS_FROM_EVENTS, _USAGE_FROM_EVENTS
-from agentops_async.collector._storage import is_postgres_dsn
+from agentops_async.collector._storage import TOOL_EVENT, is_postgres_dsn
 
 __all__ = ["Fill", "fill_database"]
 
@@ -161,7 +161,8 @@ def _sessions(
 def _events(rng: random.Random, sessions: list[tuple[object, ...]]) -> Iterator[tuple[object, ...]]:
     """Every event, sessions running side by side in groups, in the order they are stored.
 
-    Rows: session_id, id, event_type, init/end timestamps, JSON, model, tokens, cost.
+    Rows: session_id, id, event_type, init/end timestamps (a tool call's), JSON, model, tokens,
+    cost.
     """
     bodies = [_body(rng) for _ in range(_BODIES)]
     waiting = list(reversed(sessions))
@@ -182,12 +183,13 @@ def _events(rng: random.Random, sessions: list[tuple[object, ...]]) -> Iterator[
                     f'{{"id":"{event_id}","event_type":"{kind}","init_timestamp":"{start}",'
                     f'"end_timestamp":"{end}","session_id":"{session_id}"{text}'
                 )
+                tool = kind == TOOL_EVENT  # only a tool call's row keeps them (EventRow)
                 yield (
                     session_id,
                     event_id,
                     kind,
-                    start,
-                    end,
+                    start if tool else None,
+                    end if tool else None,
                     data,
                     model,
                     prompt,

@@ -53,7 +53,7 @@ def _event(session_id: str) -> EventRow:
         },
         separators=(",", ":"),
     )
-    return (session_id, event_id, "actions", stamp, stamp, data)
+    return (session_id, event_id, "actions", None, None, data)  # timestamps: a tool call's only
 
 
 async def _size(database: str) -> int:

@@ -17,7 +17,7 @@ import msgspec
 from .._limits import MAX_EVENTS_PER_REQUEST, MAX_NESTING_DEPTH
 from . import _wire as wire
 from ._http import DECODE_ERRORS, ID_RULE, HttpError, canonical_uuid, decode_error, fail
-from ._storage import CANONICAL_UUID, EventBatch
+from ._storage import CANONICAL_UUID, TOOL_EVENT, EventBatch
 
 __all__ = [
     "SessionsBody",
@@ -256,7 +256,8 @@ def add_event_rows(
     by the body's outline); only a body that may break a rule takes :func:`_check_events`. The
     JSON is stored as text decoded here (it binds cheaper than bytes, and a fragment that is not
     UTF-8 is refused now rather than stored unreadable); events without LLM usage get the short
-    row, and :func:`finish` widens them all if some event has usage.
+    row, and :func:`finish` widens them all if some event has usage. Only a tool call's row
+    keeps its timestamps (:data:`~agentops_async.collector._storage.EventRow`).
     """
     if rows.nul or check_depth:
         _check_events(raw_events, heads, field, check_depth)
@@ -273,30 +274,26 @@ def add_event_rows(
                 if canonical is None:
                     canonical = named[sid] = _named_session(sid, heads, field)
                 sid = canonical
+            kind = head.event_type
+            if kind == TOOL_EVENT:
+                began, ended = head.init_timestamp, head.end_timestamp
+            else:
+                began = ended = None
             model = head.model
             prompt = head.prompt_tokens
             completion = head.completion_tokens
             cost = head.cost
             if model is None and prompt is None and completion is None and cost is None:
-                append(
-                    (
-                        sid,
-                        head.id,
-                        head.event_type,
-                        head.init_timestamp,
-                        head.end_timestamp,
-                        str(raw, "utf-8"),
-                    )
-                )
+                append((sid, head.id, kind, began, ended, str(raw, "utf-8")))
             else:
                 wide = True
                 append(
                     (
                         sid,
                         head.id,
-                        head.event_type,
-                        head.init_timestamp,
-                        head.end_timestamp,
+                        kind,
+                        began,
+                        ended,
                         str(raw, "utf-8"),
                         model,
                         prompt,

@@ -83,8 +83,8 @@ EventRow = (
         str,  # session_id: a canonical UUID (CANONICAL_UUID)
         str,  # id
         str,  # event_type
-        str | None,  # init_timestamp
-        str | None,  # end_timestamp
+        str | None,  # init_timestamp: a tool call's only (TOOL_EVENT)
+        str | None,  # end_timestamp: a tool call's only
         str | msgspec.Raw,  # data: the event's JSON as the client sent it
     ]
     | tuple[
@@ -104,7 +104,15 @@ EventRow = (
 keeps as a ``uuid``), the JSON, then the LLM usage columns if it has any (a 6-tuple means they
 are all NULL). A plain tuple: building it is the only per-event work of the ingest path, so it
 must be cheap; and most events have no usage, so their rows do not carry (and SQLite does not
-bind) four NULLs."""
+bind) four NULLs.
+
+The columns hold what a query reads; the JSON holds everything, as sent. So the timestamps are
+a tool call's only (:data:`TOOL_EVENT`: the rollup of tool time reads them), None for other
+events: no read looks at theirs, and the two strings are an eighth of a row's bytes, stored,
+logged and sent to PostgreSQL for nothing (benchmarks/README.md, round 14)."""
+
+TOOL_EVENT = "tools"
+"""The ``event_type`` of a tool call: the one kind whose row keeps its timestamps (EventRow)."""
 
 
 class EventBatch(list[EventRow]):

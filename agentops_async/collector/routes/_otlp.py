@@ -41,7 +41,7 @@ from .. import _wire as wire
 from .._context import Context
 from .._http import continue_after, fail
 from .._ingest import nesting_exceeds
-from .._storage import EventRow
+from .._storage import TOOL_EVENT, EventRow
 
 __all__ = ["TOOL_COST_ATTRIBUTE", "add_routes", "tool_cost"]
 
@@ -108,14 +108,15 @@ def tool_cost(span: FinishedSpan) -> float | None:
 def _event_row(session_id: str, data: str, cost: float | None = None) -> EventRow:
     """The row of one mapped event; ``cost`` is the span's tool cost, for a ``tools`` event."""
     head = _head_decoder.decode(data)
-    if cost is not None and head.event_type == "tools" and head.cost is None:
+    tool = head.event_type == TOOL_EVENT
+    if cost is not None and tool and head.cost is None:
         head.cost = cost
+    # As the v2 API's rows (EventRow): only a tool call's keep the timestamps.
+    began, ended = (head.init_timestamp, head.end_timestamp) if tool else (None, None)
     usage = (head.model, head.prompt_tokens, head.completion_tokens, head.cost)
     if usage == (None, None, None, None):
-        return (session_id, head.id, head.event_type, head.init_timestamp,
-                head.end_timestamp, data)  # fmt: skip
-    return (session_id, head.id, head.event_type, head.init_timestamp, head.end_timestamp, data,
-            head.model, head.prompt_tokens, head.completion_tokens, head.cost)  # fmt: skip
+        return (session_id, head.id, head.event_type, began, ended, data)
+    return (session_id, head.id, head.event_type, began, ended, data, *usage)
 
 
 def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows:

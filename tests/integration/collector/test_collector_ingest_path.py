@@ -46,21 +46,24 @@ def _action(n: int, **fields: Any) -> dict[str, Any]:
     }
 
 
-async def _stored_json(handle: CollectorHandle, session_id: str) -> list[tuple[str, str]]:
-    """``(id, data)`` of a session's events as the database holds them, in arrival order."""
-    sql = "SELECT id, {} FROM events WHERE session_id = {} ORDER BY seq"
+async def _stored(handle: CollectorHandle, session_id: str, columns: str) -> list[tuple[Any, ...]]:
+    """``columns`` of a session's events as the database holds them, in arrival order."""
+    sql = f"SELECT {columns} FROM events WHERE session_id = {{}} ORDER BY seq"
     if handle.backend == "sqlite":
         with sqlite3.connect(handle.database) as conn:
-            rows = conn.execute(sql.format("data", "?"), (session_id,)).fetchall()
-        return [(str(i), str(d)) for i, d in rows]
+            return [tuple(row) for row in conn.execute(sql.format("?"), (session_id,))]
     import asyncpg
 
     conn = await asyncpg.connect(handle.database)
     try:
-        records = await conn.fetch(sql.format("data::text", "$1"), session_id)
+        return [tuple(record) for record in await conn.fetch(sql.format("$1"), session_id)]
     finally:
         await conn.close()
-    return [(r[0], r[1]) for r in records]
+
+
+async def _stored_json(handle: CollectorHandle, session_id: str) -> list[tuple[str, str]]:
+    """``(id, data)`` of a session's events as the database holds them, in arrival order."""
+    return [(str(i), str(d)) for i, d in await _stored(handle, session_id, "id, data")]
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
@@ -164,6 +167,42 @@ async def test_batches_mixing_llm_and_plain_events_keep_usage_order_and_exact_js
     answer = await collector.v2_post("create_sessions", entries.encode(), api_key=collector.api_key)
     assert answer.status == 200 and answer.body["stored"] == 0, answer.body
     assert len(await _stored_json(collector, second)) == 3
+
+
+async def test_only_a_tool_calls_row_keeps_its_timestamps_and_its_time_is_counted(
+    collector: CollectorHandle,
+) -> None:
+    # The timestamps of an event are columns only where a query reads them (the rollup of tool
+    # time); every event keeps them in its JSON, as sent.
+    began, ended = "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:02.500000Z"
+    span = {"init_timestamp": began, "end_timestamp": ended}
+    events = [
+        {"id": "action", "event_type": "actions", **span, "action_type": "step"},
+        {"id": "tool", "event_type": "tools", **span, "name": "search"},
+        {"id": "llm", "event_type": "llms", **span, "model": "m", "prompt_tokens": 3},
+        {"id": "paid-tool", "event_type": "tools", **span, "name": "fetch", "cost": 0.5},
+        {"id": "custom", "event_type": "my-kind", **span},
+    ]
+    body = json.dumps({"events": events}).encode()
+    session_id, jwt = await collector.v2_create_session()
+    answer = await collector.v2_post("create_events", body, jwt=jwt)
+    assert answer.status == 200, answer.body
+
+    stored = await _stored(collector, session_id, "id, init_timestamp, end_timestamp, data")
+    assert [row[:3] for row in stored] == [
+        ("action", None, None),
+        ("tool", began, ended),
+        ("llm", None, None),
+        ("paid-tool", began, ended),
+        ("custom", None, None),
+    ]
+    assert [json.loads(row[3]) for row in stored] == events  # every timestamp in the JSON
+    overview = await collector.request(
+        "GET", "/api/overview", headers={"X-Agentops-Api-Key": collector.api_key}
+    )
+    assert overview.status == 200, overview.raw
+    tools = [(t["name"], t["calls"], t["mean_s"]) for t in overview.body["slowest_tools"]]
+    assert sorted(tools) == [("fetch", 1, 2.5), ("search", 1, 2.5)]
 
 
 async def test_postgres_connections_go_back_to_the_pool_without_a_reset_round_trip(
