@@ -53,7 +53,7 @@ def _event(session_id: str) -> EventRow:
         },
         separators=(",", ":"),
     )
-    return (session_id, event_id, "actions", None, None, data)  # timestamps: a tool call's only
+    return (session_id, event_id, "actions", data)  # as the collector's rows (EventRow)
 
 
 async def _size(database: str) -> int:

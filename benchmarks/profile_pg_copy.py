@@ -57,7 +57,7 @@ from _servers import PostgresServer  # noqa: E402
 from bench_ingest import _cpu_seconds  # noqa: E402
 from bench_ingest import _server_cpu as _cluster_cpu  # noqa: E402
 
-from agentops_async.collector._postgres import _EVENT_COLUMNS as _COLUMNS  # noqa: E402
+from agentops_async.collector._storage import ROW_COLUMNS, TOOL_EVENT  # noqa: E402
 
 _NO_TRIGGER = "DROP TRIGGER events_rollups ON events;"
 _INDEXES = "ALTER TABLE events DROP CONSTRAINT events_pkey; DROP INDEX events_by_session;"
@@ -113,15 +113,25 @@ def batches(
                 event["name"] = "search"
             else:
                 event["action_type"] = "step"
-            row = (session_id, event["id"], kind, event["init_timestamp"], event["end_timestamp"])
-            records.append((*row, json.dumps(event), *usage))
-        out.append(records)
+            records.append(
+                (session_id, event["id"], kind, *_span(event, kind), json.dumps(event), *usage)
+            )
+        # As the collector's rows (EventRow): no column that is NULL for the whole batch.
+        out.append(records if mix else [(r[0], r[1], r[2], r[5]) for r in records])
     return out
+
+
+def _span(event: dict[str, object], kind: str) -> tuple[object, object]:
+    """The timestamps' columns of an event: a tool call's only, as the collector stores them."""
+    if kind != TOOL_EVENT:
+        return None, None
+    return event["init_timestamp"], event["end_timestamp"]
 
 
 async def _copy_all(conn: Any, work: list[list[tuple[object, ...]]]) -> None:
     for records in work:  # each COPY its own transaction, as the collector's
-        await conn.copy_records_to_table("events", records=records, columns=_COLUMNS)
+        columns = ROW_COLUMNS[len(records[0])]
+        await conn.copy_records_to_table("events", records=records, columns=columns)
 
 
 async def measure(

@@ -17,7 +17,7 @@ import msgspec
 from .._limits import MAX_EVENTS_PER_REQUEST, MAX_NESTING_DEPTH
 from . import _wire as wire
 from ._http import DECODE_ERRORS, ID_RULE, HttpError, canonical_uuid, decode_error, fail
-from ._storage import CANONICAL_UUID, TOOL_EVENT, EventBatch
+from ._storage import CANONICAL_UUID, TOOL_EVENT, EventBatch, widened
 
 __all__ = [
     "SessionsBody",
@@ -255,15 +255,16 @@ def add_event_rows(
     once per body is (ids' lengths inside msgspec's decode, NUL by one search of the body, depth
     by the body's outline); only a body that may break a rule takes :func:`_check_events`. The
     JSON is stored as text decoded here (it binds cheaper than bytes, and a fragment that is not
-    UTF-8 is refused now rather than stored unreadable); events without LLM usage get the short
-    row, and :func:`finish` widens them all if some event has usage. Only a tool call's row
-    keeps its timestamps (:data:`~agentops_async.collector._storage.EventRow`).
+    UTF-8 is refused now rather than stored unreadable). Each event gets the shortest row that
+    holds its columns (:data:`~agentops_async.collector._storage.EventRow`: 4 values, 6 for a
+    tool call's timestamps, 10 with LLM usage), and :func:`finish` widens the batch's rows to
+    the widest.
     """
     if rows.nul or check_depth:
         _check_events(raw_events, heads, field, check_depth)
     named: dict[str, str] = {}
     append = rows.append
-    wide = False
+    width = rows.width
     try:
         for raw, head in zip(raw_events, heads, strict=True):
             sid = head.session_id
@@ -275,45 +276,49 @@ def add_event_rows(
                     canonical = named[sid] = _named_session(sid, heads, field)
                 sid = canonical
             kind = head.event_type
-            if kind == TOOL_EVENT:
-                began, ended = head.init_timestamp, head.end_timestamp
-            else:
-                began = ended = None
             model = head.model
             prompt = head.prompt_tokens
             completion = head.completion_tokens
             cost = head.cost
             if model is None and prompt is None and completion is None and cost is None:
-                append((sid, head.id, kind, began, ended, str(raw, "utf-8")))
-            else:
-                wide = True
+                if kind != TOOL_EVENT:
+                    append((sid, head.id, kind, str(raw, "utf-8")))
+                    continue
                 append(
-                    (
-                        sid,
-                        head.id,
-                        kind,
-                        began,
-                        ended,
-                        str(raw, "utf-8"),
-                        model,
-                        prompt,
-                        completion,
-                        cost,
-                    )
+                    (sid, head.id, kind, head.init_timestamp, head.end_timestamp, str(raw, "utf-8"))
                 )
+                if width == 4:
+                    width = 6
+                continue
+            width = 10
+            tool = kind == TOOL_EVENT
+            append(
+                (
+                    sid,
+                    head.id,
+                    kind,
+                    head.init_timestamp if tool else None,
+                    head.end_timestamp if tool else None,
+                    str(raw, "utf-8"),
+                    model,
+                    prompt,
+                    completion,
+                    cost,
+                )
+            )
     except UnicodeDecodeError:
         _refuse_not_utf8(raw_events, field)
-    if wide:
-        rows.wide = True
+    rows.width = width
     others = set(named.values())
     others.discard(own)
     return others
 
 
 def finish(rows: EventBatch) -> None:
-    """Give every row of ``rows`` all ten columns when some row has LLM usage."""
-    if rows.wide:
-        rows[:] = [row if len(row) == 10 else (*row, None, None, None, None) for row in rows]
+    """Give every row of ``rows`` the batch's width (the widest row's: see ``EventRow``)."""
+    width = rows.width
+    if width > 4:
+        rows[:] = [row if len(row) == width else widened(row, width) for row in rows]
 
 
 def _named_session(session_id: str, heads: list[wire.EventHead], field: str) -> str:

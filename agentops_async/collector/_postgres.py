@@ -31,11 +31,15 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+import msgspec
+
 from ._prices import Usage, usage_row
 from ._storage import (
     CANONICAL_UUID,
+    DATA_INDEX,
     DEFAULT_PG_POOL_SIZE,
     EVENTS_PER_DELETE,
+    ROW_COLUMNS,
     UPDATABLE_SESSION_FIELDS,
     EventBatch,
     EventRow,
@@ -49,6 +53,7 @@ from ._storage import (
     newer_schema,
     pool_size_setting,
     session_page_sql,
+    widened,
 )
 
 __all__ = ["PostgresStorage"]
@@ -505,7 +510,6 @@ FROM {_STAGING} ORDER BY ord
 ON CONFLICT (session_id, id) DO NOTHING
 """
 
-_NO_USAGE = (None, None, None, None)  # an EventRow's LLM usage columns, when it has none
 
 _SESSION_COLUMNS = (
     "seq, id, project_id, trace_id, init_timestamp, init_ts, end_timestamp, end_ts, state,"
@@ -726,28 +730,32 @@ class PostgresStorage:
         if isinstance(rows, EventBatch):
             # The decoder built the rows as COPY records already and knows the batch as a whole:
             # nothing here looks at each row again.
-            plain, records, nul = not rows.wide, rows, rows.nul
+            width, records, nul = rows.width, rows, rows.nul
         else:
-            # The usual batch (no LLM usage, JSON as text) is copied as it came, into six columns.
-            plain = all(len(row) == 6 and type(row[5]) is str for row in rows)
-            records = rows if plain else [_record(row) for row in rows]
+            # Rows of one width, JSON as text (the usual batch), are copied as they came.
+            width = len(rows[0])
+            data = DATA_INDEX.get(width, 0)
+            if not all(len(row) == width and type(row[data]) is str for row in rows):
+                width = 10
+            records = rows if width != 10 else [_record(row) for row in rows]
             nul = True
-        if nul and any("\\u0000" in cast(str, r[5]) for r in records):  # a NUL in a string
-            records = [_record_no_nul(record) for record in records]
-        columns = _EVENT_COLUMNS[:6] if plain else _EVENT_COLUMNS
+        data = DATA_INDEX[width]
+        if nul and any("\\u0000" in cast(str, r[data]) for r in records):  # a NUL in a string
+            records = [_record_no_nul(record, data) for record in records]
         in_transaction = conn.is_in_transaction()
         if not stage:
             try:
                 # Alone, one statement in its own transaction: all of the batch or nothing.
-                await conn.copy_records_to_table("events", records=records, columns=columns)
+                await conn.copy_records_to_table(
+                    "events", records=records, columns=ROW_COLUMNS[width]
+                )
                 return len(records)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as exc:
                 # An id is stored already or twice in the batch (or a concurrent batch with the
                 # same ids deadlocked with this one): nothing of the COPY stayed.
                 if in_transaction:
                     raise _Restage from exc
-        widen = _NO_USAGE if plain else ()
-        staged = [(*record, *widen, n) for n, record in enumerate(records)]
+        staged = [(*widened(record, 10), n) for n, record in enumerate(records)]  # type: ignore[arg-type]
         try:
             status = await _stage_and_insert(conn, staged)
         except asyncpg.UndefinedTableError as exc:
@@ -1138,18 +1146,19 @@ async def _keep_session(conn: Any) -> None:
 
 
 def _record(row: EventRow) -> tuple[object, ...]:
-    """An :data:`EventRow` as a COPY record (:data:`_EVENT_COLUMNS`): the JSON as text."""
-    data = row[5]
-    if len(row) == 10:
-        return row if isinstance(data, str) else (*row[:5], bytes(data).decode(), *row[6:])
-    text = data if isinstance(data, str) else bytes(data).decode()
-    return (*row[:5], text, *_NO_USAGE)
+    """An :data:`EventRow` as a COPY record of all ten columns (:data:`_EVENT_COLUMNS`), the
+    JSON as text."""
+    wide: tuple[object, ...] = widened(row, 10)
+    data = wide[5]
+    if isinstance(data, str):
+        return wide
+    return (*wide[:5], bytes(cast(msgspec.Raw, data)).decode(), *wide[6:])
 
 
-def _record_no_nul(record: tuple[object, ...]) -> tuple[object, ...]:
-    """A COPY record (six or ten columns) with NUL replaced in its text columns (the JSON keeps
-    the original)."""
-    return tuple(value if i == 5 else _no_nul(value) for i, value in enumerate(record))
+def _record_no_nul(record: tuple[object, ...], data: int) -> tuple[object, ...]:
+    """A COPY record with NUL replaced in its text columns but the JSON (index ``data``), which
+    keeps the original."""
+    return tuple(value if i == data else _no_nul(value) for i, value in enumerate(record))
 
 
 def _no_nul(value: Any) -> Any:

@@ -30,6 +30,7 @@ from typing import NamedTuple, TypeVar
 from ._prices import Usage, usage_row
 from ._storage import (
     EVENTS_PER_DELETE,
+    ROW_COLUMNS,
     UPDATABLE_SESSION_FIELDS,
     EventRow,
     OverviewData,
@@ -258,18 +259,20 @@ _MIGRATIONS: list[str] = [
 
 # Events are inserted with multi-row INSERTs of 1, 2, 4, ... 512 rows (a run of n rows takes the
 # binary digits of n): one statement steps through many rows, which costs half as much per row as
-# executemany. Twenty statements in all, so they stay in the connection's statement cache.
-# Rows come in two widths (see EventRow): most events have no LLM usage and bind six values, not
-# ten. Binding None (or any type but str, int, float) takes sqlite3's adapter lookup, which cost
-# more than the rest of the insert. A data value given as a Raw JSON fragment binds as a blob; the
-# CAST stores it as text.
+# executemany. Thirty statements in all (ten sizes for each width of row), so they stay in the
+# connection's statement cache.
+# Rows come in three widths (see EventRow): most events have neither LLM usage nor a tool's
+# timestamps and bind four values, not six or ten. Binding None (or any type but str, int,
+# float) takes sqlite3's adapter lookup, which cost more than the rest of the insert. A data value
+# given as a Raw JSON fragment binds as a blob; the CAST stores it as text.
 _MAX_ROWS_PER_INSERT = 512
-_EVENT_COLUMNS = {
-    6: "session_id, id, event_type, init_timestamp, end_timestamp, data",
-    10: "session_id, id, event_type, init_timestamp, end_timestamp, data,"
-    " model, prompt_tokens, completion_tokens, cost",
+_EVENT_COLUMNS = {width: ", ".join(columns) for width, columns in ROW_COLUMNS.items()}
+_EVENT_VALUES = {
+    width: "("
+    + ",".join("CAST(? AS TEXT)" if column == "data" else "?" for column in columns)
+    + ")"
+    for width, columns in ROW_COLUMNS.items()
 }
-_EVENT_VALUES = {6: "(?,?,?,?,?,CAST(? AS TEXT))", 10: "(?,?,?,?,?,CAST(? AS TEXT),?,?,?,?)"}
 
 
 def _insert_events_sql(width: int, count: int) -> str:

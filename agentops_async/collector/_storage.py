@@ -83,9 +83,15 @@ EventRow = (
         str,  # session_id: a canonical UUID (CANONICAL_UUID)
         str,  # id
         str,  # event_type
-        str | None,  # init_timestamp: a tool call's only (TOOL_EVENT)
-        str | None,  # end_timestamp: a tool call's only
         str | msgspec.Raw,  # data: the event's JSON as the client sent it
+    ]
+    | tuple[
+        str,
+        str,
+        str,
+        str | None,  # init_timestamp: a tool call's (TOOL_EVENT)
+        str | None,  # end_timestamp
+        str | msgspec.Raw,  # data
     ]
     | tuple[
         str,
@@ -100,36 +106,69 @@ EventRow = (
         float | None,  # cost
     ]
 )
-"""One event as stored: the indexed columns (its session's id in canonical form, which PostgreSQL
-keeps as a ``uuid``), the JSON, then the LLM usage columns if it has any (a 6-tuple means they
-are all NULL). A plain tuple: building it is the only per-event work of the ingest path, so it
-must be cheap; and most events have no usage, so their rows do not carry (and SQLite does not
-bind) four NULLs.
+"""One event as stored: the columns a query reads (its session's id in canonical form, which
+PostgreSQL keeps as a ``uuid``; its id and type; a tool call's timestamps; LLM usage), and the
+JSON, which holds everything as the client sent it. A plain tuple: building it is the only
+per-event work of the ingest path, so it must be cheap, and it carries no column that is NULL
+for the whole batch: most events have neither usage nor a tool's time, so their rows are
+4-tuples (PostgreSQL's ``COPY`` sends four columns; SQLite binds four values, where binding a
+None costs more than the rest of the row), a batch with some tool call has 6-tuples, one with
+some usage 10-tuples (:data:`ROW_COLUMNS`, :data:`DATA_INDEX`).
 
-The columns hold what a query reads; the JSON holds everything, as sent. So the timestamps are
-a tool call's only (:data:`TOOL_EVENT`: the rollup of tool time reads them), None for other
-events: no read looks at theirs, and the two strings are an eighth of a row's bytes, stored,
-logged and sent to PostgreSQL for nothing (benchmarks/README.md, round 14)."""
+Other events' timestamps are not columns (NULL): no read looks at them, and the two strings
+were an eighth of a row's bytes, stored, logged and sent to PostgreSQL for nothing
+(benchmarks/README.md, round 14)."""
 
 TOOL_EVENT = "tools"
 """The ``event_type`` of a tool call: the one kind whose row keeps its timestamps (EventRow)."""
+
+ROW_COLUMNS: dict[int, tuple[str, ...]] = {
+    4: ("session_id", "id", "event_type", "data"),
+    6: ("session_id", "id", "event_type", "init_timestamp", "end_timestamp", "data"),
+    10: (
+        "session_id",
+        "id",
+        "event_type",
+        "init_timestamp",
+        "end_timestamp",
+        "data",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+    ),
+}
+"""The ``events`` columns of an :data:`EventRow` of each width, in its order."""
+
+DATA_INDEX = {4: 3, 6: 5, 10: 5}
+"""Where an :data:`EventRow` of each width holds its JSON."""
+
+
+def widened(row: EventRow, width: int) -> EventRow:
+    """``row`` with the columns of ``width`` (NULL where it had none)."""
+    if len(row) >= width:
+        return row
+    if len(row) == 4:
+        row = (row[0], row[1], row[2], None, None, row[3])
+    return row if width == 6 else (*row, None, None, None, None)
 
 
 class EventBatch(list[EventRow]):
     """The rows of one request, as the collector's decoder made them, with what it learned about
     them as a whole, so that a backend need not look at each row again.
 
-    Every row's JSON is ``str``; ``wide``: every row has all ten columns (some event has LLM
-    usage), else every row has six; ``nul``: some string of the batch may hold NUL (U+0000),
-    which PostgreSQL's ``text`` cannot (False only when the request body held no ``\\u0000``
-    escape, so that none of its strings can). A plain sequence of rows is looked at row by row.
+    Every row's JSON is ``str`` and every row has ``width`` columns (4, 6 or 10: the widest
+    any event of the batch needs, see :data:`EventRow`); ``nul``: some string of the batch may
+    hold NUL (U+0000), which PostgreSQL's ``text`` cannot (False only when the request body held
+    no ``\\u0000`` escape, so that none of its strings can). A plain sequence of rows is looked
+    at row by row.
     """
 
-    __slots__ = ("nul", "wide")
+    __slots__ = ("nul", "width")
 
-    def __init__(self, *, wide: bool = False, nul: bool = True) -> None:
+    def __init__(self, *, nul: bool = True) -> None:
         super().__init__()
-        self.wide = wide
+        self.width = 4
         self.nul = nul
 
 

@@ -40,8 +40,8 @@ from .. import _traces as traces
 from .. import _wire as wire
 from .._context import Context
 from .._http import continue_after, fail
-from .._ingest import nesting_exceeds
-from .._storage import TOOL_EVENT, EventRow
+from .._ingest import finish, nesting_exceeds
+from .._storage import TOOL_EVENT, EventBatch, EventRow
 
 __all__ = ["TOOL_COST_ATTRIBUTE", "add_routes", "tool_cost"]
 
@@ -76,7 +76,7 @@ def _decode_spans(body: bytes, protobuf: bool) -> otlp.DecodedSpans:
 class _Rows(msgspec.Struct):
     """The rows of an export's spans, the agents they name, and the spans refused (with why)."""
 
-    rows: list[EventRow]
+    rows: EventBatch
     agents: list[tuple[str, str, str | None]]
     refused: int = 0
     reason: str = ""
@@ -111,12 +111,14 @@ def _event_row(session_id: str, data: str, cost: float | None = None) -> EventRo
     tool = head.event_type == TOOL_EVENT
     if cost is not None and tool and head.cost is None:
         head.cost = cost
-    # As the v2 API's rows (EventRow): only a tool call's keep the timestamps.
+    # The shortest row that holds the event's columns, as the v2 API's (EventRow).
     began, ended = (head.init_timestamp, head.end_timestamp) if tool else (None, None)
     usage = (head.model, head.prompt_tokens, head.completion_tokens, head.cost)
-    if usage == (None, None, None, None):
+    if usage != (None, None, None, None):
+        return (session_id, head.id, head.event_type, began, ended, data, *usage)
+    if tool:
         return (session_id, head.id, head.event_type, began, ended, data)
-    return (session_id, head.id, head.event_type, began, ended, data, *usage)
+    return (session_id, head.id, head.event_type, data)
 
 
 def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows:
@@ -124,7 +126,7 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
 
     CPU work only (it runs in a decode thread for large exports).
     """
-    out = _Rows([], [])
+    out = _Rows(EventBatch(), [])
     for span in spans:
         session_id = sessions.get(span.trace_id)
         if session_id is None:
@@ -151,6 +153,8 @@ def _span_rows(spans: Sequence[FinishedSpan], sessions: dict[str, str]) -> _Rows
         if span.attributes.get("agentops.span.kind") == "agent":
             name = span.attributes.get("agentops.entity.name") or span.name.removesuffix(".agent")
             out.agents.append((session_id, span.span_id, str(name)))
+    out.rows.width = max(map(len, out.rows), default=4)
+    finish(out.rows)  # one width for the batch
     return out
 
 

@@ -169,34 +169,47 @@ async def test_batches_mixing_llm_and_plain_events_keep_usage_order_and_exact_js
     assert len(await _stored_json(collector, second)) == 3
 
 
-async def test_only_a_tool_calls_row_keeps_its_timestamps_and_its_time_is_counted(
+async def test_batches_of_every_row_shape_store_the_columns_a_query_reads_and_exact_json(
     collector: CollectorHandle,
 ) -> None:
-    # The timestamps of an event are columns only where a query reads them (the rollup of tool
-    # time); every event keeps them in its JSON, as sent.
+    # An event's row holds the columns a query reads: its timestamps only for a tool call (the
+    # rollup of tool time), LLM usage only where there is some. The JSON keeps everything.
     began, ended = "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:02.500000Z"
     span = {"init_timestamp": began, "end_timestamp": ended}
-    events = [
-        {"id": "action", "event_type": "actions", **span, "action_type": "step"},
-        {"id": "tool", "event_type": "tools", **span, "name": "search"},
-        {"id": "llm", "event_type": "llms", **span, "model": "m", "prompt_tokens": 3},
-        {"id": "paid-tool", "event_type": "tools", **span, "name": "fetch", "cost": 0.5},
-        {"id": "custom", "event_type": "my-kind", **span},
-    ]
-    body = json.dumps({"events": events}).encode()
-    session_id, jwt = await collector.v2_create_session()
-    answer = await collector.v2_post("create_events", body, jwt=jwt)
-    assert answer.status == 200, answer.body
 
-    stored = await _stored(collector, session_id, "id, init_timestamp, end_timestamp, data")
-    assert [row[:3] for row in stored] == [
-        ("action", None, None),
-        ("tool", began, ended),
-        ("llm", None, None),
-        ("paid-tool", began, ended),
-        ("custom", None, None),
-    ]
-    assert [json.loads(row[3]) for row in stored] == events  # every timestamp in the JSON
+    def event(event_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        return {"id": event_id, "event_type": kind, **span, **fields}
+
+    batches = {  # rows of 4 columns; of 6 (a tool call's timestamps); of 10 (LLM usage)
+        "plain": [event("action-1", "actions", action_type="step"), event("custom", "my-kind")],
+        "timed": [event("action-2", "actions"), event("tool", "tools", name="search")],
+        "usage": [
+            event("action-3", "actions"),
+            event("llm", "llms", model="m", prompt_tokens=3),
+            event("paid-tool", "tools", name="fetch", cost=0.5),
+        ],
+    }
+    expected = {  # (id, init_timestamp, end_timestamp, model) as stored
+        "plain": [("action-1", None, None, None), ("custom", None, None, None)],
+        "timed": [("action-2", None, None, None), ("tool", began, ended, None)],
+        "usage": [
+            ("action-3", None, None, None),
+            ("llm", None, None, "m"),
+            ("paid-tool", began, ended, None),
+        ],
+    }
+    for shape, events in batches.items():
+        session_id, jwt = await collector.v2_create_session()
+        body = json.dumps({"events": events}).encode()
+        for _ in range(2):  # sent again: stored once (on PostgreSQL, through the staging table)
+            answer = await collector.v2_post("create_events", body, jwt=jwt)
+            assert answer.status == 200, (shape, answer.body)
+        stored = await _stored(
+            collector, session_id, "id, init_timestamp, end_timestamp, model, data"
+        )
+        assert [row[:4] for row in stored] == expected[shape], shape
+        assert [json.loads(row[4]) for row in stored] == events, shape  # every timestamp
+
     overview = await collector.request(
         "GET", "/api/overview", headers={"X-Agentops-Api-Key": collector.api_key}
     )
