@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
@@ -263,15 +263,30 @@ _MIGRATIONS: list[str] = [
 # connection's statement cache.
 # Rows come in three widths (see EventRow): most events have neither LLM usage nor a tool's
 # timestamps and bind four values, not six or ten. Binding None (or any type but str, int,
-# float) takes sqlite3's adapter lookup, which cost more than the rest of the insert. A data value
-# given as a Raw JSON fragment binds as a blob; the CAST stores it as text.
+# float) takes sqlite3's adapter lookup, ~0.3 µs a value, more than the rest of a row's insert:
+# so the columns a wider row may leave NULL are bound as '' where they are None and stored as
+# NULL by NULLIF (an empty timestamp or model means no more than none does, in every rollup).
+# A data value given as a Raw JSON fragment binds as a blob; the CAST stores it as text.
 _MAX_ROWS_PER_INSERT = 512
 _EVENT_COLUMNS = {width: ", ".join(columns) for width, columns in ROW_COLUMNS.items()}
+_NULLABLE = {
+    "init_timestamp",
+    "end_timestamp",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+}
+
+
+def _placeholder(column: str) -> str:
+    if column == "data":
+        return "CAST(? AS TEXT)"
+    return "NULLIF(?, '')" if column in _NULLABLE else "?"
+
+
 _EVENT_VALUES = {
-    width: "("
-    + ",".join("CAST(? AS TEXT)" if column == "data" else "?" for column in columns)
-    + ")"
-    for width, columns in ROW_COLUMNS.items()
+    width: f"({','.join(map(_placeholder, columns))})" for width, columns in ROW_COLUMNS.items()
 }
 
 
@@ -1149,10 +1164,12 @@ def _add_rollups(
 def _insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     """Insert rows in order (runs of one width, so arrival order, seq, holds); how many were
     new."""
-    return sum(
-        _insert_run(conn, width, list(itertools.chain.from_iterable(run)))
-        for width, run in itertools.groupby(rows, len)
-    )
+    inserted = 0
+    for width, run in itertools.groupby(rows, len):
+        values: Iterable[object] = itertools.chain.from_iterable(run)
+        flat = list(values) if width == 4 else ["" if v is None else v for v in values]
+        inserted += _insert_run(conn, width, flat)
+    return inserted
 
 
 def _insert_run(conn: sqlite3.Connection, width: int, values: list[object]) -> int:
