@@ -37,9 +37,10 @@ from typing import Any
 
 from agentops_async.collector import open_storage
 from agentops_async.collector._auth import new_project
-from agentops_async.collector._postgres import _EVENT_COLUMNS  # the columns of a stored event
 from agentops_async.collector._sqlite import _COUNTS_FROM_EVENTS, _USAGE_FROM_EVENTS
-from agentops_async.collector._storage import TOOL_EVENT, is_postgres_dsn
+from agentops_async.collector._storage import ROW_COLUMNS, TOOL_EVENT, is_postgres_dsn
+
+_EVENT_COLUMNS = ROW_COLUMNS[10]  # the columns of a row _events makes
 
 __all__ = ["Fill", "fill_database"]
 

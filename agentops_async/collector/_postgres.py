@@ -476,24 +476,10 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-# The columns a batch is copied into, in the order of a record (see _record); a batch of events
-# with no LLM usage columns is copied into the first six.
-_EVENT_COLUMNS = (
-    "session_id",
-    "id",
-    "event_type",
-    "init_timestamp",
-    "end_timestamp",
-    "data",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-)
 # The staging table of a connection: made when the pool opens the connection, emptied when each
 # transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
 _STAGING = "agentops_events_staging"
-_STAGING_COLUMNS = (*_EVENT_COLUMNS, "ord")
+_STAGING_COLUMNS = (*ROW_COLUMNS[10], "ord")  # a record of _record's, and its place
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
     session_id uuid NOT NULL, id text NOT NULL, event_type text NOT NULL,
@@ -1146,7 +1132,7 @@ async def _keep_session(conn: Any) -> None:
 
 
 def _record(row: EventRow) -> tuple[object, ...]:
-    """An :data:`EventRow` as a COPY record of all ten columns (:data:`_EVENT_COLUMNS`), the
+    """An :data:`EventRow` as a COPY record of all ten columns (``ROW_COLUMNS[10]``), the
     JSON as text."""
     wide: tuple[object, ...] = widened(row, 10)
     data = wide[5]
