@@ -479,7 +479,7 @@ _MIGRATIONS: list[str] = [
 # The staging table of a connection: made when the pool opens the connection, emptied when each
 # transaction commits (or rolls back). ``ord`` keeps the batch's arrival order into ``seq``.
 _STAGING = "agentops_events_staging"
-_STAGING_COLUMNS = (*ROW_COLUMNS[10], "ord")  # a record of _record's, and its place
+_STAGING_COLUMNS = (*ROW_COLUMNS[10], "ord")  # a ten-column record, and its place in the batch
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
     session_id uuid NOT NULL, id text NOT NULL, event_type text NOT NULL,
@@ -719,12 +719,10 @@ class PostgresStorage:
             width, records, nul = rows.width, rows, rows.nul
         else:
             # Rows of one width, JSON as text (the usual batch), are copied as they came.
-            width = len(rows[0])
-            data = DATA_INDEX.get(width, 0)
+            width, records, nul = len(rows[0]), rows, True
+            data = DATA_INDEX[width]
             if not all(len(row) == width and type(row[data]) is str for row in rows):
-                width = 10
-            records = rows if width != 10 else [_record(row) for row in rows]
-            nul = True
+                width, records = 10, [_record(row) for row in rows]
         data = DATA_INDEX[width]
         if nul and any("\\u0000" in cast(str, r[data]) for r in records):  # a NUL in a string
             records = [_record_no_nul(record, data) for record in records]
@@ -741,7 +739,7 @@ class PostgresStorage:
                 # same ids deadlocked with this one): nothing of the COPY stayed.
                 if in_transaction:
                     raise _Restage from exc
-        staged = [(*widened(record, 10), n) for n, record in enumerate(records)]  # type: ignore[arg-type]
+        staged = [(*widened(cast(EventRow, record), 10), n) for n, record in enumerate(records)]
         try:
             status = await _stage_and_insert(conn, staged)
         except asyncpg.UndefinedTableError as exc:
