@@ -218,6 +218,62 @@ async def test_batches_of_every_row_shape_store_the_columns_a_query_reads_and_ex
     assert sorted(tools) == [("fetch", 1, 2.5), ("search", 1, 2.5)]
 
 
+def _otlp_span(trace_id: str, n: int, name: str, seconds: float, **attributes: Any) -> Any:
+    start = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+    values = [
+        {"key": k, "value": {"intValue": str(v)} if isinstance(v, int) else {"stringValue": v}}
+        for k, v in attributes.items()
+    ]
+    return {
+        "traceId": trace_id,
+        "spanId": f"{n:016x}",
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start + int(seconds * 1e9)),
+        "attributes": values,
+    }
+
+
+async def test_otlp_spans_store_the_columns_a_query_reads_as_the_v2_api_does(
+    collector: CollectorHandle,
+) -> None:
+    trace_id = uuid.uuid4().hex
+    session_id, _ = await collector.v2_create_session(trace_id=trace_id)
+    spans = [
+        _otlp_span(trace_id, 1, "plan", 1.0),
+        _otlp_span(
+            trace_id, 2, "execute_tool search", 2.5,
+            **{"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"},
+        ),
+        _otlp_span(
+            trace_id, 3, "chat m", 0.5,
+            **{"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+               "gen_ai.usage.input_tokens": 7},
+        ),
+    ]  # fmt: skip
+    export = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    headers = {"X-Agentops-Api-Key": collector.api_key}
+    answer = await collector.request("POST", "/v1/traces", json_body=export, headers=headers)
+    assert answer.status == 200, answer.raw
+
+    stored = await _stored(
+        collector, session_id, "event_type, init_timestamp, end_timestamp, model"
+    )
+    by_type = {row[0]: row[1:] for row in stored}
+    assert set(by_type) == {"actions", "tools", "llms"}, stored
+    assert by_type["actions"] == (None, None, None)
+    assert by_type["llms"][:2] == (None, None) and by_type["llms"][2] == "m"
+    began, ended = by_type["tools"][:2]
+    assert began is not None and ended is not None
+    events = await collector.get_events(session_id)  # every event's timestamps, in its JSON
+    assert all(e["init_timestamp"] and e["end_timestamp"] for e in events), events
+    overview = await collector.request("GET", "/api/overview", headers=headers)
+    assert overview.status == 200, overview.raw
+    tools = [(t["name"], t["calls"], t["mean_s"]) for t in overview.body["slowest_tools"]]
+    assert tools == [("search", 1, 2.5)]
+
+
 async def test_postgres_connections_go_back_to_the_pool_without_a_reset_round_trip(
     postgres_server: Any,
 ) -> None:
