@@ -38,7 +38,8 @@ from typing import Any
 from agentops_async.collector import open_storage
 from agentops_async.collector._auth import new_project
 from agentops_async.collector._sqlite import _COUNTS_FROM_EVENTS, _USAGE_FROM_EVENTS
-from agentops_async.collector._storage import ROW_COLUMNS, TOOL_EVENT, is_postgres_dsn
+from agentops_async.collector._storage import ROW_COLUMNS, is_postgres_dsn
+from agentops_async.events import EventType
 
 _EVENT_COLUMNS = ROW_COLUMNS[10]  # the columns of a row _events makes
 
@@ -184,7 +185,7 @@ def _events(rng: random.Random, sessions: list[tuple[object, ...]]) -> Iterator[
                     f'{{"id":"{event_id}","event_type":"{kind}","init_timestamp":"{start}",'
                     f'"end_timestamp":"{end}","session_id":"{session_id}"{text}'
                 )
-                tool = kind == TOOL_EVENT  # only a tool call's row keeps them (EventRow)
+                tool = kind == EventType.TOOL  # only a tool call's row keeps them (EventRow)
                 yield (
                     session_id,
                     event_id,

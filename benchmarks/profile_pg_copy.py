@@ -57,7 +57,8 @@ from _servers import PostgresServer  # noqa: E402
 from bench_ingest import _cpu_seconds  # noqa: E402
 from bench_ingest import _server_cpu as _cluster_cpu  # noqa: E402
 
-from agentops_async.collector._storage import ROW_COLUMNS, TOOL_EVENT  # noqa: E402
+from agentops_async.collector._storage import ROW_COLUMNS  # noqa: E402
+from agentops_async.events import EventType  # noqa: E402
 
 _NO_TRIGGER = "DROP TRIGGER events_rollups ON events;"
 _INDEXES = "ALTER TABLE events DROP CONSTRAINT events_pkey; DROP INDEX events_by_session;"
@@ -123,7 +124,7 @@ def batches(
 
 def _span(event: dict[str, object], kind: str) -> tuple[object, object]:
     """The timestamps' columns of an event: a tool call's only, as the collector stores them."""
-    if kind != TOOL_EVENT:
+    if kind != EventType.TOOL:
         return None, None
     return event["init_timestamp"], event["end_timestamp"]
 

@@ -15,9 +15,10 @@ from typing import NamedTuple, NoReturn
 import msgspec
 
 from .._limits import MAX_EVENTS_PER_REQUEST, MAX_NESTING_DEPTH
+from ..events import EventType
 from . import _wire as wire
 from ._http import DECODE_ERRORS, ID_RULE, HttpError, canonical_uuid, decode_error, fail
-from ._storage import CANONICAL_UUID, TOOL_EVENT, EventBatch, widened
+from ._storage import CANONICAL_UUID, EventBatch, widened
 
 __all__ = [
     "SessionsBody",
@@ -265,6 +266,7 @@ def add_event_rows(
     named: dict[str, str] = {}
     append = rows.append
     width = rows.width
+    tool_type = EventType.TOOL
     try:
         for raw, head in zip(raw_events, heads, strict=True):
             sid = head.session_id
@@ -281,7 +283,7 @@ def add_event_rows(
             completion = head.completion_tokens
             cost = head.cost
             if model is None and prompt is None and completion is None and cost is None:
-                if kind != TOOL_EVENT:
+                if kind != tool_type:
                     append((sid, head.id, kind, str(raw, "utf-8")))
                     continue
                 append(
@@ -291,7 +293,7 @@ def add_event_rows(
                     width = 6
                 continue
             width = 10
-            tool = kind == TOOL_EVENT
+            tool = kind == tool_type
             append(
                 (
                     sid,

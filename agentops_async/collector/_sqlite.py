@@ -269,14 +269,7 @@ _MIGRATIONS: list[str] = [
 # A data value given as a Raw JSON fragment binds as a blob; the CAST stores it as text.
 _MAX_ROWS_PER_INSERT = 512
 _EVENT_COLUMNS = {width: ", ".join(columns) for width, columns in ROW_COLUMNS.items()}
-_NULLABLE = {
-    "init_timestamp",
-    "end_timestamp",
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-}
+_NULLABLE = set(ROW_COLUMNS[10]) - set(ROW_COLUMNS[4])  # the columns a row may lack
 
 
 def _placeholder(column: str) -> str:

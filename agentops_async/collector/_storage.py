@@ -89,7 +89,7 @@ EventRow = (
         str,
         str,
         str,
-        str | None,  # init_timestamp: a tool call's (TOOL_EVENT)
+        str | None,  # init_timestamp: a tool call's (EventType.TOOL)
         str | None,  # end_timestamp
         str | msgspec.Raw,  # data
     ]
@@ -119,28 +119,26 @@ Other events' timestamps are not columns (NULL): no read looks at them, and the 
 were an eighth of a row's bytes, stored, logged and sent to PostgreSQL for nothing
 (benchmarks/README.md, round 14)."""
 
-TOOL_EVENT = "tools"
-"""The ``event_type`` of a tool call: the one kind whose row keeps its timestamps (EventRow)."""
-
+_ALL_COLUMNS = (
+    "session_id",
+    "id",
+    "event_type",
+    "init_timestamp",
+    "end_timestamp",
+    "data",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
 ROW_COLUMNS: dict[int, tuple[str, ...]] = {
-    4: ("session_id", "id", "event_type", "data"),
-    6: ("session_id", "id", "event_type", "init_timestamp", "end_timestamp", "data"),
-    10: (
-        "session_id",
-        "id",
-        "event_type",
-        "init_timestamp",
-        "end_timestamp",
-        "data",
-        "model",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-    ),
+    4: (*_ALL_COLUMNS[:3], "data"),
+    6: _ALL_COLUMNS[:6],
+    10: _ALL_COLUMNS,
 }
 """The ``events`` columns of an :data:`EventRow` of each width, in its order."""
 
-DATA_INDEX = {4: 3, 6: 5, 10: 5}
+DATA_INDEX = {width: columns.index("data") for width, columns in ROW_COLUMNS.items()}
 """Where an :data:`EventRow` of each width holds its JSON."""
 
 

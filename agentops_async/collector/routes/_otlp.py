@@ -33,7 +33,7 @@ from ..._spans import (
     is_marker,
     map_span,
 )
-from ...events import _encode_event, _wire_events
+from ...events import EventType, _encode_event, _wire_events
 from .. import _auth as auth
 from .. import _otlp as otlp
 from .. import _traces as traces
@@ -41,7 +41,7 @@ from .. import _wire as wire
 from .._context import Context
 from .._http import continue_after, fail
 from .._ingest import finish, nesting_exceeds
-from .._storage import TOOL_EVENT, EventBatch, EventRow
+from .._storage import EventBatch, EventRow
 
 __all__ = ["TOOL_COST_ATTRIBUTE", "add_routes", "tool_cost"]
 
@@ -108,7 +108,7 @@ def tool_cost(span: FinishedSpan) -> float | None:
 def _event_row(session_id: str, data: str, cost: float | None = None) -> EventRow:
     """The row of one mapped event; ``cost`` is the span's tool cost, for a ``tools`` event."""
     head = _head_decoder.decode(data)
-    tool = head.event_type == TOOL_EVENT
+    tool = head.event_type == EventType.TOOL
     if cost is not None and tool and head.cost is None:
         head.cost = cost
     # The shortest row that holds the event's columns, as the v2 API's (EventRow).
