@@ -47,8 +47,9 @@ Comparison = dict[tuple[str, str], dict[str, list[Run]]]
 
 
 def parse(text: str) -> list[Comparison]:
-    """The comparisons in a log of ``bench_ingest.py`` outputs (a new one starts whenever a row's
-    first checkout runs again after its last one has)."""
+    """The comparisons in a log of ``bench_ingest.py`` outputs: the per-run lines of each
+    output, up to the table that ends it (the runs of a checkout in the order they ran, which
+    pairs run i of each checkout with run i of the first; a run a checkout skipped shifts them)."""
     comparisons: list[Comparison] = []
     current: Comparison = {}
     for line in text.splitlines():
