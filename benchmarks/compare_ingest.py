@@ -10,7 +10,11 @@ and prints, for every row and checkout after the first:
 - the median of the comparisons, with a 95% bootstrap interval of that median, and how many of
   them reach ``--goal``;
 - the median of the paired runs' ratios (run i of the checkout over run i of the first);
-- the CPU per event (collector + database + client), first ÷ checkout: the least noisy figure.
+- the CPU per event (collector + database + client), first ÷ checkout;
+- how the ratio moves with the machine's state: its correlation with the first checkout's
+  events/s, and its median over the comparisons where the first checkout ran at or below its
+  median speed and above it. On these machines the old code slows down more than the new when
+  the machine is busy, so a ratio read on a busy machine can be higher than a quiet one gives.
 
     python benchmarks/compare_ingest.py --times 10 --log /tmp/cmp.txt -- \\
         --backends postgres --clients raw --runs 5 --code old=/tmp/old,new=.
@@ -83,6 +87,7 @@ def summarise(comparisons: list[Comparison], goal: float) -> str:
     ratios: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     paired: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     cpu: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    references: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     lines = ["| # | row | checkout | ratio | CPU ratio |", "|---:|---|---|---:|---:|"]
     for number, comparison in enumerate(comparisons, start=1):
         for (backend, client), codes in comparison.items():
@@ -91,13 +96,13 @@ def summarise(comparisons: list[Comparison], goal: float) -> str:
             for name in names[1:]:
                 runs = codes[name]
                 key = (f"{backend}/{client}", names[0], name)
-                ratio = statistics.median(r for r, _ in runs) / statistics.median(
-                    r for r, _ in first
-                )
+                reference = statistics.median(r for r, _ in first)
+                ratio = statistics.median(r for r, _ in runs) / reference
                 cpu_ratio = statistics.median(c for _, c in first) / statistics.median(
                     c for _, c in runs
                 )
                 ratios[key].append(ratio)
+                references[key].append(reference)
                 cpu[key].append(cpu_ratio)
                 paired[key].extend(a[0] / b[0] for a, b in zip(runs, first, strict=False))
                 lines.append(
@@ -119,7 +124,36 @@ def summarise(comparisons: list[Comparison], goal: float) -> str:
             f" | {reached} of {len(values)} | {statistics.median(paired[key]):.3f}x"
             f" ({len(paired[key])}) | {statistics.median(cpu[key]):.3f}x |"
         )
+    lines += [
+        "",
+        "How the ratio moves with the machine's state, read from the first checkout's speed in"
+        " each comparison (a ratio that falls as the first checkout runs faster holds on a busy"
+        " machine only):",
+        "",
+        "| row | checkout | correlation of the first's events/s and the ratio"
+        " | median ratio, the first at or below its median speed | above it |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for key, values in ratios.items():
+        speeds = references[key]
+        middle = statistics.median(speeds)
+        slow = [v for v, speed in zip(values, speeds, strict=True) if speed <= middle]
+        fast = [v for v, speed in zip(values, speeds, strict=True) if speed > middle]
+        lines.append(
+            f"| {key[0]} | {key[2]} ÷ {key[1]} | {_correlation(speeds, values)}"
+            f" | {_median_of(slow)} | {_median_of(fast)} |"
+        )
     return "\n".join(lines)
+
+
+def _correlation(xs: list[float], ys: list[float]) -> str:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return "n/a"
+    return f"{statistics.correlation(xs, ys):+.2f}"
+
+
+def _median_of(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f}x ({len(values)})" if values else "n/a"
 
 
 def main() -> int:

@@ -43,10 +43,10 @@ def test_the_summary_is_the_median_of_comparisons_and_of_paired_runs() -> None:
         [
             # medians 100,000 -> 210,000 (2.1x); paired 2.0x, 2.1x, 2.2x; CPU 8.0 / 4.0 = 2x
             _bench_output([(100_000, 200_000), (100_000, 210_000), (100_000, 220_000)], 8.0, 4.0),
-            # medians 100,000 -> 190,000 (1.9x); paired 1.8x, 1.9x, 2.0x; CPU 8.0 / 5.0 = 1.6x
-            _bench_output([(100_000, 180_000), (100_000, 190_000), (100_000, 200_000)], 8.0, 5.0),
-            # medians 100,000 -> 230,000 (2.3x); paired 2.2x, 2.3x, 3.0x; CPU 8.0 / 3.2 = 2.5x
-            _bench_output([(100_000, 220_000), (100_000, 230_000), (100_000, 300_000)], 8.0, 3.2),
+            # medians 120,000 -> 228,000 (1.9x); paired 1.8x, 1.9x, 2.0x; CPU 8.0 / 5.0 = 1.6x
+            _bench_output([(120_000, 216_000), (120_000, 228_000), (120_000, 240_000)], 8.0, 5.0),
+            # medians 80,000 -> 184,000 (2.3x); paired 2.2x, 2.3x, 3.0x; CPU 8.0 / 3.2 = 2.5x
+            _bench_output([(80_000, 176_000), (80_000, 184_000), (80_000, 240_000)], 8.0, 3.2),
         ]
     )
     comparisons = compare.parse(log)
@@ -58,10 +58,14 @@ def test_the_summary_is_the_median_of_comparisons_and_of_paired_runs() -> None:
         ("2", "1.900", "1.600"),
         ("3", "2.300", "2.500"),
     ]
-    summary = report.splitlines()[-1].split(" | ")
+    rows = [r.split(" | ") for r in report.splitlines() if r.startswith("| postgres/raw | new")]
+    summary, machine = rows
     assert summary[1:4] == ["new ÷ old", "3", "2.100x"]  # comparisons, their median
     # The paired runs' median (their mean is 2.167x) and the CPU ratios' (mean 2.033x).
     assert summary[5:9] == ["1.90-2.30x", "2 of 3", "2.100x (9)", "2.000x |"]
+    # The ratio falls as old runs faster (80,000 -> 2.3x, 100,000 -> 2.1x, 120,000 -> 1.9x):
+    # a correlation of -1; at or below old's median speed 2.1x and 2.3x, above it 1.9x.
+    assert machine[2:] == ["-1.00", "2.200x (2)", "1.900x (1) |"]
 
 
 def test_a_tiny_real_comparison_reports_every_comparison_and_pair() -> None:
@@ -94,7 +98,7 @@ def test_a_tiny_real_comparison_reports_every_comparison_and_pair() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| sqlite/raw | b ÷ a |")]
-    assert len(rows) == 1, done.stdout
+    assert len(rows) == 2, done.stdout  # the summary, and the ratio against the machine's state
     cells = rows[0].split(" | ")
     assert cells[2] == "2"  # comparisons
     assert cells[7].endswith("(4)")  # paired runs: 2 comparisons x 2 runs
