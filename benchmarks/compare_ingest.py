@@ -93,14 +93,13 @@ def summarise(comparisons: list[Comparison], goal: float) -> str:
         for (backend, client), codes in comparison.items():
             names = list(codes)
             first = codes[names[0]]
+            reference = statistics.median(r for r, _ in first)
+            reference_cpu = statistics.median(c for _, c in first)
             for name in names[1:]:
                 runs = codes[name]
                 key = (f"{backend}/{client}", names[0], name)
-                reference = statistics.median(r for r, _ in first)
                 ratio = statistics.median(r for r, _ in runs) / reference
-                cpu_ratio = statistics.median(c for _, c in first) / statistics.median(
-                    c for _, c in runs
-                )
+                cpu_ratio = reference_cpu / statistics.median(c for _, c in runs)
                 ratios[key].append(ratio)
                 references[key].append(reference)
                 cpu[key].append(cpu_ratio)
